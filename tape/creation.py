@@ -1,0 +1,85 @@
+"""Creating tensors: from data, filled, ranges and random (float32 unless told otherwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .tensor import Tensor, wrap
+
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generator behind ``randn``, ``rand`` and the library's random choices."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def generator() -> np.random.Generator:
+    """The library's random generator (seeded by ``manual_seed``)."""
+    return _rng
+
+
+def tensor(data, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """A new tensor holding a copy of ``data`` (lists, scalars, numpy or cupy arrays).
+
+    Python floats become float32; integers stay integers; arrays keep their dtype.
+    """
+    return Tensor(data, dtype=dtype, requires_grad=requires_grad, device=device)
+
+
+def _shape(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def _made(array, dtype, requires_grad, device):
+    array = backend.to_device(array.astype(dtype or np.float32, copy=False), device)
+    t = wrap(array, False)
+    if requires_grad:
+        t = Tensor(t.data, requires_grad=True)
+    return t
+
+
+def zeros(*shape, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _made(np.zeros(_shape(shape)), dtype, requires_grad, device)
+
+
+def ones(*shape, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _made(np.ones(_shape(shape)), dtype, requires_grad, device)
+
+
+def full(shape, value, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _made(np.full(_shape((shape,)), value), dtype, requires_grad, device)
+
+
+def zeros_like(x, dtype=None, requires_grad=False) -> Tensor:
+    return zeros(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad, device=x.device)
+
+
+def ones_like(x, dtype=None, requires_grad=False) -> Tensor:
+    return ones(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad, device=x.device)
+
+
+def randn(*shape, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """Standard normal samples."""
+    return _made(_rng.standard_normal(_shape(shape)), dtype, requires_grad, device)
+
+
+def rand(*shape, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """Uniform samples in [0, 1)."""
+    return _made(_rng.random(_shape(shape)), dtype, requires_grad, device)
+
+
+def arange(start, stop=None, step=1, dtype=None, requires_grad=False, device=None) -> Tensor:
+    """Evenly spaced values as numpy.arange; integers unless a float or dtype is given."""
+    array = np.arange(start, stop, step) if stop is not None else np.arange(start)
+    if dtype is None and array.dtype == np.float64:
+        dtype = np.float32
+    return _made(array, dtype or array.dtype, requires_grad, device)
+
+
+def eye(n, m=None, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _made(np.eye(n, m), dtype, requires_grad, device)

@@ -1,0 +1,15 @@
+"""The functional namespace, ``import tape.functional as F``: ops as plain functions."""
+
+from .ops.elementwise import (  # noqa: F401
+    abs, clip, cos, erf, exp, gelu, leaky_relu, log, maximum, minimum, relu, sigmoid, sin,
+    softplus, sqrt, tanh, where,
+)
+from .ops.linalg import einsum, matmul  # noqa: F401
+from .ops.nn import log_softmax, softmax  # noqa: F401
+from .ops.reduce import (  # noqa: F401
+    argmax, argmin, logsumexp, max, mean, min, prod, std, sum, var,
+)
+from .ops.shape import (  # noqa: F401
+    broadcast_to, concatenate, expand, flatten, pad, permute, reshape, split, squeeze, stack,
+    swapaxes, transpose, unsqueeze,
+)

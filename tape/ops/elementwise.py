@@ -1,0 +1,162 @@
+"""Elementwise ops: each forward with its vector-Jacobian rules right below it.
+
+Rules are ``(g, ans, *inputs, **params)`` and are written with ops, so they run on raw
+arrays in a first-order replay and on Tensors (recorded) in a higher-order one.
+Rules never undo broadcasting: the replay sums each gradient back to its input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from .core import Op
+
+# ----- arithmetic -----
+add = Op("add", np.add, lambda g, ans, a, b: g, lambda g, ans, a, b: g)
+sub = Op("sub", np.subtract, lambda g, ans, a, b: g, lambda g, ans, a, b: -g)
+mul = Op("mul", np.multiply, lambda g, ans, a, b: g * b, lambda g, ans, a, b: g * a)
+div = Op(
+    "div",
+    np.true_divide,
+    lambda g, ans, a, b: g / b,
+    lambda g, ans, a, b: -g * a / (b * b),
+)
+neg = Op("neg", np.negative, lambda g, ans, x: -g)
+
+
+def _pow_base(g, ans, a, b):
+    if isinstance(b, (int, float)):  # a constant exponent, the common case
+        return g * 0 if b == 0 else g * b * a ** (b - 1)
+    return where(b == 0, 0, g * b * a ** (b - 1))  # as torch: no nan from 0 ** -1 when b == 0
+
+
+def _pow_exponent(g, ans, a, b):
+    safe_a = where(a == 0, 1, a)  # 0 ** b has a zero derivative in b for b >= 0, as torch
+    return where((a == 0) & (b >= 0), 0, g * ans * log(safe_a))
+
+
+pow = Op("pow", np.power, _pow_base, _pow_exponent)
+
+# ----- exponentials, logs, roots -----
+exp = Op("exp", np.exp, lambda g, ans, x: g * ans)
+log = Op("log", np.log, lambda g, ans, x: g / x)
+sqrt = Op("sqrt", np.sqrt, lambda g, ans, x: g / (2 * ans))
+abs = Op("abs", np.abs, lambda g, ans, x: g * sign(x))
+
+# ----- trigonometric and hyperbolic -----
+sin = Op("sin", np.sin, lambda g, ans, x: g * cos(x))
+cos = Op("cos", np.cos, lambda g, ans, x: -g * sin(x))
+tanh = Op("tanh", np.tanh, lambda g, ans, x: g * (1 - ans * ans))
+
+
+# ----- activations -----
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))  # never overflows
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+sigmoid = Op("sigmoid", _sigmoid, lambda g, ans, x: g * ans * (1 - ans))
+relu = Op("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x > 0, g, 0))
+leaky_relu = Op(
+    "leaky_relu",
+    lambda x, negative_slope=0.01: np.where(x > 0, x, x * negative_slope),
+    lambda g, ans, x, negative_slope=0.01: where(x > 0, g, g * negative_slope),
+)
+
+_SQRT1_2 = 1 / math.sqrt(2)
+_SQRT_2_PI = math.sqrt(2 / math.pi)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+
+erf = Op("erf", backend.erf, lambda g, ans, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x))
+
+
+def _gelu(x, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(_SQRT_2_PI * (x + 0.044715 * x * x * x)))
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return 0.5 * x * (1 + backend.erf(x * _SQRT1_2))
+
+
+def _gelu_vjp(g, ans, x, approximate="none"):
+    if approximate == "tanh":
+        t = tanh(_SQRT_2_PI * (x + 0.044715 * x * x * x))
+        inner = _SQRT_2_PI * (1 + 3 * 0.044715 * x * x)
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * inner)
+    return g * (0.5 * (1 + erf(x * _SQRT1_2)) + x * exp(-0.5 * x * x) * _INV_SQRT_2PI)
+
+
+gelu = Op("gelu", _gelu, _gelu_vjp)
+
+
+def _softplus(x, beta=1.0, threshold=20.0):
+    return np.where(x * beta > threshold, x, np.logaddexp(0, x * beta) / beta)
+
+
+softplus = Op(
+    "softplus",
+    _softplus,
+    lambda g, ans, x, beta=1.0, threshold=20.0: where(
+        x * beta > threshold, g, g * sigmoid(x * beta)
+    ),
+)
+
+# ----- two-operand selections -----
+maximum = Op(
+    "maximum",
+    np.maximum,
+    lambda g, ans, a, b: where(a == b, g * 0.5, where(a > b, g, 0)),  # ties share, as torch
+    lambda g, ans, a, b: where(a == b, g * 0.5, where(b > a, g, 0)),
+)
+minimum = Op(
+    "minimum",
+    np.minimum,
+    lambda g, ans, a, b: where(a == b, g * 0.5, where(a < b, g, 0)),
+    lambda g, ans, a, b: where(a == b, g * 0.5, where(b < a, g, 0)),
+)
+
+
+def _where(cond, x, y):
+    return backend.xp(cond, x, y).where(cond, x, y)
+
+
+where = Op(
+    "where",
+    _where,
+    None,
+    lambda g, ans, cond, x, y: where(cond, g, 0),
+    lambda g, ans, cond, x, y: where(cond, 0, g),
+)
+
+
+def _clip_vjp(g, ans, x, min=None, max=None):
+    if min is None:
+        return where(x <= max, g, 0)
+    if max is None:
+        return where(x >= min, g, 0)
+    return where((x >= min) & (x <= max), g, 0)
+
+
+clip = Op("clip", lambda x, min=None, max=None: np.clip(x, min, max), _clip_vjp)
+
+# ----- not differentiable: comparisons, logic, sign, casts -----
+lt = Op("lt", np.less, differentiable=False)
+le = Op("le", np.less_equal, differentiable=False)
+gt = Op("gt", np.greater, differentiable=False)
+ge = Op("ge", np.greater_equal, differentiable=False)
+eq = Op("eq", np.equal, differentiable=False)
+ne = Op("ne", np.not_equal, differentiable=False)
+logical_and = Op("logical_and", np.logical_and, differentiable=False)
+logical_or = Op("logical_or", np.logical_or, differentiable=False)
+logical_not = Op("logical_not", np.logical_not, differentiable=False)
+sign = Op("sign", np.sign, differentiable=False)
+
+cast = Op(
+    "cast",
+    lambda x, dtype: x.astype(dtype),
+    # float -> float keeps the gradient (the replay casts it back); to integers it stops
+    lambda g, ans, x, dtype: g if ans.dtype.kind == "f" else None,
+)

@@ -1,0 +1,327 @@
+"""Shape ops: reshape, transpose, broadcasting, indexing, concatenation, split, pad.
+
+``sum_to`` is the one helper that undoes broadcasting; the replay calls it to fit each
+gradient to its input. Indexing is a gather whose gradient is a scatter-add (repeated
+indices accumulate), and each is the other's vector-Jacobian product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+from .core import Op
+
+
+def _lead(g, ans):
+    """The extra leading (batch) axes of the cotangent ``g``."""
+    return g.shape[: g.ndim - ans.ndim]
+
+
+# ----- reshaping and transposing -----
+reshape = Op(
+    "reshape",
+    lambda x, shape: np.reshape(x, shape),
+    lambda g, ans, x, shape: reshape(g, _lead(g, ans) + x.shape),
+)
+
+
+def _transpose_vjp(g, ans, x, axes):
+    nb = g.ndim - ans.ndim
+    inverse = np.argsort(axes)
+    return _transpose(g, axes=tuple(range(nb)) + tuple(nb + int(i) for i in inverse))
+
+
+_transpose = Op("transpose", lambda x, axes: np.transpose(x, axes), _transpose_vjp)
+
+
+def transpose(x, *axes):
+    """Permute the axes as numpy does: no axes reverses them."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    n = len(_shape_of(x))
+    if not axes:
+        axes = tuple(range(n - 1, -1, -1))
+    if sorted(int(a) % max(n, 1) for a in axes) != list(range(n)):
+        raise ValueError(f"transpose: {axes} is not a permutation of the {n} axes")
+    return _transpose(x, axes=tuple(int(a) % n for a in axes))
+
+
+# ----- broadcasting, and its adjoint -----
+def _sum_to(x, shape, nb=0):
+    """Sum ``x`` (leading ``nb`` axes kept) down to ``shape``; broadcast up where smaller."""
+    shape = tuple(shape)
+    lead, core = x.shape[:nb], x.shape[nb:]
+    if core == shape:
+        return x
+    extra = len(core) - len(shape)
+    if extra < 0:
+        x = x.reshape(lead + (1,) * -extra + core)
+        core, extra = x.shape[nb:], 0
+    axes = tuple(range(nb, nb + extra)) + tuple(
+        nb + extra + i for i, s in enumerate(shape) if s == 1 and core[extra + i] != 1
+    )
+    if axes:
+        x = x.sum(axis=axes, keepdims=True)
+        if extra:
+            x = x.reshape(lead + x.shape[nb + extra :])
+    if x.shape[nb:] != shape:
+        x = backend.xp(x).broadcast_to(x, lead + shape)
+    return x
+
+
+# The rules return ``g`` unchanged: fitting it to the input's shape is the replay's job.
+sum_to = Op("sum_to", _sum_to, lambda g, ans, x, shape, nb=0: g)
+
+
+def _broadcast_to(x, shape):
+    try:
+        return np.broadcast_to(x, shape)
+    except ValueError:
+        raise ValueError(
+            f"broadcast_to: cannot broadcast shape {np.shape(x)} to {tuple(shape)}"
+        ) from None
+
+
+broadcast_to = Op("broadcast_to", _broadcast_to, lambda g, ans, x, shape: g)
+
+
+# ----- indexing: gather and scatter-add -----
+def _to_lead_last(x, nb):
+    return x if nb == 0 else x.transpose(tuple(range(nb, x.ndim)) + tuple(range(nb)))
+
+
+def _to_lead_first(x, nb):
+    n = x.ndim
+    return x if nb == 0 else x.transpose(tuple(range(n - nb, n)) + tuple(range(n - nb)))
+
+
+def _gather(x, index, nb=0):
+    """``x[index]`` where ``index`` addresses the axes after the first ``nb``."""
+    return _to_lead_first(_to_lead_last(x, nb)[index], nb)
+
+
+def _is_basic(index):
+    return all(isinstance(i, (int, np.integer, slice)) or i is None for i in index)
+
+
+def _scatter_add(g, index, shape, nb=0):
+    """Zeros of ``lead + shape`` with ``g`` added at ``index``; repeated indices accumulate."""
+    xp = backend.xp(g)
+    lead = g.shape[:nb]
+    out = xp.zeros(tuple(shape) + lead, dtype=g.dtype)
+    values = _to_lead_last(g, nb)
+    if _is_basic(index) or (len(index) == 1 and getattr(index[0], "dtype", None) == bool):
+        out[index] = values
+    elif xp is np:
+        np.add.at(out, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, index, values)
+    return _to_lead_first(out, nb)
+
+
+gather = Op(
+    "getitem",
+    _gather,
+    lambda g, ans, x, index, nb=0: scatter_add(
+        g, index=index, shape=x.shape[nb:], nb=g.ndim - ans.ndim + nb
+    ),
+)
+scatter_add = Op(
+    "scatter_add",
+    _scatter_add,
+    lambda g, ans, x, index, shape, nb=0: gather(g, index=index, nb=g.ndim - len(shape)),
+)
+
+
+def normalize_index(index, ndim):
+    """An index as a tuple of ints, slices, None and arrays, with Ellipsis expanded."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    out = []
+    for i in index:
+        if isinstance(i, Tensor):
+            i = i.data
+        elif isinstance(i, list):
+            i = np.asarray(i)
+        if hasattr(i, "dtype") and i.ndim == 0 and i.dtype.kind in "iu":
+            i = int(i)
+        elif hasattr(i, "dtype") and i.dtype.kind not in "iub":
+            raise IndexError(f"tensors used as indices must be integer or boolean, not {i.dtype}")
+        out.append(i)
+    used = sum(
+        0 if (i is None or i is Ellipsis) else (i.ndim if getattr(i, "dtype", None) == bool else 1)
+        for i in out
+    )
+    if used > ndim:
+        raise IndexError(f"too many indices ({used}) for a tensor with {ndim} dimensions")
+    if sum(i is Ellipsis for i in out) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if Ellipsis in [i for i in out if not hasattr(i, "dtype")]:
+        k = next(j for j, i in enumerate(out) if i is Ellipsis)
+        out[k : k + 1] = [slice(None)] * (ndim - used)
+    return tuple(out)
+
+
+def getitem(x, index):
+    """``x[index]``: basic and advanced indexing; the gradient scatter-adds."""
+    return gather(x, index=normalize_index(index, x.ndim))
+
+
+# ----- joining and splitting -----
+def _concat_vjp(g, ans, *xs, axis):
+    grads, start = [], 0
+    before = (slice(None),) * (g.ndim + axis)
+    for x in xs:
+        size = np.shape(x)[axis]
+        grads.append(gather(g, index=before + (slice(start, start + size),)))
+        start += size
+    return grads
+
+
+_concatenate = Op(
+    "concatenate",
+    lambda *xs, axis: backend.xp(*xs).concatenate(xs, axis=axis),
+    joint=_concat_vjp,
+)
+
+
+def concatenate(tensors, axis=0, *, dim=None):
+    """Join tensors along an existing axis."""
+    axis = axis if dim is None else dim
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concatenate needs at least one tensor")
+    ndim = np.ndim(tensors[0].data if isinstance(tensors[0], Tensor) else tensors[0])
+    shapes = [tuple(np.shape(t.data if isinstance(t, Tensor) else t)) for t in tensors]
+    if ndim == 0:
+        raise ValueError("concatenate: zero-dimensional tensors cannot be concatenated")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"concatenate: axis {axis} is out of range for {ndim} dimensions")
+    axis = axis % ndim - ndim
+    for s in shapes:
+        if len(s) != ndim or s[:axis] + s[axis + 1 :] != shapes[0][:axis] + shapes[0][axis + 1 :]:
+            raise ValueError(
+                f"concatenate: shapes {shapes[0]} and {s} differ outside axis {axis % ndim}"
+            )
+    return _concatenate(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0, *, dim=None):
+    """Join tensors along a new axis."""
+    axis = axis if dim is None else dim
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack needs at least one tensor")
+    shapes = {tuple(np.shape(t.data if isinstance(t, Tensor) else t)) for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
+    ndim = len(shapes.pop()) + 1
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"stack: axis {axis} is out of range for {ndim} dimensions")
+    return concatenate([unsqueeze(t, axis) for t in tensors], axis=axis)
+
+
+def split(x, indices_or_sections, axis=0):
+    """numpy.split: into ``n`` equal parts, or at the given indices along ``axis``."""
+    size = x.shape[axis]
+    if isinstance(indices_or_sections, (int, np.integer)):
+        n = int(indices_or_sections)
+        if n <= 0 or size % n:
+            raise ValueError(f"split: axis of size {size} cannot be split into {n} equal parts")
+        bounds = [i * (size // n) for i in range(n + 1)]
+    else:
+        bounds = [0] + [int(i) for i in indices_or_sections] + [size]
+    before = (slice(None),) * (axis % x.ndim)
+    return [getitem(x, before + (slice(a, b),)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _pad_vjp(g, ans, x, pad_width, value):
+    nb = g.ndim - ans.ndim
+    index = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, x.shape))
+    return gather(g, index=(slice(None),) * nb + index)
+
+
+_pad = Op(
+    "pad",
+    lambda x, pad_width, value: backend.xp(x).pad(x, pad_width, constant_values=value),
+    _pad_vjp,
+)
+
+
+def pad(x, pad, mode="constant", value=0.0):
+    """torch.nn.functional.pad: ``pad`` lists (before, after) pairs from the last axis back."""
+    if mode != "constant":
+        raise NotImplementedError(f"pad: only mode='constant' is supported, got {mode!r}")
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ValueError(f"pad: needs pairs for at most {x.ndim} axes, got {pad}")
+    if any(p < 0 for p in pad):
+        raise ValueError(f"pad: negative padding is not supported, got {pad}")
+    pairs = [(0, 0)] * (x.ndim - len(pad) // 2) + [
+        (pad[2 * i], pad[2 * i + 1]) for i in reversed(range(len(pad) // 2))
+    ]
+    return _pad(x, pad_width=tuple(pairs), value=value)
+
+
+# ----- conveniences defined by the ops above -----
+def _shape_of(x):
+    return tuple(x.shape) if isinstance(x, Tensor) else np.shape(x)
+
+
+def squeeze(x, axis=None, *, dim=None):
+    """Remove axes of size one (all of them, or those in ``axis``)."""
+    axis = axis if dim is None else dim
+    shape = _shape_of(x)
+    if axis is None:
+        return reshape(x, shape=tuple(s for s in shape if s != 1))
+    axes = {a % max(len(shape), 1) for a in ((axis,) if isinstance(axis, int) else axis)}
+    return reshape(x, shape=tuple(s for i, s in enumerate(shape) if i not in axes or s != 1))
+
+
+def unsqueeze(x, axis, *, dim=None):
+    """Insert an axis of size one at ``axis``."""
+    axis = axis if dim is None else dim
+    shape = list(_shape_of(x))
+    if not -len(shape) - 1 <= axis <= len(shape):
+        raise ValueError(f"unsqueeze: axis {axis} is out of range for shape {tuple(shape)}")
+    shape.insert(axis % (len(shape) + 1), 1)
+    return reshape(x, shape=tuple(shape))
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    """Merge the axes from ``start_dim`` to ``end_dim`` (torch.flatten)."""
+    shape = _shape_of(x)
+    if not shape:
+        return reshape(x, shape=(1,))
+    s, e = start_dim % len(shape), end_dim % len(shape)
+    merged = int(np.prod(shape[s : e + 1], dtype=np.int64))
+    return reshape(x, shape=shape[:s] + (merged,) + shape[e + 1 :])
+
+
+def expand(x, *sizes):
+    """torch's expand: broadcast to ``sizes``, where -1 keeps an axis's size."""
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    shape = _shape_of(x)
+    offset = len(sizes) - len(shape)
+    target = tuple(shape[i - offset] if s == -1 else s for i, s in enumerate(sizes))
+    return broadcast_to(x, shape=target)
+
+
+def permute(x, *axes):
+    """Reorder the axes (torch.permute)."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return transpose(x, axes)
+
+
+def swapaxes(x, axis1, axis2):
+    """Exchange two axes."""
+    n = len(_shape_of(x))
+    axes = list(range(n))
+    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
+    return _transpose(x, axes=tuple(axes))

@@ -1,0 +1,181 @@
+"""Replaying a tape in reverse: gradients, vector-Jacobian products and jacobians.
+
+One loop over the entries, newest first. No recursion and no topological sort: the
+tape is already in execution order. Gradients wait in a dict keyed by tensor id and
+are popped once their entry consumed them.
+
+Every rule may receive a cotangent with extra leading batch axes (``lead``); that is
+how ``jacobian`` replays once for all the rows of the Jacobian at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .tape import _local
+from .tensor import Tensor, wrap
+
+
+def _check_float(x, role):
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"gradient {role} must be tape.Tensor objects, got {type(x).__name__}; "
+            "wrap arrays with tape.tensor(...)"
+        )
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"cannot differentiate with respect to an integer or boolean tensor ({role} of dtype "
+            f"{x.dtype}, shape {x.shape}); gradients are defined for floating-point tensors only. "
+            "Create it with dtype=tape.float32 or cast it with .astype(tape.float32)."
+        )
+
+
+def _seed(target, seed):
+    """The cotangent to start from for one target, as an array of the target's dtype."""
+    xp = backend.xp(target.data)
+    if seed is None:
+        return xp.ones(target.shape, target.dtype)
+    array = seed.data if isinstance(seed, Tensor) else xp.asarray(seed)
+    if array.shape != target.shape:
+        raise ValueError(
+            f"output_gradients of shape {array.shape} does not match its target's shape "
+            f"{target.shape}"
+        )
+    if isinstance(seed, Tensor) and array.dtype == target.dtype:
+        return seed  # keeps a watched seed connected for higher-order gradients
+    return array.astype(target.dtype, copy=False)
+
+
+def gradients(tape, targets, seeds, sources):
+    """Raw gradients (or None) of the summed targets with respect to each source."""
+    for s in sources:
+        _check_float(s, "sources")
+    for t in targets:
+        _check_float(t, "targets")
+    grads = {}
+    for t, s in zip(targets, seeds):
+        g = _seed(t, s)
+        prev = grads.get(id(t))
+        grads[id(t)] = g if prev is None else prev + g
+    return run(tape, grads, sources, ())
+
+
+def jacobians(tape, target, sources, batch):
+    """Jacobians of ``target`` for each source in one vectorized replay."""
+    from .ops.shape import reshape, transpose
+
+    for s in sources:
+        _check_float(s, "sources")
+    _check_float(target, "target")
+    xp = backend.xp(target.data)
+    shape = target.shape[1:] if batch else target.shape
+    m = int(np.prod(shape, dtype=np.int64))
+    eye = xp.eye(m, dtype=target.dtype).reshape((m,) + tuple(shape))
+    if batch:
+        if target.ndim == 0:
+            raise ValueError("batch_jacobian needs a target with a leading batch axis")
+        eye = xp.ascontiguousarray(xp.broadcast_to(eye[:, None], (m,) + target.shape))
+    grads = {id(target): eye}
+    raw = run(tape, grads, sources, (m,))
+    out = []
+    for g, s in zip(raw, sources):
+        if g is None:
+            out.append(None)
+        elif batch:
+            if s.ndim == 0 or s.shape[0] != target.shape[0]:
+                raise ValueError(
+                    f"batch_jacobian needs source and target with the same batch size, got "
+                    f"source shape {s.shape} and target shape {target.shape}"
+                )
+            perm = (1, 0) + tuple(range(2, g.ndim))
+            out.append(reshape(transpose(g, perm), target.shape + s.shape[1:]))
+        else:
+            out.append(reshape(g, target.shape + s.shape))
+    return out
+
+
+def run(tape, grads, sources, lead):
+    """The reverse loop. ``grads`` maps target ids to their cotangents on entry."""
+    from .ops.elementwise import cast
+    from .ops.shape import sum_to
+
+    entries = tape._entries
+    n = len(entries)  # the loop may append to a persistent, recording tape: stop here
+    source_ids = {id(s) for s in sources}
+    tensor_mode = bool(_local.stack)  # another tape is recording: rules run on Tensors
+    if tensor_mode:
+        grads = {k: v if isinstance(v, Tensor) else wrap(v) for k, v in grads.items()}
+
+    # Forward marking: which tensors depend on a source (only those need gradients).
+    dep = set(source_ids)
+    for k in range(n):
+        e = entries[k]
+        for a in e.inputs:
+            if id(a) in dep:
+                dep.add(id(e.out))
+                break
+
+    results = {}
+    anomaly = _local.anomaly
+    for k in range(n - 1, -1, -1):
+        e = entries[k]
+        oid = id(e.out)
+        g = grads.pop(oid, None)
+        if g is None:
+            continue
+        if oid in source_ids:
+            results[oid] = g
+        if oid not in dep:
+            continue
+        inputs = e.inputs
+        if tensor_mode:
+            args, ans = inputs, e.out
+            if not isinstance(g, Tensor):
+                g = wrap(g)
+        else:
+            args, ans = e.arrays, e.out.data
+            if isinstance(g, Tensor):
+                g = g.data
+        vjp = e.op.vjp
+        if type(vjp) is tuple:
+            for i, a in enumerate(inputs):
+                if id(a) in dep and vjp[i] is not None:
+                    gi = vjp[i](g, ans, *args, **e.params)
+                    _accumulate(grads, a, gi, lead, sum_to, cast, anomaly and e)
+        else:  # a joint rule returns one gradient per input
+            gis = vjp(g, ans, *args, **e.params)
+            for a, gi in zip(inputs, gis):
+                if id(a) in dep:
+                    _accumulate(grads, a, gi, lead, sum_to, cast, anomaly and e)
+
+    for sid in source_ids:
+        if sid not in results and sid in grads:
+            results[sid] = grads[sid]
+    return [results.get(id(s)) for s in sources]
+
+
+def _accumulate(grads, a, gi, lead, sum_to, cast, entry):
+    """Fit ``gi`` to input ``a`` (undo broadcasting, match dtype) and add it to its total."""
+    if gi is None:
+        return
+    shape = a.data.shape if not lead else lead + a.data.shape
+    if gi.shape != shape:
+        gi = sum_to(gi, shape)
+    if gi.dtype != a.data.dtype:
+        gi = cast(gi, a.data.dtype)
+    if entry:
+        _check_finite(gi, entry)
+    aid = id(a)
+    prev = grads.get(aid)
+    grads[aid] = gi if prev is None else prev + gi
+
+
+def _check_finite(gi, entry):
+    array = gi.data if isinstance(gi, Tensor) else gi
+    if array.dtype.kind == "f" and not bool(backend.xp(array).isfinite(array).all()):
+        bad = "nan" if bool(backend.xp(array).isnan(array).any()) else "inf"
+        raise FloatingPointError(
+            f"detect_anomaly: the gradient of '{entry.op.name}' produced {bad}; the op was "
+            f"created at {entry.where or '<run the forward pass under detect_anomaly too>'}"
+        )

@@ -1,0 +1,334 @@
+"""The gradient tape: a thread-local stack of active tapes, their entries, and replay.
+
+Recording: every op on watched tensors appends one ``Entry`` (the op, its inputs, its
+output and parameters) to each active tape that watches one of its inputs.
+Replay: ``gradient`` walks the entries in reverse in one loop, calls each op's
+vector-Jacobian rules, fits each result to its input (``_fit``: the one place where
+broadcasting is undone) and accumulates gradients in a dict keyed by tensor id.
+
+Two replay modes share that loop. With no tape recording around the call, rules run
+on raw arrays (the fast path). When another tape is recording, rules run on Tensors,
+so that tape records the gradient computation and higher derivatives follow.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from . import backend
+from .tensor import Tensor, wrap
+
+
+class _ThreadState(threading.local):
+    def __init__(self):
+        self.stack = []  # active (recording) tapes, innermost last
+        self.anomaly = 0  # depth of detect_anomaly() blocks
+
+
+_local = _ThreadState()
+
+
+class Entry:
+    """One recorded op: what its vector-Jacobian product needs, and nothing more."""
+
+    __slots__ = ("op", "inputs", "arrays", "out", "params", "where")
+
+    def __init__(self, op, inputs, arrays, out, params, where=None):
+        self.op = op  # the Op (name, forward, vjp rules)
+        self.inputs = inputs  # the op's positional arguments (Tensors and constants)
+        self.arrays = arrays  # the same with each Tensor replaced by its array
+        self.out = out  # the output Tensor
+        self.params = params  # keyword parameters of the op
+        self.where = where  # the user's source line, kept under detect_anomaly
+
+
+def record(op, inputs, arrays, out, params):
+    """Append an entry for this op call to every active tape that watches an input."""
+    entry = None
+    for tape in _local.stack:
+        watched = tape._watched
+        hit = False
+        for a in inputs:
+            if isinstance(a, Tensor):
+                if id(a) in watched:
+                    hit = True
+                elif a.requires_grad and tape._watch_accessed:
+                    tape._watch_one(a)
+                    hit = True
+        if hit:
+            if entry is None:
+                entry = Entry(op, inputs, arrays, out, params, user_line() if _local.anomaly else None)
+            tape._entries.append(entry)
+            watched.add(id(out))
+
+
+def user_line() -> str:
+    """'file:line' of the innermost frame outside the tape package (for error messages)."""
+    frame = sys._getframe(1)
+    package = __file__.rsplit("/", 1)[0]
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _flatten(structure, out):
+    """The leaves of a nested list/tuple/dict structure, in order."""
+    if isinstance(structure, dict):
+        for v in structure.values():
+            _flatten(v, out)
+    elif isinstance(structure, (list, tuple)):
+        for v in structure:
+            _flatten(v, out)
+    else:
+        out.append(structure)
+    return out
+
+
+def _unflatten(structure, leaves):
+    """``structure`` with its leaves replaced, in order, by those of the iterator."""
+    if isinstance(structure, dict):
+        return {k: _unflatten(v, leaves) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_unflatten(v, leaves) for v in structure)
+    return next(leaves)
+
+
+class Tape:
+    """Records operations on watched tensors so that gradients can be computed.
+
+    >>> x = tape.tensor(3.0, requires_grad=True)
+    >>> with tape.Tape() as t:
+    ...     y = x * x
+    >>> t.gradient(y, x).item()
+    6.0
+
+    A tape watches tensors created with ``requires_grad=True`` (unless
+    ``watch_accessed_variables=False``), tensors passed to ``watch``, and every output
+    of an op it recorded. A non-persistent tape computes gradients once.
+    """
+
+    def __init__(self, persistent=False, watch_accessed_variables=True):
+        self.persistent = persistent
+        self._watch_accessed = watch_accessed_variables
+        self._entries = []
+        self._watched = set()  # ids of watched tensors (variables and recorded outputs)
+        self._variables = {}  # id -> tensor watched as a variable (kept alive, in order)
+        self._spent = False
+
+    # ----- recording -----
+    def __enter__(self):
+        self._check_not_spent("record")
+        _local.stack.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self._pop()
+        return False
+
+    def _pop(self):
+        stack = _local.stack
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is self:
+                del stack[i]
+                return
+
+    @property
+    def _recording(self):
+        return any(t is self for t in _local.stack)
+
+    def _watch_one(self, x):
+        self._watched.add(id(x))
+        self._variables[id(x)] = x
+
+    def watch(self, tensor):
+        """Watch a tensor, or every tensor in a (nested) list, tuple or dict."""
+        for x in _flatten(tensor, []):
+            if not isinstance(x, Tensor):
+                raise TypeError(
+                    f"Tape.watch expects tape.Tensor objects, got {type(x).__name__}; "
+                    "wrap arrays with tape.tensor(...) first"
+                )
+            self._watch_one(x)
+
+    def watched_variables(self):
+        """The tensors this tape watches as variables, in the order they were first watched."""
+        return tuple(self._variables.values())
+
+    def reset(self):
+        """Forget everything recorded and watched so far (recording goes on if active)."""
+        self._entries = []
+        self._watched = set()
+        self._variables = {}
+        self._spent = False
+
+    def stop_recording(self):
+        """Context manager: ops inside it are not recorded on this tape."""
+        return _Paused(self)
+
+    def _check_not_spent(self, what):
+        if self._spent:
+            raise RuntimeError(
+                f"cannot {what}: this tape is not persistent and has already computed its "
+                "gradients (its entries are released). Use tape.Tape(persistent=True) to call "
+                "gradient() or jacobian() more than once."
+            )
+
+    # ----- replay -----
+    def gradient(self, target, sources, output_gradients=None, unconnected_gradients="none"):
+        """Gradients of ``target`` (a tensor or list of tensors) with respect to ``sources``.
+
+        ``sources`` may be a tensor or a nested list/tuple/dict of tensors; the result has
+        the same structure. A non-scalar target is differentiated as its sum unless
+        ``output_gradients`` gives the vector of the vector-Jacobian product.
+        ``unconnected_gradients`` is "none", "zero" or "raise".
+        """
+        from . import replay
+
+        self._check_not_spent("compute gradients")
+        if unconnected_gradients not in ("none", "zero", "raise"):
+            raise ValueError(
+                f"unconnected_gradients must be 'none', 'zero' or 'raise', "
+                f"got {unconnected_gradients!r}"
+            )
+        targets = target if isinstance(target, (list, tuple)) else [target]
+        if output_gradients is None:
+            seeds = [None] * len(targets)
+        else:
+            seeds = output_gradients if isinstance(target, (list, tuple)) else [output_gradients]
+            if len(seeds) != len(targets):
+                raise ValueError(
+                    f"output_gradients has {len(seeds)} entries for {len(targets)} targets"
+                )
+        flat_sources = _flatten(sources, [])
+        with self._replaying():
+            grads = replay.gradients(self, targets, seeds, flat_sources)
+            out = [self._finish(g, s, unconnected_gradients) for g, s in zip(grads, flat_sources)]
+        return _unflatten(sources, iter(out))
+
+    def jacobian(self, target, sources, unconnected_gradients="none"):
+        """The full Jacobian, of shape ``target.shape + source.shape``, for each source.
+
+        One vectorized replay with a stacked batch of one-hot cotangents.
+        """
+        from . import replay
+
+        self._check_not_spent("compute a jacobian")
+        flat_sources = _flatten(sources, [])
+        with self._replaying():
+            jacs = replay.jacobians(self, target, flat_sources, batch=False)
+            out = [self._finish(j, s, unconnected_gradients, target.shape) for j, s in
+                   zip(jacs, flat_sources)]
+        return _unflatten(sources, iter(out))
+
+    def batch_jacobian(self, target, source, unconnected_gradients="none"):
+        """Per-example Jacobian: shape ``(B,) + target.shape[1:] + source.shape[1:]``.
+
+        Assumes example ``b`` of the target depends only on example ``b`` of the source.
+        """
+        from . import replay
+
+        self._check_not_spent("compute a jacobian")
+        with self._replaying():
+            (jac,) = replay.jacobians(self, target, [source], batch=True)
+            lead = target.shape
+            return self._finish(jac, source, unconnected_gradients, lead, batch=True)
+
+    def _replaying(self):
+        return _Replaying(self)
+
+    def _finish(self, grad, source, unconnected, lead=(), batch=False):
+        """The user-facing gradient of one source: a Tensor, None, zeros, or an error."""
+        if grad is not None:
+            return grad if isinstance(grad, Tensor) else wrap(grad)
+        if unconnected == "zero":
+            shape = lead + source.shape[1:] if batch else lead + source.shape
+            return wrap(backend.xp(source.data).zeros(shape, source.dtype))
+        if unconnected == "raise":
+            from .explain import why_unconnected
+
+            raise ValueError(why_unconnected(self, source))
+        return None
+
+
+class _Paused:
+    """``with t.stop_recording():`` takes the tape off the active stack for a while."""
+
+    def __init__(self, tape):
+        self.tape = tape
+
+    def __enter__(self):
+        stack = _local.stack
+        self.index = next((i for i, t in enumerate(stack) if t is self.tape), None)
+        if self.index is None:
+            raise RuntimeError("stop_recording() needs the tape to be recording (inside its with)")
+        del stack[self.index]
+
+    def __exit__(self, *exc):
+        stack = _local.stack
+        stack.insert(min(self.index, len(stack)), self.tape)
+        return False
+
+
+class _Replaying:
+    """Around a gradient call: a non-persistent tape stops recording itself (as in
+    TensorFlow) and releases its entries afterwards."""
+
+    def __init__(self, tape):
+        self.tape = tape
+
+    def __enter__(self):
+        if not self.tape.persistent:
+            self.tape._pop()
+
+    def __exit__(self, *exc):
+        if not self.tape.persistent:
+            self.tape._entries = []
+            self.tape._spent = True
+        return False
+
+
+class no_grad:
+    """Records nothing on any tape inside it. A context manager and a decorator."""
+
+    def __enter__(self):
+        self._saved = _local.stack
+        _local.stack = []
+
+    def __exit__(self, *exc):
+        _local.stack = self._saved
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class detect_anomaly:
+    """The first op whose forward or gradient produces NaN or inf raises
+    ``FloatingPointError``, naming the op and the source line that created it."""
+
+    def __enter__(self):
+        _local.anomaly += 1
+
+    def __exit__(self, *exc):
+        _local.anomaly -= 1
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with detect_anomaly():
+                return fn(*args, **kwargs)
+
+        return wrapper
