@@ -23,7 +23,7 @@ def _per_slice(rule, g, ans, n_inputs):
     from .ops.shape import reshape, stack
 
     lead = g.shape[:nb]
-    flat = reshape(g, (-1,) + ans.shape)
+    flat = reshape(g, shape=(-1,) + ans.shape)
     rows = [rule(flat[i]) for i in range(flat.shape[0])]
     out = []
     for k in range(n_inputs):
@@ -32,7 +32,7 @@ def _per_slice(rule, g, ans, n_inputs):
             out.append(None)
         else:
             stacked = stack(parts)
-            out.append(reshape(stacked, lead + stacked.shape[1:]))
+            out.append(reshape(stacked, shape=lead + stacked.shape[1:]))
     return out
 
 

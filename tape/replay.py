@@ -89,9 +89,9 @@ def jacobians(tape, target, sources, batch):
                     f"source shape {s.shape} and target shape {target.shape}"
                 )
             perm = (1, 0) + tuple(range(2, g.ndim))
-            out.append(reshape(transpose(g, perm), target.shape + s.shape[1:]))
+            out.append(reshape(transpose(g, perm), shape=target.shape + s.shape[1:]))
         else:
-            out.append(reshape(g, target.shape + s.shape))
+            out.append(reshape(g, shape=target.shape + s.shape))
     return out
 
 
@@ -106,48 +106,55 @@ def run(tape, grads, sources, lead):
     tensor_mode = bool(_local.stack)  # another tape is recording: rules run on Tensors
     if tensor_mode:
         grads = {k: v if isinstance(v, Tensor) else wrap(v) for k, v in grads.items()}
-
-    # Forward marking: which tensors depend on a source (only those need gradients).
-    dep = set(source_ids)
-    for k in range(n):
-        e = entries[k]
-        for a in e.inputs:
-            if id(a) in dep:
-                dep.add(id(e.out))
-                break
-
-    results = {}
+    else:  # raw mode: rules take and return arrays from here on
+        grads = {k: v.data if isinstance(v, Tensor) else v for k, v in grads.items()}
+    dep = _depends_on_sources(tape, entries, n, source_ids)
     anomaly = _local.anomaly
+    nb = len(lead)
+    pop, get = grads.pop, grads.get
+    results = {}
     for k in range(n - 1, -1, -1):
-        e = entries[k]
-        oid = id(e.out)
-        g = grads.pop(oid, None)
+        op, inputs, arrays, out, params, where = entries[k]
+        oid = id(out)
+        g = pop(oid, None)
         if g is None:
             continue
         if oid in source_ids:
             results[oid] = g
         if oid not in dep:
             continue
-        inputs = e.inputs
         if tensor_mode:
-            args, ans = inputs, e.out
+            args, ans = inputs, out
             if not isinstance(g, Tensor):
                 g = wrap(g)
         else:
-            args, ans = e.arrays, e.out.data
-            if isinstance(g, Tensor):
-                g = g.data
-        vjp = e.op.vjp
-        if type(vjp) is tuple:
-            for i, a in enumerate(inputs):
-                if id(a) in dep and vjp[i] is not None:
-                    gi = vjp[i](g, ans, *args, **e.params)
-                    _accumulate(grads, a, gi, lead, sum_to, cast, anomaly and e)
-        else:  # a joint rule returns one gradient per input
-            gis = vjp(g, ans, *args, **e.params)
-            for a, gi in zip(inputs, gis):
-                if id(a) in dep:
-                    _accumulate(grads, a, gi, lead, sum_to, cast, anomaly and e)
+            args, ans = arrays, out.data
+        vjp = op.vjp
+        joint = type(vjp) is not tuple
+        if joint:  # one rule returns a gradient per input
+            gis = vjp(g, ans, *args, **params)
+        for i, a in enumerate(inputs):
+            if id(a) not in dep:
+                continue
+            if joint:
+                gi = gis[i]
+            elif vjp[i] is None:
+                continue
+            else:
+                gi = vjp[i](g, ans, *args, **params)
+            if gi is None:
+                continue
+            # Fit the gradient to its input: undo broadcasting, keep the input's dtype.
+            data = a.data
+            if gi.shape != (lead + data.shape if nb else data.shape):
+                gi = sum_to(gi, shape=data.shape, nb=nb)
+            if gi.dtype is not data.dtype and gi.dtype != data.dtype:
+                gi = cast(gi, dtype=data.dtype)
+            if anomaly:
+                _check_finite(gi, op, where)
+            aid = id(a)
+            prev = get(aid)
+            grads[aid] = gi if prev is None else prev + gi
 
     for sid in source_ids:
         if sid not in results and sid in grads:
@@ -155,27 +162,28 @@ def run(tape, grads, sources, lead):
     return [results.get(id(s)) for s in sources]
 
 
-def _accumulate(grads, a, gi, lead, sum_to, cast, entry):
-    """Fit ``gi`` to input ``a`` (undo broadcasting, match dtype) and add it to its total."""
-    if gi is None:
-        return
-    shape = a.data.shape if not lead else lead + a.data.shape
-    if gi.shape != shape:
-        gi = sum_to(gi, shape)
-    if gi.dtype != a.data.dtype:
-        gi = cast(gi, a.data.dtype)
-    if entry:
-        _check_finite(gi, entry)
-    aid = id(a)
-    prev = grads.get(aid)
-    grads[aid] = gi if prev is None else prev + gi
+def _depends_on_sources(tape, entries, n, source_ids):
+    """Ids of the tensors that depend on a source: only those need gradients."""
+    if source_ids.issuperset(tape._variables):
+        # Every tensor the tape watches descends from a watched variable, and all of
+        # those are sources: the watched set is the answer, no pass over the entries.
+        # (A source that is not watched has no entry that uses it anyway.)
+        return tape._watched
+    dep = set(source_ids)
+    for k in range(n):
+        e = entries[k]
+        for a in e[1]:
+            if id(a) in dep:
+                dep.add(id(e[3]))
+                break
+    return dep
 
 
-def _check_finite(gi, entry):
+def _check_finite(gi, op, where):
     array = gi.data if isinstance(gi, Tensor) else gi
     if array.dtype.kind == "f" and not bool(backend.xp(array).isfinite(array).all()):
         bad = "nan" if bool(backend.xp(array).isnan(array).any()) else "inf"
         raise FloatingPointError(
-            f"detect_anomaly: the gradient of '{entry.op.name}' produced {bad}; the op was "
-            f"created at {entry.where or '<run the forward pass under detect_anomaly too>'}"
+            f"detect_anomaly: the gradient of '{op.name}' produced {bad}; the op was "
+            f"created at {where or '<run the forward pass under detect_anomaly too>'}"
         )

@@ -1,7 +1,8 @@
 """The gradient tape: a thread-local stack of active tapes, their entries, and replay.
 
-Recording: every op on watched tensors appends one ``Entry`` (the op, its inputs, its
-output and parameters) to each active tape that watches one of its inputs.
+Recording: every op on watched tensors appends one entry, a tuple
+``(op, inputs, arrays, output, params, where)``, to each active tape that watches one
+of its inputs (see ``ops/core.py``). A tuple is the cheapest record Python has.
 Replay: ``gradient`` walks the entries in reverse in one loop, calls each op's
 vector-Jacobian rules, fits each result to its input (``_fit``: the one place where
 broadcasting is undone) and accumulates gradients in a dict keyed by tensor id.
@@ -27,40 +28,6 @@ class _ThreadState(threading.local):
 
 
 _local = _ThreadState()
-
-
-class Entry:
-    """One recorded op: what its vector-Jacobian product needs, and nothing more."""
-
-    __slots__ = ("op", "inputs", "arrays", "out", "params", "where")
-
-    def __init__(self, op, inputs, arrays, out, params, where=None):
-        self.op = op  # the Op (name, forward, vjp rules)
-        self.inputs = inputs  # the op's positional arguments (Tensors and constants)
-        self.arrays = arrays  # the same with each Tensor replaced by its array
-        self.out = out  # the output Tensor
-        self.params = params  # keyword parameters of the op
-        self.where = where  # the user's source line, kept under detect_anomaly
-
-
-def record(op, inputs, arrays, out, params):
-    """Append an entry for this op call to every active tape that watches an input."""
-    entry = None
-    for tape in _local.stack:
-        watched = tape._watched
-        hit = False
-        for a in inputs:
-            if isinstance(a, Tensor):
-                if id(a) in watched:
-                    hit = True
-                elif a.requires_grad and tape._watch_accessed:
-                    tape._watch_one(a)
-                    hit = True
-        if hit:
-            if entry is None:
-                entry = Entry(op, inputs, arrays, out, params, user_line() if _local.anomaly else None)
-            tape._entries.append(entry)
-            watched.add(id(out))
 
 
 def user_line() -> str:
@@ -142,6 +109,13 @@ class Tape:
     def _watch_one(self, x):
         self._watched.add(id(x))
         self._variables[id(x)] = x
+
+    def _watch_variable(self, x):
+        """Watch a ``requires_grad`` tensor on first use, if this tape does that."""
+        if self._watch_accessed:
+            self._watch_one(x)
+            return True
+        return False
 
     def watch(self, tensor):
         """Watch a tensor, or every tensor in a (nested) list, tuple or dict."""

@@ -140,7 +140,7 @@ from .ops import shape as _sh  # noqa: E402
 def _binary(op, reflected=False):
     if reflected:
         return lambda self, other: op(other, self)
-    return lambda self, other: op(self, other)
+    return op  # an op is a plain function: it binds as a method by itself
 
 
 def _shape_args(shape):
@@ -160,9 +160,9 @@ _methods = {
     "__rpow__": _binary(_ew.pow, True),
     "__matmul__": _binary(_la.matmul),
     "__rmatmul__": _binary(_la.matmul, True),
-    "__neg__": lambda self: _ew.neg(self),
+    "__neg__": _ew.neg,
     "__pos__": lambda self: self,
-    "__abs__": lambda self: _ew.abs(self),
+    "__abs__": _ew.abs,
     "__lt__": _binary(_ew.lt),
     "__le__": _binary(_ew.le),
     "__gt__": _binary(_ew.gt),
@@ -171,18 +171,18 @@ _methods = {
     "__ne__": _binary(_ew.ne),
     "__and__": _binary(_ew.logical_and),
     "__or__": _binary(_ew.logical_or),
-    "__invert__": lambda self: _ew.logical_not(self),
+    "__invert__": _ew.logical_not,
     "__getitem__": lambda self, index: _sh.getitem(self, index),
     # elementwise
-    "exp": lambda self: _ew.exp(self),
-    "log": lambda self: _ew.log(self),
-    "sqrt": lambda self: _ew.sqrt(self),
-    "abs": lambda self: _ew.abs(self),
-    "sin": lambda self: _ew.sin(self),
-    "cos": lambda self: _ew.cos(self),
-    "tanh": lambda self: _ew.tanh(self),
-    "sigmoid": lambda self: _ew.sigmoid(self),
-    "relu": lambda self: _ew.relu(self),
+    "exp": _ew.exp,
+    "log": _ew.log,
+    "sqrt": _ew.sqrt,
+    "abs": _ew.abs,
+    "sin": _ew.sin,
+    "cos": _ew.cos,
+    "tanh": _ew.tanh,
+    "sigmoid": _ew.sigmoid,
+    "relu": _ew.relu,
     "clip": lambda self, min=None, max=None: _ew.clip(self, min=min, max=max),
     "astype": lambda self, dtype: _ew.cast(self, dtype=dtype),
     # reductions

@@ -12,73 +12,149 @@ Calling an op is polymorphic:
 - given any Tensor, it returns a Tensor and records one entry on each active tape
   that watches an input. Replay under an outer tape runs the same rules on Tensors,
   so the outer tape records them: higher-order gradients come for free.
+
+``Op`` builds a plain Python function (not a class instance with ``__call__``): it is
+the hot path of every training step, and a function call is the cheapest call there
+is; it also lets ``Tensor`` use ops directly as methods.
 """
 
 from __future__ import annotations
 
-from ..tape import _local, record, user_line
+import numpy as np
+
+from ..tape import _local, user_line
 from ..tensor import Tensor, wrap
 
+_ndarray = np.ndarray
+_array = np.array
+_new = object.__new__
 
-class Op:
-    """A differentiable operation: ``name``, ``forward`` on arrays, and its ``vjp``.
 
-    ``vjp`` is a tuple with one rule per positional input (``None``: not
-    differentiable in that input), or a single callable returning a tuple with one
-    gradient per input (for ops whose inputs share work, or come in any number).
-    ``vjp=None`` marks an op that is never recorded (comparisons, argmax).
+def Op(name, forward, *rules, joint=None, differentiable=True):
+    """A differentiable operation: ``forward`` on arrays and its vector-Jacobian rules.
+
+    ``rules`` holds one rule per positional input (``None``: not differentiable in
+    that input); every other argument is passed by keyword. ``joint``, instead, is one
+    callable returning a gradient per input (for ops whose inputs share work or come
+    in any number). ``differentiable=False`` marks an op that is never recorded
+    (comparisons, argmax). The result is a function with attributes ``name``,
+    ``forward`` and ``vjp``.
     """
+    vjp = None if not differentiable else (joint if joint is not None else rules)
+    arity = len(rules) if joint is None and differentiable else None
 
-    __slots__ = ("name", "forward", "vjp")
+    # The one- and two-input versions are the hot path of small models; they do what
+    # the general version does, without packing and looping over arguments.
+    if arity == 1:
 
-    def __init__(self, name, forward, *rules, joint=None, differentiable=True):
-        self.name = name
-        self.forward = forward
-        if not differentiable:
-            self.vjp = None
-        elif joint is not None:
-            self.vjp = joint
-        else:
-            self.vjp = rules
-
-    def __call__(self, *args, **params):
-        arrays = []
-        has_tensor = False
-        for a in args:
-            if isinstance(a, Tensor):
-                arrays.append(a.data)
-                has_tensor = True
+        def op(x, **params):
+            if not isinstance(x, Tensor):
+                return forward(x, **params)
+            xd = x.data
+            out = forward(xd, **params)
+            if type(out) is _ndarray:  # _output(out), inlined
+                y = _new(Tensor)
+                y.data = out
+                y.requires_grad = False
             else:
-                arrays.append(a)
-        out = self.forward(*arrays, **params)
-        if not has_tensor:
-            return out
-        y = wrap(out)
-        if _local.stack and self.vjp is not None:
-            record(self, args, arrays, y, params)
-        if _local.anomaly:
-            _check_forward(self, y)
+                y = wrap(out)
+            stack = _local.stack
+            if stack:
+                _record(stack, op, (x,), (xd,), y, params)
+            return y
+
+    elif arity == 2:
+
+        def op(a, b, **params):
+            if isinstance(a, Tensor):
+                ad = a.data
+                if isinstance(b, Tensor):
+                    bd = b.data
+                elif type(b) is float and type(ad) is _ndarray and ad.dtype.kind == "f":
+                    bd = _array(b, ad.dtype)  # _constant(b, ad), inlined: x * 0.5 is common
+                else:
+                    bd = b
+            elif isinstance(b, Tensor):
+                bd = b.data
+                ad = _constant(a, bd)
+            else:
+                return forward(a, b, **params)
+            out = forward(ad, bd, **params)
+            if type(out) is _ndarray:  # _output(out), inlined
+                y = _new(Tensor)
+                y.data = out
+                y.requires_grad = False
+            else:
+                y = wrap(out)
+            stack = _local.stack
+            if stack:
+                _record(stack, op, (a, b), (ad, bd), y, params)
+            return y
+
+    else:
+
+        def op(*args, **params):
+            arrays = tuple(a.data if isinstance(a, Tensor) else a for a in args)
+            if not any(isinstance(a, Tensor) for a in args):
+                return forward(*arrays, **params)
+            y = _output(forward(*arrays, **params))
+            stack = _local.stack
+            if stack and vjp is not None:
+                _record(stack, op, args, arrays, y, params)
+            return y
+
+    op.name = name
+    op.forward = forward
+    op.vjp = vjp
+    op.__name__ = op.__qualname__ = name
+    return op
+
+
+def _constant(c, like):
+    """A Python number beside a floating-point array, as a 0-d array of its dtype.
+
+    The same value numpy's promotion rules would use, but numpy handles a 0-d array
+    twice as fast as a Python scalar, and the rules reuse it in the replay."""
+    if (type(c) is float or type(c) is int) and type(like) is _ndarray and like.dtype.kind == "f":
+        return _array(c, like.dtype)
+    return c
+
+
+def _output(out):
+    """The output Tensor around a forward's result (the inlined fast case of ``wrap``)."""
+    if type(out) is _ndarray:
+        y = _new(Tensor)
+        y.data = out
+        y.requires_grad = False
         return y
-
-    def __repr__(self):
-        return f"<op {self.name}>"
+    return wrap(out)
 
 
-def _check_forward(op, y):
-    import numpy as np
+def _record(stack, op, args, arrays, y, params):
+    """Append ``(op, inputs, arrays, output, params, where)`` to every active tape that
+    watches an input: all that the op's rules need, in the cheapest record there is."""
+    entry = None
+    for tape in stack:
+        watched = tape._watched
+        for a in args:
+            if isinstance(a, Tensor) and (
+                id(a) in watched or (a.requires_grad and tape._watch_variable(a))
+            ):
+                if entry is None:
+                    if _local.anomaly:
+                        _check_forward(op.name, y)
+                        entry = (op, args, arrays, y, params, user_line())
+                    else:
+                        entry = (op, args, arrays, y, params, None)
+                tape._entries.append(entry)
+                watched.add(id(y))
+                break
 
+
+def _check_forward(name, y):
     data = y.data
     if data.dtype.kind == "f" and not bool(np.isfinite(data).all()):
         bad = "nan" if bool(np.isnan(data).any()) else "inf"
         raise FloatingPointError(
-            f"detect_anomaly: the forward of '{op.name}' produced {bad} at {user_line()}"
+            f"detect_anomaly: the forward of '{name}' produced {bad} at {user_line()}"
         )
-
-
-def is_tensor(x) -> bool:
-    return isinstance(x, Tensor)
-
-
-def lead_ndim(g, ans) -> int:
-    """How many extra leading (batch) axes the cotangent ``g`` carries."""
-    return g.ndim - ans.ndim

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .. import backend
+from ..tensor import Tensor
 from .core import Op
 
 # ----- arithmetic -----
@@ -28,7 +29,7 @@ neg = Op("neg", np.negative, lambda g, ans, x: -g)
 
 
 def _pow_base(g, ans, a, b):
-    if isinstance(b, (int, float)):  # a constant exponent, the common case
+    if not isinstance(b, Tensor) and np.ndim(b) == 0:  # a constant exponent, the common case
         return g * 0 if b == 0 else g * b * a ** (b - 1)
     return where(b == 0, 0, g * b * a ** (b - 1))  # as torch: no nan from 0 ** -1 when b == 0
 

@@ -43,15 +43,15 @@ def matmul(a, b):
         raise ValueError(f"matmul: batch axes of {sa} and {sb} do not broadcast") from None
     if len(sa) > 1 and len(sb) > 1:
         return _matmul(a, b)
-    a2 = reshape(a, (1,) + sa) if len(sa) == 1 else a
-    b2 = reshape(b, sb + (1,)) if len(sb) == 1 else b
+    a2 = reshape(a, shape=(1,) + sa) if len(sa) == 1 else a
+    b2 = reshape(b, shape=sb + (1,)) if len(sb) == 1 else b
     out = _matmul(a2, b2)
     shape = _shape(out)
     if len(sb) == 1:
         shape = shape[:-1]
     if len(sa) == 1:
         shape = shape[:-2] + shape[-1:] if len(sb) > 1 else shape[:-1]
-    return reshape(out, shape)
+    return reshape(out, shape=shape)
 
 
 # ----- einsum -----
@@ -99,7 +99,7 @@ def _einsum_vjp(g, ans, *xs, spec):
         for c in sub:
             shape.append(sizes.get(c, 1) if c not in seen else 1)
             seen.add(c)
-        G = reshape(G, G.shape[:nb] + tuple(shape))
+        G = reshape(G, shape=G.shape[:nb] + tuple(shape))
         if len(unique) < len(sub):  # a repeated letter: a diagonal
             G = G * _diagonal_mask(sub, _shape(x), G)
         grads.append(G)

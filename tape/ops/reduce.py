@@ -7,6 +7,8 @@ when the cotangent carries extra leading batch axes (jacobians).
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from ..tensor import Tensor
@@ -24,7 +26,7 @@ def normalize_axes(axis, ndim, op="reduction"):
     for a in axes:
         if not isinstance(a, (int, np.integer)):
             raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {a!r}")
-        if not -max(ndim, 1) <= a < max(ndim, 1):  # a 0-d tensor accepts axis 0 or -1, as torch
+        if not -builtins.max(ndim, 1) <= a < builtins.max(ndim, 1):  # a 0-d tensor accepts axis 0 or -1, as torch
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
         if ndim and int(a) % ndim - ndim in out:
             raise ValueError(f"{op}: axis {a} appears more than once in {axis!r}")
@@ -54,13 +56,13 @@ def _kept(g, ans, x, axes, keepdims):
     kshape = list(x.shape)
     for a in axes:
         kshape[a] = 1
-    return reshape(g, lead + tuple(kshape))
+    return reshape(g, shape=lead + tuple(kshape))
 
 
 def _spread(g, ans, x, axes, keepdims):
     """The cotangent of a reduction spread over every element of ``x``."""
     k = _kept(g, ans, x, axes, keepdims)
-    return broadcast_to(k, k.shape[: k.ndim - x.ndim] + x.shape)
+    return broadcast_to(k, shape=k.shape[: k.ndim - x.ndim] + x.shape)
 
 
 def _count(x, axes):
@@ -89,7 +91,7 @@ _mean = Op(
 # ----- extremes: ties share the gradient evenly, as torch.amax -----
 def _extreme_vjp(g, ans, x, axes, keepdims):
     best = _kept(ans, ans, x, axes, keepdims)
-    mask = cast(x == best, g.dtype)
+    mask = cast(x == best, dtype=g.dtype)
     return _kept(g, ans, x, axes, keepdims) * mask / _sum(mask, axes=axes, keepdims=True)
 
 
@@ -100,7 +102,7 @@ _min = Op("min", lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdim
 # ----- products: exact with zeros (product of the others) -----
 def _prod_vjp(g, ans, x, axes, keepdims):
     zero = x == 0
-    zeros = _sum(cast(zero, g.dtype), axes=axes, keepdims=True)
+    zeros = _sum(cast(zero, dtype=g.dtype), axes=axes, keepdims=True)
     safe = where(zero, 1, x)
     nonzero_prod = _prod(safe, axes=axes, keepdims=True)
     others = where(zeros == 0, nonzero_prod / safe, where((zeros == 1) & zero, nonzero_prod, 0))

@@ -23,7 +23,7 @@ def _lead(g, ans):
 reshape = Op(
     "reshape",
     lambda x, shape: np.reshape(x, shape),
-    lambda g, ans, x, shape: reshape(g, _lead(g, ans) + x.shape),
+    lambda g, ans, x, shape: reshape(g, shape=_lead(g, ans) + x.shape),
 )
 
 

@@ -1,0 +1,61 @@
+"""Shared set-up for the benchmarks: PyTorch on 2 threads, and a ratio report.
+
+Each workload runs twice in the same session, once on tape and once on PyTorch, with
+the same pytest-benchmark ``group``; the summary prints tape's median over PyTorch's.
+Run: ``python -m pytest bench --benchmark-only``. Add ``--ratio-json=PATH`` to save them.
+"""
+
+import json
+
+import pytest
+
+try:
+    import torch
+
+    torch.set_num_threads(2)
+except ImportError:  # pragma: no cover - torch is in the dev extra
+    torch = None
+
+
+def pytest_addoption(parser):
+    parser.addoption("--ratio-json", default=None, help="write tape/torch median ratios here")
+
+
+def _ratios(config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None:
+        return {}
+    groups = {}
+    for bench in session.benchmarks:
+        if not bench.stats or not bench.stats.rounds:
+            continue
+        side = "torch" if "torch" in bench.name else "tape"
+        groups.setdefault(bench.group or bench.name, {})[side] = bench.stats.median
+    return {
+        group: {"tape_s": v["tape"], "torch_s": v["torch"], "ratio": v["tape"] / v["torch"]}
+        for group, v in sorted(groups.items())
+        if "tape" in v and "torch" in v
+    }
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    ratios = _ratios(config)
+    if not ratios:
+        return
+    terminalreporter.section("tape / PyTorch (median time ratio, lower is better)")
+    for group, r in ratios.items():
+        terminalreporter.write_line(
+            f"{group:45s} tape {r['tape_s'] * 1e3:9.3f} ms  torch {r['torch_s'] * 1e3:9.3f} ms"
+            f"  ratio {r['ratio']:.3f}"
+        )
+    path = config.getoption("--ratio-json")
+    if path:
+        with open(path, "w") as f:
+            json.dump(ratios, f, indent=2)
+
+
+@pytest.fixture
+def torch_module():
+    if torch is None:
+        pytest.skip("PyTorch is not installed (pip install '.[dev]')")
+    return torch
