@@ -136,19 +136,21 @@ def _record(stack, op, args, arrays, y, params):
     entry = None
     for tape in stack:
         watched = tape._watched
-        for a in args:
+        hit = False
+        for a in args:  # every input: a requires_grad tensor is watched on first use
             if isinstance(a, Tensor) and (
                 id(a) in watched or (a.requires_grad and tape._watch_variable(a))
             ):
-                if entry is None:
-                    if _local.anomaly:
-                        _check_forward(op.name, y)
-                        entry = (op, args, arrays, y, params, user_line())
-                    else:
-                        entry = (op, args, arrays, y, params, None)
-                tape._entries.append(entry)
-                watched.add(id(y))
-                break
+                hit = True
+        if hit:
+            if entry is None:
+                if _local.anomaly:
+                    _check_forward(op.name, y)
+                    entry = (op, args, arrays, y, params, user_line())
+                else:
+                    entry = (op, args, arrays, y, params, None)
+            tape._entries.append(entry)
+            watched.add(id(y))
 
 
 def _check_forward(name, y):
