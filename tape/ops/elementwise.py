@@ -55,8 +55,7 @@ tanh = Op("tanh", np.tanh, lambda g, ans, x: g * (1 - ans * ans))
 
 # ----- activations -----
 def _sigmoid(x):
-    e = np.exp(-np.abs(x))  # never overflows
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return np.exp(-np.logaddexp(0, -x))  # never overflows, accurate in both tails
 
 
 sigmoid = Op("sigmoid", _sigmoid, lambda g, ans, x: g * ans * (1 - ans))
