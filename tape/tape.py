@@ -291,10 +291,16 @@ class detect_anomaly:
     ``FloatingPointError``, naming the op and the source line that created it."""
 
     def __enter__(self):
+        from .ops import core
+
         _local.anomaly += 1
+        core.anomaly_mode(True)
 
     def __exit__(self, *exc):
+        from .ops import core
+
         _local.anomaly -= 1
+        core.anomaly_mode(False)
         return False
 
     def __call__(self, fn):

@@ -130,7 +130,7 @@ def _output(out):
     return wrap(out)
 
 
-def _record(stack, op, args, arrays, y, params):
+def _record(stack, op, args, arrays, y, params, where=None):
     """Append ``(op, inputs, arrays, output, params, where)`` to every active tape that
     watches an input: all that the op's rules need, in the cheapest record there is."""
     entry = None
@@ -144,13 +144,30 @@ def _record(stack, op, args, arrays, y, params):
                 hit = True
         if hit:
             if entry is None:
-                if _local.anomaly:
-                    _check_forward(op.name, y)
-                    entry = (op, args, arrays, y, params, user_line())
-                else:
-                    entry = (op, args, arrays, y, params, None)
+                entry = (op, args, arrays, y, params, where)
             tape._entries.append(entry)
             watched.add(id(y))
+
+
+def _record_checked(stack, op, args, arrays, y, params):
+    """``_record`` while some thread is inside ``detect_anomaly``: in that thread, check
+    the forward for NaN/inf and keep the user's source line in the entry."""
+    if _local.anomaly:
+        _check_forward(op.name, y)
+        return _record_plain(stack, op, args, arrays, y, params, user_line())
+    return _record_plain(stack, op, args, arrays, y, params)
+
+
+_record_plain = _record
+_anomaly_users = 0
+
+
+def anomaly_mode(on: bool) -> None:
+    """Switch recording to ``_record_checked`` while any ``detect_anomaly`` block is open,
+    so that recording pays nothing for it otherwise."""
+    global _record, _anomaly_users
+    _anomaly_users += 1 if on else -1
+    _record = _record_checked if _anomaly_users else _record_plain
 
 
 def _check_forward(name, y):
