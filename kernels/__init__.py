@@ -1,0 +1,250 @@
+"""Hot CPU and GPU kernels on raw arrays, behind a tiny per-device registry.
+
+Every public function here dispatches, per call, on the device of its array argument
+("cpu" for numpy arrays, "cuda" for cupy arrays) to the selected implementation:
+
+* ``kernels.use(name, impl)`` selects one for a block (thread-local);
+* otherwise the device's default: "numba" on cpu when numba imports, else "reference";
+  "cupy" (RawKernels) on cuda when cupy is installed.
+
+>>> import numpy as np, kernels
+>>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+>>> kernels.im2col(x, 2, 2, stride=2, padding=0, dilation=1).shape
+(4, 4)
+>>> out, argmax = kernels.max_pool2d_forward(x, 2, 2, 0)
+>>> out.ravel().tolist(), argmax.ravel().tolist()
+([5.0, 7.0, 13.0, 15.0], [5, 7, 13, 15])
+>>> with kernels.use("im2col", "reference"):
+...     cols = kernels.im2col(x, 2, 2, 2, 0, 1)
+
+Writing a drop-in implementation is one registration (see kernels/README.md)::
+
+    @kernels.register("im2col", "cpu", impl="mine")
+    def my_im2col(x, kh, kw, stride, padding, dilation): ...
+
+Implementations receive the public arguments with ``stride``/``padding``/``dilation``
+(and pooling's ``k``) already validated and normalised to ``(h, w)`` tuples of ints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import threading
+from typing import Callable
+
+from . import reference, runtime
+from .shapes import conv_geometry, conv_output_shape, pair, pool_geometry
+
+__all__ = [
+    "im2col",
+    "col2im",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "register",
+    "get",
+    "use",
+    "available",
+    "default_impl",
+    "device_of",
+    "conv_output_shape",
+    "pair",
+    "KERNELS",
+]
+
+KERNELS = (
+    "im2col",
+    "col2im",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+)
+
+runtime.configure()  # thread-pool and malloc traps (PERFORMANCE.md); idempotent
+
+# ----- registry -----
+
+_impls: dict[str, dict[str, dict[str, Callable]]] = {}  # name -> device -> impl -> fn
+_defaults: dict[tuple[str, str], str] = {}  # (name, device) -> impl
+_local = threading.local()  # .selected: {name: impl} set by use()
+
+
+def device_of(x) -> str:
+    """"cuda" for cupy arrays (detected without importing cupy), else "cpu"."""
+    return "cuda" if type(x).__module__.startswith("cupy") else "cpu"
+
+
+def register(name: str, device: str, fn: Callable | None = None, impl: str = "mine",
+             default: bool = False):
+    """Register ``fn`` as implementation ``impl`` of kernel ``name`` on ``device``.
+
+    Usable as a decorator: ``@kernels.register("im2col", "cpu", impl="numba")``. A new
+    implementation is only used inside ``kernels.use(name, impl)`` unless ``default=True``
+    (or it is the first one registered for that device). Returns ``fn``.
+    """
+    if fn is None:
+        return lambda f: register(name, device, f, impl=impl, default=default)
+    if not callable(fn):
+        raise TypeError(f"kernels.register({name!r}, {device!r}): fn must be callable")
+    devices = _impls.setdefault(name, {})
+    devices.setdefault(device, {})[impl] = fn
+    if default or (name, device) not in _defaults:
+        _defaults[(name, device)] = impl
+    return fn
+
+
+def available() -> dict[str, dict[str, list[str]]]:
+    """``{name: {device: [impls]}}`` of everything registered, default first."""
+    out = {}
+    for name, devices in _impls.items():
+        out[name] = {}
+        for device, impls in devices.items():
+            d = _defaults.get((name, device))
+            out[name][device] = sorted(impls, key=lambda i: (i != d, i))
+    return out
+
+
+def default_impl(name: str, device: str = "cpu") -> str:
+    """The implementation used for ``name`` on ``device`` outside any ``use`` block."""
+    return _defaults[(name, device)]
+
+
+def get(name: str, device: str = "cpu", impl: str | None = None) -> Callable:
+    """The function that a call of kernel ``name`` on ``device`` would run now."""
+    try:
+        impls = _impls[name][device]
+    except KeyError:
+        known = {n: sorted(d) for n, d in _impls.items()}
+        raise LookupError(
+            f"no implementation of kernel {name!r} for device {device!r}; registered: {known}"
+        ) from None
+    if impl is None:
+        impl = getattr(_local, "selected", {}).get(name) or _defaults[(name, device)]
+    try:
+        return impls[impl]
+    except KeyError:
+        raise LookupError(
+            f"kernel {name!r} has no {impl!r} implementation for device {device!r} "
+            f"(available there: {sorted(impls)}); register one with kernels.register"
+        ) from None
+
+
+@contextlib.contextmanager
+def use(name, impl: str):
+    """Select implementation ``impl`` of kernel ``name`` (or of several: a list, or "*" for
+    all) for the calls made in this block by this thread.
+
+    >>> with kernels.use("*", "reference"):      # doctest: +SKIP
+    ...     y = model(x)
+    """
+    names = list(_impls) if name == "*" else [name] if isinstance(name, str) else list(name)
+    for n in names:
+        if n not in _impls or not any(impl in d for d in _impls[n].values()):
+            have = sorted({i for d in _impls.get(n, {}).values() for i in d})
+            raise LookupError(f"kernels.use: kernel {n!r} has no {impl!r} implementation "
+                              f"(available: {have})")
+    prev = getattr(_local, "selected", {})
+    _local.selected = {**prev, **{n: impl for n in names}}
+    try:
+        yield
+    finally:
+        _local.selected = prev
+
+
+def _call(name, x, *args):
+    return get(name, device_of(x))(x, *args)
+
+
+# ----- public kernels -----
+
+
+def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
+    """Unfold the sliding ``kh x kw`` windows of ``x`` (N, C, H, W) into a matrix.
+
+    Layout: ``cols`` has shape ``(C*kh*kw, N*Hout*Wout)``, C-contiguous, with
+    ``cols[c*kh*kw + i*kw + j, n*Hout*Wout + oh*Wout + ow] =
+    x_padded[n, c, oh*sh + i*dh, ow*sw + j*dw]`` (zero where that falls in the padding).
+    The row index orders like ``weight.reshape(Cout, C*kh*kw)``'s columns, so a conv2d
+    forward is one GEMM, ``W2 @ cols -> (Cout, N*Hout*Wout)``, then
+    ``.reshape(Cout, N, Hout, Wout).transpose(1, 0, 2, 3)``. It matches
+    ``torch.nn.functional.unfold(x, ...)`` (N, C*kh*kw, L) as ``cols.reshape(K, N, L)
+    .transpose(1, 0, 2)``. Groups: pass ``x[:, g*Cg:(g+1)*Cg]`` per group.
+    Hout/Wout: see :func:`conv_output_shape`.
+
+    >>> import numpy as np
+    >>> x = np.arange(2 * 3 * 5 * 5, dtype=np.float32).reshape(2, 3, 5, 5)
+    >>> im2col(x, 3, 3, stride=1, padding=1, dilation=1).shape
+    (27, 50)
+    """
+    g = conv_geometry(x.shape, kh, kw, stride, padding, dilation, op="im2col")
+    return _call("im2col", x, g[4], g[5], g[6:8], g[8:10], g[10:12])
+
+
+def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
+    """Exact adjoint of :func:`im2col`: sum each column entry back into its (N, C, H, W)
+    position, so ``<im2col(x), c> == <x, col2im(c)>``; conv2d's input gradient is
+    ``col2im(W2.T @ dY2, x.shape, ...)``.
+
+    >>> import numpy as np
+    >>> col2im(np.ones((4, 4), np.float32), (1, 1, 3, 3), 2, 2, 1, 0, 1)[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]], dtype=float32)
+    """
+    x_shape = tuple(int(s) for s in x_shape)
+    g = conv_geometry(x_shape, kh, kw, stride, padding, dilation, op="col2im")
+    return _call("col2im", cols, x_shape, g[4], g[5], g[6:8], g[8:10], g[10:12])
+
+
+def max_pool2d_forward(x, k, stride=None, padding=0):
+    """Max pooling over ``k x k`` windows (``stride=None`` means ``k``); padding acts as
+    -inf, as in torch. Returns ``(out, argmax)``; ``argmax`` (int64, shape of ``out``) is
+    the flat index ``h*W + w`` of each maximum in its (n, c) input plane, as torch's
+    ``return_indices=True``.
+    """
+    g = pool_geometry(x.shape, k, stride, padding, op="max_pool2d")
+    return _call("max_pool2d_forward", x, g[4:6], g[6:8], g[8:10])
+
+
+def max_pool2d_backward(grad_out, argmax, x_shape):
+    """Input gradient of max pooling: ``grad_out`` scattered (summed) at ``argmax``."""
+    return _call("max_pool2d_backward", grad_out, argmax, tuple(int(s) for s in x_shape))
+
+
+def avg_pool2d_forward(x, k, stride=None, padding=0):
+    """Average pooling; zero padding counts in the divisor (``kh*kw`` always), as torch's
+    default ``count_include_pad=True``."""
+    g = pool_geometry(x.shape, k, stride, padding, op="avg_pool2d")
+    return _call("avg_pool2d_forward", x, g[4:6], g[6:8], g[8:10])
+
+
+def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
+    """Input gradient of :func:`avg_pool2d_forward`."""
+    x_shape = tuple(int(s) for s in x_shape)
+    g = pool_geometry(x_shape, k, stride, padding, op="avg_pool2d_backward")
+    return _call("avg_pool2d_backward", grad_out, x_shape, g[4:6], g[6:8], g[8:10])
+
+
+# ----- built-in implementations -----
+
+for _name in KERNELS:
+    register(_name, "cpu", getattr(reference, _name), impl="reference")
+
+try:
+    from .cpu import im2col as _cpu_im2col, pool as _cpu_pool
+except ImportError:  # numba missing: the numpy reference stays the default
+    pass
+else:
+    for _name in KERNELS:
+        _mod = _cpu_im2col if "col" in _name else _cpu_pool
+        register(_name, "cpu", getattr(_mod, _name), impl="numba", default=True)
+
+if importlib.util.find_spec("cupy") is not None:  # cupy itself is imported on first GPU call
+    from . import gpu as _gpu
+
+    for _name in KERNELS:
+        register(_name, "cuda", getattr(reference, _name), impl="reference")
+        register(_name, "cuda", getattr(_gpu, _name), impl="cupy", default=True)

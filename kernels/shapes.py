@@ -1,0 +1,120 @@
+"""Argument normalisation and output-shape arithmetic shared by every kernel implementation.
+
+All the shape checks live here so that every implementation (reference, numba, CUDA, or a
+user's drop-in) sees the same normalised arguments and the user sees the same error messages.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+__all__ = [
+    "pair",
+    "conv_output_shape",
+    "conv_geometry",
+    "pool_geometry",
+    "check_cols",
+]
+
+
+def pair(value, name: str = "value", op: str = "kernel") -> tuple[int, int]:
+    """Normalise an int or an ``(h, w)`` pair to a tuple of two Python ints.
+
+    >>> pair(3), pair((1, 2))
+    ((3, 3), (1, 2))
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value), int(value)
+    try:
+        a, b = value
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (a, b)):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{op}: {name} must be an int or an (h, w) pair of ints, got {value!r}"
+        ) from None
+    return int(a), int(b)
+
+
+def _shape4(shape, op: str, what: str = "input") -> tuple[int, int, int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4:
+        raise ValueError(f"{op} expects a 4-d (N, C, H, W) {what}, got shape {shape}")
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{op}: {what} shape {shape} has a negative dimension")
+    return shape  # type: ignore[return-value]
+
+
+def conv_output_shape(x_shape, kh, kw, stride=1, padding=0, dilation=1) -> tuple[int, int, int, int]:
+    """Output shape ``(N, C, Hout, Wout)`` of sliding a ``kh x kw`` window over ``x_shape``.
+
+    ``Hout = (H + 2*ph - dh*(kh - 1) - 1) // sh + 1`` (and likewise for W), as in
+    ``torch.nn.functional.conv2d``. Raises ``ValueError`` for impossible shapes.
+
+    >>> conv_output_shape((2, 3, 28, 28), 3, 3, stride=1, padding=1)
+    (2, 3, 28, 28)
+    """
+    g = conv_geometry(x_shape, kh, kw, stride, padding, dilation, op="conv_output_shape")
+    return g[0], g[1], g[-2], g[-1]
+
+
+def conv_geometry(x_shape, kh, kw, stride, padding, dilation, op: str = "im2col"):
+    """Validate and return ``(N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)``."""
+    n, c, h, w = _shape4(x_shape, op)
+    kh, kw = pair((kh, kw), "kernel size", op)
+    sh, sw = pair(stride, "stride", op)
+    ph, pw = pair(padding, "padding", op)
+    dh, dw = pair(dilation, "dilation", op)
+    if kh <= 0 or kw <= 0:
+        raise ValueError(f"{op}: kernel size must be positive, got {kh}x{kw}")
+    if sh <= 0 or sw <= 0:
+        raise ValueError(f"{op}: stride must be positive, got {(sh, sw)}")
+    if ph < 0 or pw < 0:
+        raise ValueError(f"{op}: padding must be non-negative, got {(ph, pw)}")
+    if dh <= 0 or dw <= 0:
+        raise ValueError(f"{op}: dilation must be positive, got {(dh, dw)}")
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    hp, wp = h + 2 * ph, w + 2 * pw
+    if ekh > hp or ekw > wp:
+        raise ValueError(
+            f"{op}: kernel {kh}x{kw} (dilation {dh}x{dw}, effective {ekh}x{ekw}) is larger than "
+            f"the padded input {hp}x{wp} (input shape {(n, c, h, w)}, padding {(ph, pw)}); "
+            f"use a smaller kernel or more padding"
+        )
+    ho, wo = (hp - ekh) // sh + 1, (wp - ekw) // sw + 1
+    return n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo
+
+
+def pool_geometry(x_shape, k, stride, padding, op: str = "max_pool2d"):
+    """Validate pooling arguments; return ``(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)``.
+
+    ``stride=None`` means ``stride = k`` (torch's default). As in torch, padding may be at
+    most half the kernel size, so that every window holds at least one real element.
+    """
+    kh, kw = pair(k, "kernel size", op)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", op)
+    ph, pw = pair(padding, "padding", op)
+    if kh > 0 and kw > 0 and (ph > kh // 2 or pw > kw // 2):
+        raise ValueError(
+            f"{op}: padding {(ph, pw)} must be at most half the kernel size {kh}x{kw} "
+            f"(as in torch); reduce the padding"
+        )
+    n, c, h, w, kh, kw, sh, sw, ph, pw, _, _, ho, wo = conv_geometry(
+        x_shape, kh, kw, (sh, sw), (ph, pw), 1, op=op
+    )
+    return n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo
+
+
+def check_cols(cols_shape, x_shape, kh, kw, stride, padding, dilation, op: str = "col2im"):
+    """Validate ``col2im`` arguments against the im2col layout; return the conv geometry."""
+    g = conv_geometry(x_shape, kh, kw, stride, padding, dilation, op=op)
+    n, c, _, _, kh, kw = g[:6]
+    ho, wo = g[-2:]
+    want = (c * kh * kw, n * ho * wo)
+    if tuple(cols_shape) != want:
+        raise ValueError(
+            f"{op}: cols has shape {tuple(cols_shape)}, but x_shape {tuple(x_shape)} with kernel "
+            f"{kh}x{kw}, stride {g[6:8]}, padding {g[8:10]}, dilation {g[10:12]} needs "
+            f"(C*kh*kw, N*Hout*Wout) = {want}"
+        )
+    return g
