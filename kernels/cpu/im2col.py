@@ -1,0 +1,152 @@
+"""numba im2col / col2im for float32 and float64 (other dtypes fall back to the reference).
+
+Layout: ``cols[c*kh*kw + i*kw + j, n*Hout*Wout + oh*Wout + ow]``, see ``kernels.im2col``.
+
+Speed notes (measured, see kernels/README.md): the kernels index flat arrays with
+``uintp`` indices. numba adds a negative-index wrap-around check to every signed index it
+cannot prove non-negative, which blocks LLVM's vectoriser and made these loops ~4x slower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import reference
+from ..shapes import check_cols, conv_geometry
+from ._threads import parallel_threads
+
+_FLOATS = (np.float32, np.float64)
+U = np.uintp
+
+
+@njit(cache=True, inline="always")
+def valid_range(off, stride, size, n_out):
+    """Output indices o in [lo, hi) with 0 <= o*stride + off < size."""
+    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    last = size - 1 - off
+    hi = 0 if last < 0 else last // stride + 1
+    if hi > n_out:
+        hi = n_out
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+# ----- im2col -----
+
+
+@njit(parallel=True, cache=True)
+def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+    n_, c_, h_, w_ = x.shape
+    xf = x.reshape(-1)
+    cf = cols.reshape(-1)
+    plane = ho * wo
+    kk = kh * kw
+    for t in prange(c_ * kk * n_):  # one (row, image) block of Hout*Wout contiguous outputs
+        row = t // n_
+        n = t - row * n_
+        c = row // kk
+        r = row - c * kk
+        i = r // kw
+        j = r - i * kw
+        hoff = i * dh - ph
+        woff = j * dw - pw
+        olo, ohi = valid_range(hoff, sh, h_, ho)
+        lo, hi = valid_range(woff, sw, w_, wo)
+        ob = row * (n_ * plane) + n * plane
+        xb = (n * c_ + c) * h_ * w_
+        for q in range(ob, ob + olo * wo):  # rows above the image
+            cf[U(q)] = 0
+        for q in range(ob + ohi * wo, ob + plane):  # rows below
+            cf[U(q)] = 0
+        if sw == 1 and sh == 1 and wo == w_:
+            # "same" padding: input and output planes differ by a constant flat offset,
+            # so copy the valid rows in one run and zero the wrapped-around columns after.
+            d = xb + hoff * w_ + woff - ob
+            for q in range(ob + olo * wo, ob + ohi * wo):
+                cf[U(q)] = xf[U(q + d)]
+            for oh in range(olo, ohi):
+                o = ob + oh * wo
+                for ow in range(lo):
+                    cf[U(o + ow)] = 0
+                for ow in range(hi, wo):
+                    cf[U(o + ow)] = 0
+        else:
+            for oh in range(olo, ohi):
+                o = ob + oh * wo
+                xr = xb + (oh * sh + hoff) * w_ + woff
+                for ow in range(lo):
+                    cf[U(o + ow)] = 0
+                if sw == 1:
+                    for ow in range(lo, hi):
+                        cf[U(o + ow)] = xf[U(xr + ow)]
+                else:
+                    for ow in range(lo, hi):
+                        cf[U(o + ow)] = xf[U(xr + ow * sw)]
+                for ow in range(hi, wo):
+                    cf[U(o + ow)] = 0
+
+
+# ----- col2im -----
+
+
+@njit(parallel=True, cache=True)
+def _col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+    n_, c_, h_, w_ = dx.shape
+    cf = cols.reshape(-1)
+    df = dx.reshape(-1)
+    plane = ho * wo
+    kk = kh * kw
+    for t in prange(n_ * c_):  # one (image, channel) plane: no two iterations write alike
+        n = t // c_
+        c = t - n * c_
+        xb = t * h_ * w_
+        for q in range(xb, xb + h_ * w_):
+            df[U(q)] = 0
+        for i in range(kh):
+            hoff = i * dh - ph
+            olo, ohi = valid_range(hoff, sh, h_, ho)
+            for j in range(kw):
+                woff = j * dw - pw
+                lo, hi = valid_range(woff, sw, w_, wo)
+                ob = (c * kk + i * kw + j) * (n_ * plane) + n * plane
+                for oh in range(olo, ohi):
+                    o = ob + oh * wo
+                    xr = xb + (oh * sh + hoff) * w_ + woff
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            df[U(xr + ow)] += cf[U(o + ow)]
+                    else:
+                        for ow in range(lo, hi):
+                            df[U(xr + ow * sw)] += cf[U(o + ow)]
+
+
+def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
+    """numba im2col; same contract and layout as ``kernels.im2col``."""
+    if x.dtype not in _FLOATS:
+        return reference.im2col(x, kh, kw, stride, padding, dilation)
+    n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = conv_geometry(
+        x.shape, kh, kw, stride, padding, dilation, op="im2col"
+    )
+    x = np.ascontiguousarray(x)
+    cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
+    if cols.size:
+        with parallel_threads(cols.size):
+            _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
+    """numba col2im, the exact adjoint of :func:`im2col`."""
+    if cols.dtype not in _FLOATS:
+        return reference.col2im(cols, x_shape, kh, kw, stride, padding, dilation)
+    n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = check_cols(
+        cols.shape, x_shape, kh, kw, stride, padding, dilation
+    )
+    cols = np.ascontiguousarray(cols)
+    dx = np.empty((n, c, h, w), dtype=cols.dtype)
+    if dx.size:
+        with parallel_threads(cols.size):
+            _col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+    return dx

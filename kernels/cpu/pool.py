@@ -1,0 +1,243 @@
+"""numba max / average pooling (NCHW) for float32 and float64; other dtypes use the reference.
+
+Max pooling stores, for each output, the flat index into its input H*W plane (as torch);
+the backward scatters with it. Every kernel runs one (n, c) plane per parallel iteration,
+so the scatters never race.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import reference
+from ..shapes import pool_geometry
+from ._threads import parallel_threads
+from .im2col import valid_range
+
+_FLOATS = (np.float32, np.float64)
+U = np.uintp
+
+
+# ----- max pooling -----
+
+
+@njit(cache=True, inline="always")
+def _take(v, best):
+    """Whether ``v`` replaces the running max: strictly greater (first max wins) or NaN."""
+    return v > best or v != v
+
+
+@njit(parallel=True, cache=True)
+def _max_fwd(x, out, arg, kh, kw, sh, sw, ph, pw):
+    n_, c_, h_, w_ = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    af = arg.reshape(-1)
+    fast22 = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    for t in prange(n_ * c_):  # one (image, channel) plane per iteration
+        xb = t * h_ * w_
+        ob = t * ho * wo
+        if fast22:  # the common CNN case, unrolled: ~5x faster than the general loop
+            for oh in range(ho):
+                r0 = 2 * oh * w_
+                for ow in range(wo):
+                    k = r0 + 2 * ow
+                    bi = k
+                    best = xf[U(xb + k)]
+                    v = xf[U(xb + k + 1)]
+                    if _take(v, best):
+                        best, bi = v, k + 1
+                    v = xf[U(xb + k + w_)]
+                    if _take(v, best):
+                        best, bi = v, k + w_
+                    v = xf[U(xb + k + w_ + 1)]
+                    if _take(v, best):
+                        best, bi = v, k + w_ + 1
+                    of[U(ob + oh * wo + ow)] = best
+                    af[U(ob + oh * wo + ow)] = bi
+        elif sw == 1:  # row-wise: the inner loop runs along contiguous memory (~4x faster)
+            for oh in range(ho):
+                h0 = oh * sh - ph
+                o = ob + oh * wo
+                hfirst = max(h0, 0) * w_
+                for ow in range(wo):  # -inf, at the window's first real element (as torch)
+                    of[U(o + ow)] = -np.inf
+                    af[U(o + ow)] = hfirst + max(ow - pw, 0)
+                for i in range(max(0, -h0), min(kh, h_ - h0)):
+                    r = (h0 + i) * w_
+                    for j in range(kw):
+                        lo, hi = valid_range(j - pw, 1, w_, wo)
+                        for ow in range(lo, hi):
+                            k = r + ow + j - pw
+                            v = xf[U(xb + k)]
+                            if _take(v, of[U(o + ow)]):
+                                of[U(o + ow)] = v
+                                af[U(o + ow)] = k
+        else:
+            for oh in range(ho):
+                h0 = oh * sh - ph
+                i0 = max(0, -h0)
+                i1 = min(kh, h_ - h0)
+                for ow in range(wo):
+                    w0 = ow * sw - pw
+                    j0 = max(0, -w0)
+                    j1 = min(kw, w_ - w0)
+                    bi = (h0 + i0) * w_ + w0 + j0
+                    best = xf[U(xb + bi)]
+                    for i in range(i0, i1):
+                        r = (h0 + i) * w_ + w0
+                        for j in range(j0, j1):
+                            v = xf[U(xb + r + j)]
+                            if _take(v, best):
+                                best, bi = v, r + j
+                    of[U(ob + oh * wo + ow)] = best
+                    af[U(ob + oh * wo + ow)] = bi
+
+
+@njit(parallel=True, cache=True)
+def _max_bwd(g, arg, dx, bad):
+    n_, c_, hw = dx.shape
+    m = g.shape[2]
+    gf = g.reshape(-1)
+    af = arg.reshape(-1)
+    df = dx.reshape(-1)
+    for t in prange(n_ * c_):
+        xb = t * hw
+        for q in range(xb, xb + hw):
+            df[U(q)] = 0
+        for o in range(t * m, (t + 1) * m):
+            a = af[U(o)]
+            if a < 0 or a >= hw:
+                bad[t] = 1
+            else:
+                df[U(xb + a)] += gf[U(o)]
+
+
+def max_pool2d_forward(x, k, stride=None, padding=0):
+    """numba max pooling; returns ``(out, argmax)`` as ``kernels.max_pool2d_forward``."""
+    if x.dtype not in _FLOATS:
+        return reference.max_pool2d_forward(x, k, stride, padding)
+    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(x.shape, k, stride, padding)
+    x = np.ascontiguousarray(x)
+    out = np.empty((n, c, ho, wo), dtype=x.dtype)
+    arg = np.empty((n, c, ho, wo), dtype=np.int64)
+    if out.size:
+        with parallel_threads(x.size):
+            _max_fwd(x, out, arg, kh, kw, sh, sw, ph, pw)
+    return out, arg
+
+
+def max_pool2d_backward(grad_out, argmax, x_shape):
+    """Scatter ``grad_out`` into a zero (N, C, H, W) array at the forward's ``argmax``."""
+    if grad_out.dtype not in _FLOATS:
+        return reference.max_pool2d_backward(grad_out, argmax, x_shape)
+    n, c, h, w = (int(s) for s in x_shape)
+    if grad_out.shape != argmax.shape or tuple(grad_out.shape[:2]) != (n, c):
+        raise ValueError(
+            f"max_pool2d_backward: grad_out {grad_out.shape} and argmax {argmax.shape} must have "
+            f"the same shape (N, C, Hout, Wout) matching x_shape {tuple(x_shape)}"
+        )
+    g = np.ascontiguousarray(grad_out).reshape(n, c, -1)
+    a = np.ascontiguousarray(argmax, dtype=np.int64).reshape(n, c, -1)
+    dx = np.empty((n, c, h * w), dtype=grad_out.dtype)
+    bad = np.zeros(n * c, dtype=np.uint8)
+    if dx.size:
+        with parallel_threads(dx.size):
+            _max_bwd(g, a, dx, bad)
+    if bad.any():
+        raise ValueError(
+            f"max_pool2d_backward: argmax holds indices outside [0, {h * w}) for x_shape "
+            f"{tuple(x_shape)}; pass the argmax returned by max_pool2d_forward"
+        )
+    return dx.reshape(n, c, h, w)
+
+
+# ----- average pooling -----
+
+
+@njit(parallel=True, cache=True)
+def _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, area):
+    n_, c_, h_, w_ = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for t in prange(n_ * c_):
+        xb = t * h_ * w_
+        ob = t * ho * wo
+        for oh in range(ho):
+            h0 = oh * sh - ph
+            i0 = max(0, -h0)
+            i1 = min(kh, h_ - h0)
+            for ow in range(wo):
+                w0 = ow * sw - pw
+                j0 = max(0, -w0)
+                j1 = min(kw, w_ - w0)
+                s = area - area  # a zero of the array's dtype
+                for i in range(i0, i1):
+                    r = xb + (h0 + i) * w_ + w0
+                    for j in range(j0, j1):
+                        s += xf[U(r + j)]
+                of[U(ob + oh * wo + ow)] = s / area
+
+
+@njit(parallel=True, cache=True)
+def _avg_bwd(g, dx, kh, kw, sh, sw, ph, pw, area):
+    n_, c_, h_, w_ = dx.shape
+    ho, wo = g.shape[2], g.shape[3]
+    gf = g.reshape(-1)
+    df = dx.reshape(-1)
+    for t in prange(n_ * c_):
+        xb = t * h_ * w_
+        ob = t * ho * wo
+        for q in range(xb, xb + h_ * w_):
+            df[U(q)] = 0
+        for oh in range(ho):
+            h0 = oh * sh - ph
+            i0 = max(0, -h0)
+            i1 = min(kh, h_ - h0)
+            for ow in range(wo):
+                w0 = ow * sw - pw
+                j0 = max(0, -w0)
+                j1 = min(kw, w_ - w0)
+                v = gf[U(ob + oh * wo + ow)] / area
+                for i in range(i0, i1):
+                    r = xb + (h0 + i) * w_ + w0
+                    for j in range(j0, j1):
+                        df[U(r + j)] += v
+
+
+def avg_pool2d_forward(x, k, stride=None, padding=0):
+    """numba average pooling (padding counted in the divisor, as torch's default)."""
+    if x.dtype not in _FLOATS:
+        return reference.avg_pool2d_forward(x, k, stride, padding)
+    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(
+        x.shape, k, stride, padding, op="avg_pool2d"
+    )
+    x = np.ascontiguousarray(x)
+    out = np.empty((n, c, ho, wo), dtype=x.dtype)
+    if out.size:
+        with parallel_threads(x.size):
+            _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, x.dtype.type(kh * kw))
+    return out
+
+
+def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
+    """Spread each gradient evenly over its window; the adjoint of :func:`avg_pool2d_forward`."""
+    if grad_out.dtype not in _FLOATS:
+        return reference.avg_pool2d_backward(grad_out, x_shape, k, stride, padding)
+    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(
+        x_shape, k, stride, padding, op="avg_pool2d_backward"
+    )
+    if tuple(grad_out.shape) != (n, c, ho, wo):
+        raise ValueError(
+            f"avg_pool2d_backward: grad_out has shape {tuple(grad_out.shape)}, expected "
+            f"{(n, c, ho, wo)} for x_shape {tuple(x_shape)}"
+        )
+    g = np.ascontiguousarray(grad_out)
+    dx = np.empty((n, c, h, w), dtype=grad_out.dtype)
+    if dx.size:
+        with parallel_threads(dx.size):
+            _avg_bwd(g, dx, kh, kw, sh, sw, ph, pw, g.dtype.type(kh * kw))
+    return dx
