@@ -84,6 +84,21 @@ def _list_targets_wrong_count():
     return t.gradient([y, z], x, output_gradients=[np.ones((2, 3))])
 
 
+def _list_targets_single_array():
+    x = t23()
+    with tape.Tape() as t:
+        y = x * 2.0
+        z = x * 3.0
+    return t.gradient([y, z], x, output_gradients=np.ones((2, 3)))
+
+
+def _jacobian_of_a_list():
+    x = t23()
+    with tape.Tape() as t:
+        y = x * 2.0
+    return t.jacobian([y, y], x)
+
+
 def _batch_jacobian_mismatch():
     x = tape.tensor(np.ones((4, 3)), requires_grad=True)
     s = tape.tensor(np.ones((5, 3)), requires_grad=True)
@@ -229,6 +244,9 @@ CASES = [
         lambda: t23().reshape(-1, -1), ValueError, r"reshape.*(unknown|-1)", id="reshape-two-minus-1",
     ),
     pytest.param(
+        lambda: t23().reshape(-2, 3), ValueError, r"reshape.*-2", id="reshape-negative-size",
+    ),
+    pytest.param(
         lambda: t23().broadcast_to(3, 3), ValueError, rf"broadcast_to.*{S23}.*\(3, 3\)",
         id="broadcast_to",
     ),
@@ -362,6 +380,11 @@ CASES = [
         id="output-gradients-count",
     ),
     pytest.param(
+        _list_targets_single_array, (TypeError, ValueError), r"output_gradients.*2 targets",
+        id="output-gradients-not-a-list",
+    ),
+    pytest.param(_jacobian_of_a_list, TypeError, r"target.*Tensor.*list", id="jacobian-list-target"),
+    pytest.param(
         _batch_jacobian_mismatch, ValueError, r"batch_jacobian.*\(5, 3\).*\(4, 3\)",
         id="batch-jacobian-batch",
     ),
@@ -396,6 +419,13 @@ CASES = [
         _function_wrong_shape, ValueError, rf"_WrongShapeGrad.*{S4}.*{S23}",
         id="function-backward-shape",
     ),
+    pytest.param(
+        lambda: tape.gradcheck(lambda a: 3.0, [tape.tensor([1.0, 2.0])]), TypeError,
+        r"gradcheck.*Tensor.*float", id="gradcheck-fn-returns-float",
+    ),
+    pytest.param(
+        lambda: tape.clip(t23()), ValueError, r"clip.*min.*max", id="clip-without-bounds",
+    ),
     # ----- devices -----
     pytest.param(
         lambda: tape.tensor([1.0], device="cuda"), RuntimeError, r"pip install",
@@ -408,6 +438,10 @@ CASES = [
     pytest.param(
         lambda: tape.tensor([1.0], device="tpu"), ValueError, r"unknown device 'tpu'",
         id="unknown-device",
+    ),
+    pytest.param(
+        lambda: t23().to("cuda"), RuntimeError, r"pip install", id="to-cuda-without-gpu",
+        marks=_no_gpu,
     ),
     pytest.param(lambda: t23().to("tpu"), ValueError, r"unknown device 'tpu'", id="to-unknown"),
     # ----- Python protocol -----
