@@ -943,10 +943,11 @@ def test_no_anomaly_checks_outside_detect_anomaly(monkeypatch):
         raise AssertionError("anomaly machinery ran outside detect_anomaly()")
 
     import tape.ops.core as core
+    import tape.replay as replay
     import tape.tape as tape_module
 
-    for module in (core, tape_module):
-        for name in ("user_line", "_check_forward"):
+    for module in (core, replay, tape_module):
+        for name in ("user_line", "_check_forward", "_check_finite"):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, boom)
     x = tape.tensor([-1.0, 0.0, 4.0], requires_grad=True)
