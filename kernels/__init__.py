@@ -34,7 +34,15 @@ import threading
 from typing import Callable
 
 from . import reference, runtime
-from .shapes import conv_geometry, conv_output_shape, pair, pool_geometry
+from .shapes import (
+    check_avg_pool_grad,
+    check_cols,
+    check_max_pool_grad,
+    conv_geometry,
+    conv_output_shape,
+    pair,
+    pool_geometry,
+)
 
 __all__ = [
     "im2col",
@@ -195,7 +203,7 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
            [1., 2., 1.]], dtype=float32)
     """
     x_shape = tuple(int(s) for s in x_shape)
-    g = conv_geometry(x_shape, kh, kw, stride, padding, dilation, op="col2im")
+    g = check_cols(cols.shape, x_shape, kh, kw, stride, padding, dilation)
     return _call("col2im", cols, x_shape, g[4], g[5], g[6:8], g[8:10], g[10:12])
 
 
@@ -211,7 +219,9 @@ def max_pool2d_forward(x, k, stride=None, padding=0):
 
 def max_pool2d_backward(grad_out, argmax, x_shape):
     """Input gradient of max pooling: ``grad_out`` scattered (summed) at ``argmax``."""
-    return _call("max_pool2d_backward", grad_out, argmax, tuple(int(s) for s in x_shape))
+    x_shape = tuple(int(s) for s in x_shape)
+    check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
+    return _call("max_pool2d_backward", grad_out, argmax, x_shape)
 
 
 def avg_pool2d_forward(x, k, stride=None, padding=0):
@@ -224,7 +234,7 @@ def avg_pool2d_forward(x, k, stride=None, padding=0):
 def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     """Input gradient of :func:`avg_pool2d_forward`."""
     x_shape = tuple(int(s) for s in x_shape)
-    g = pool_geometry(x_shape, k, stride, padding, op="avg_pool2d_backward")
+    g = check_avg_pool_grad(grad_out.shape, x_shape, k, stride, padding)
     return _call("avg_pool2d_backward", grad_out, x_shape, g[4:6], g[6:8], g[8:10])
 
 

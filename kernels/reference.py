@@ -15,7 +15,13 @@ import importlib
 
 import numpy as np
 
-from .shapes import check_cols, conv_geometry, pool_geometry
+from .shapes import (
+    check_avg_pool_grad,
+    check_cols,
+    check_max_pool_grad,
+    conv_geometry,
+    pool_geometry,
+)
 
 __all__ = [
     "im2col",
@@ -102,15 +108,10 @@ def max_pool2d_forward(x, k, stride=None, padding=0):
 def max_pool2d_backward(grad_out, argmax, x_shape):
     """Scatter ``grad_out`` to the positions ``argmax`` recorded by the forward."""
     xp = _xp(grad_out)
-    n, c, h, w = (int(s) for s in x_shape)
-    if grad_out.shape != argmax.shape or tuple(grad_out.shape[:2]) != (n, c):
-        raise ValueError(
-            f"max_pool2d_backward: grad_out {grad_out.shape} and argmax {argmax.shape} must have "
-            f"the same shape (N, C, Hout, Wout) matching x_shape {tuple(x_shape)}"
-        )
+    n, c, h, w, m = check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
     dx = xp.zeros((n * c, h * w), dtype=grad_out.dtype)
-    g = grad_out.reshape(n * c, -1)
-    a = argmax.reshape(n * c, -1)
+    g = grad_out.reshape(n * c, m)
+    a = argmax.reshape(n * c, m)
     rows = xp.arange(n * c).reshape(-1, 1)
     if xp is np:
         np.add.at(dx, (np.broadcast_to(rows, a.shape), a), g)
@@ -137,14 +138,9 @@ def avg_pool2d_forward(x, k, stride=None, padding=0):
 def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     """Spread each ``grad_out`` element evenly over its window (padding included)."""
     xp = _xp(grad_out)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(
-        x_shape, k, stride, padding, op="avg_pool2d_backward"
+    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = check_avg_pool_grad(
+        grad_out.shape, x_shape, k, stride, padding
     )
-    if tuple(grad_out.shape) != (n, c, ho, wo):
-        raise ValueError(
-            f"avg_pool2d_backward: grad_out has shape {tuple(grad_out.shape)}, expected "
-            f"{(n, c, ho, wo)} for x_shape {tuple(x_shape)}"
-        )
     g = grad_out / (kh * kw)
     dxp = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
     for i in range(kh):

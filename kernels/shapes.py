@@ -118,3 +118,28 @@ def check_cols(cols_shape, x_shape, kh, kw, stride, padding, dilation, op: str =
             f"(C*kh*kw, N*Hout*Wout) = {want}"
         )
     return g
+
+
+def check_max_pool_grad(grad_shape, argmax_shape, x_shape, op: str = "max_pool2d_backward"):
+    """Validate ``max_pool2d_backward`` shapes; return ``(N, C, H, W, Hout*Wout)``."""
+    n, c, h, w = _shape4(x_shape, op, "x_shape")
+    grad_shape, argmax_shape = tuple(grad_shape), tuple(argmax_shape)
+    if len(grad_shape) != 4 or grad_shape != argmax_shape or grad_shape[:2] != (n, c):
+        raise ValueError(
+            f"{op}: grad_out {grad_shape} and argmax {argmax_shape} must have the same shape "
+            f"(N, C, Hout, Wout) with N, C matching x_shape {(n, c, h, w)}"
+        )
+    return n, c, h, w, grad_shape[2] * grad_shape[3]
+
+
+def check_avg_pool_grad(grad_shape, x_shape, k, stride, padding,
+                        op: str = "avg_pool2d_backward"):
+    """Validate ``avg_pool2d_backward`` arguments; return the :func:`pool_geometry`."""
+    g = pool_geometry(x_shape, k, stride, padding, op=op)
+    want = (g[0], g[1], g[-2], g[-1])
+    if tuple(grad_shape) != want:
+        raise ValueError(
+            f"{op}: grad_out has shape {tuple(grad_shape)}, expected {want} for x_shape "
+            f"{tuple(x_shape)}, kernel {g[4:6]}, stride {g[6:8]}, padding {g[8:10]}"
+        )
+    return g

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import reference
-from ..shapes import pool_geometry
+from ..shapes import check_avg_pool_grad, check_max_pool_grad, pool_geometry
 from ._threads import parallel_threads
 from .im2col import valid_range
 
@@ -133,14 +133,9 @@ def max_pool2d_backward(grad_out, argmax, x_shape):
     """Scatter ``grad_out`` into a zero (N, C, H, W) array at the forward's ``argmax``."""
     if grad_out.dtype not in _FLOATS:
         return reference.max_pool2d_backward(grad_out, argmax, x_shape)
-    n, c, h, w = (int(s) for s in x_shape)
-    if grad_out.shape != argmax.shape or tuple(grad_out.shape[:2]) != (n, c):
-        raise ValueError(
-            f"max_pool2d_backward: grad_out {grad_out.shape} and argmax {argmax.shape} must have "
-            f"the same shape (N, C, Hout, Wout) matching x_shape {tuple(x_shape)}"
-        )
-    g = np.ascontiguousarray(grad_out).reshape(n, c, -1)
-    a = np.ascontiguousarray(argmax, dtype=np.int64).reshape(n, c, -1)
+    n, c, h, w, m = check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
+    g = np.ascontiguousarray(grad_out).reshape(n, c, m)
+    a = np.ascontiguousarray(argmax, dtype=np.int64).reshape(n, c, m)
     dx = np.empty((n, c, h * w), dtype=grad_out.dtype)
     bad = np.zeros(n * c, dtype=np.uint8)
     if dx.size:
@@ -227,14 +222,9 @@ def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     """Spread each gradient evenly over its window; the adjoint of :func:`avg_pool2d_forward`."""
     if grad_out.dtype not in _FLOATS:
         return reference.avg_pool2d_backward(grad_out, x_shape, k, stride, padding)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(
-        x_shape, k, stride, padding, op="avg_pool2d_backward"
+    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = check_avg_pool_grad(
+        grad_out.shape, x_shape, k, stride, padding
     )
-    if tuple(grad_out.shape) != (n, c, ho, wo):
-        raise ValueError(
-            f"avg_pool2d_backward: grad_out has shape {tuple(grad_out.shape)}, expected "
-            f"{(n, c, ho, wo)} for x_shape {tuple(x_shape)}"
-        )
     g = np.ascontiguousarray(grad_out)
     dx = np.empty((n, c, h, w), dtype=grad_out.dtype)
     if dx.size:

@@ -11,7 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
-from ..shapes import check_cols, conv_geometry, pool_geometry
+from ..shapes import (
+    check_avg_pool_grad,
+    check_cols,
+    check_max_pool_grad,
+    conv_geometry,
+    pool_geometry,
+)
 
 _FLOATS = ("float32", "float64")
 
@@ -80,17 +86,11 @@ class KernelOps:
     def max_pool2d_backward(self, grad_out, argmax, x_shape):
         if grad_out.dtype.name not in _FLOATS:
             return reference.max_pool2d_backward(grad_out, argmax, x_shape)
-        n, c, h, w = (int(s) for s in x_shape)
-        if grad_out.shape != argmax.shape or tuple(grad_out.shape[:2]) != (n, c):
-            raise ValueError(
-                f"max_pool2d_backward: grad_out {grad_out.shape} and argmax {argmax.shape} must "
-                f"have the same shape (N, C, Hout, Wout) matching x_shape {tuple(x_shape)}"
-            )
+        n, c, h, w, m = check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
         xp = self.xp
         g = xp.ascontiguousarray(grad_out)
         a = xp.ascontiguousarray(argmax, dtype=np.int64)
         dx = xp.zeros((n, c, h, w), dtype=g.dtype)
-        m = int(np.prod(g.shape[2:]))
         self._launch("max_pool2d_backward", g.dtype, g.size, g, a, dx, *_i64(n * c, h * w, m))
         return dx
 
@@ -112,14 +112,9 @@ class KernelOps:
     def avg_pool2d_backward(self, grad_out, x_shape, k, stride=None, padding=0):
         if grad_out.dtype.name not in _FLOATS:
             return reference.avg_pool2d_backward(grad_out, x_shape, k, stride, padding)
-        n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(
-            x_shape, k, stride, padding, op="avg_pool2d_backward"
+        n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = check_avg_pool_grad(
+            grad_out.shape, x_shape, k, stride, padding
         )
-        if tuple(grad_out.shape) != (n, c, ho, wo):
-            raise ValueError(
-                f"avg_pool2d_backward: grad_out has shape {tuple(grad_out.shape)}, expected "
-                f"{(n, c, ho, wo)} for x_shape {tuple(x_shape)}"
-            )
         xp = self.xp
         g = xp.ascontiguousarray(grad_out)
         dx = xp.empty((n, c, h, w), dtype=g.dtype)
