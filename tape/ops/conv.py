@@ -1,0 +1,231 @@
+"""Convolution and pooling (NCHW), on the kernels of the ``kernels`` package.
+
+conv2d is composed, as Chainer does, from differentiable pieces: ``im2col`` (whose
+VJP is ``col2im``, and the other way round), a matmul and reshapes. So the forward is
+im2col + one GEMM, the input gradient is a GEMM + col2im, and second-order gradients
+through a convolution come for free. Pooling pairs each kernel with its adjoint the
+same way: max pooling's gradient scatters at the saved argmax, whose VJP gathers there.
+
+Rules fold the extra leading (batch) axes of a jacobian cotangent into N.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import kernels
+from kernels import pair
+
+from .. import backend
+from ..tensor import Tensor
+from .core import Op
+from .linalg import _matmul, einsum
+from .shape import _transpose, concatenate, getitem, reshape
+
+
+def _shape(x):
+    return tuple(x.shape) if isinstance(x, Tensor) else np.shape(x)
+
+
+def _fold(a, core_ndim=4):
+    """``a`` with its leading extra axes folded into N, and those axes' shape."""
+    lead = a.shape[: a.ndim - core_ndim]
+    if lead:
+        a = a.reshape((-1,) + a.shape[a.ndim - core_ndim + 1 :])
+    return backend.xp(a).ascontiguousarray(a), lead
+
+
+def _unfold(a, lead):
+    return a.reshape(lead + (-1,) + a.shape[1:]) if lead else a
+
+
+# ----- im2col and col2im: each the other's vector-Jacobian product -----
+def _im2col(x, k, stride, padding, dilation):
+    return kernels.im2col(x, k[0], k[1], stride, padding, dilation)
+
+
+def _col2im(cols, x_shape, k, stride, padding, dilation):
+    return kernels.col2im(cols, x_shape, k[0], k[1], stride, padding, dilation)
+
+
+def _im2col_vjp(g, ans, x, k, stride, padding, dilation):
+    nb = g.ndim - 2
+    lead = tuple(g.shape[:nb])
+    if nb:  # lead + (K, N*L) -> (K, lead*N*L): columns are n-major, so lead folds into N
+        g = _transpose(g, axes=(nb,) + tuple(range(nb)) + (nb + 1,))
+        g = reshape(g, shape=(ans.shape[0], -1))
+    n = int(np.prod(lead, dtype=np.int64)) * x.shape[0]
+    out = col2im(g, x_shape=(n,) + tuple(x.shape[1:]), k=k, stride=stride, padding=padding,
+                 dilation=dilation)
+    return reshape(out, shape=lead + tuple(x.shape)) if nb else out
+
+
+def _col2im_vjp(g, ans, cols, x_shape, k, stride, padding, dilation):
+    nb = g.ndim - 4
+    lead = tuple(g.shape[:nb])
+    if nb:
+        g = reshape(g, shape=(-1,) + tuple(g.shape[nb + 1 :]))
+    out = im2col(g, k=k, stride=stride, padding=padding, dilation=dilation)
+    if nb:  # (K, lead*N*L) -> lead + (K, N*L)
+        out = reshape(out, shape=(out.shape[0],) + lead + (-1,))
+        out = _transpose(out, axes=tuple(range(1, nb + 1)) + (0, nb + 1))
+    return out
+
+
+im2col = Op("im2col", _im2col, _im2col_vjp)
+col2im = Op("col2im", _col2im, _col2im_vjp)
+
+
+# ----- conv2d -----
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
+
+    ``x`` (N, Cin, H, W), ``weight`` (Cout, Cin // groups, kh, kw), ``bias`` (Cout,).
+    """
+    xs, ws = _shape(x), _shape(weight)
+    if len(xs) != 4 or len(ws) != 4:
+        raise ValueError(
+            f"conv2d: expects input (N, C, H, W) and weight (Cout, Cin/groups, kh, kw), "
+            f"got shapes {xs} and {ws}"
+        )
+    if groups < 1 or xs[1] % groups or ws[0] % groups or xs[1] // groups != ws[1]:
+        raise ValueError(
+            f"conv2d: input of shape {xs} has {xs[1]} channels, but weight of shape {ws} "
+            f"expects {ws[1]} per group with groups={groups} (and Cout divisible by groups)"
+        )
+    if bias is not None and _shape(bias) != (ws[0],):
+        raise ValueError(f"conv2d: bias of shape {_shape(bias)} should be ({ws[0]},)")
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    k = (ws[2], ws[3])
+    _, _, ho, wo = kernels.conv_output_shape(xs, k[0], k[1], stride, padding, dilation)
+    cin, cout = ws[1], ws[0] // groups
+    outs = []
+    for gi in range(groups):
+        xg = x if groups == 1 else getitem(x, (slice(None), slice(gi * cin, (gi + 1) * cin)))
+        wg = weight if groups == 1 else getitem(weight, slice(gi * cout, (gi + 1) * cout))
+        cols = im2col(xg, k=k, stride=stride, padding=padding, dilation=dilation)
+        y = _matmul(reshape(wg, shape=(cout, -1)), cols)  # one GEMM: (Cout, N*Hout*Wout)
+        outs.append(_transpose(reshape(y, shape=(cout, xs[0], ho, wo)), axes=(1, 0, 2, 3)))
+    out = outs[0] if groups == 1 else concatenate(outs, axis=1)
+    if bias is not None:
+        out = out + reshape(bias, shape=(1, ws[0], 1, 1))
+    return out
+
+
+# ----- max pooling: scatter at the argmax, and gather there -----
+def _unpool(g, argmax, x_shape):
+    """Scatter-add ``g`` at the argmax positions into zeros of ``lead + x_shape``."""
+    g, lead = _fold(g)
+    idx = argmax if not lead else _tile(argmax, g.shape[0] // argmax.shape[0])
+    return _unfold(kernels.max_pool2d_backward(g, idx, (g.shape[0],) + tuple(x_shape[1:])), lead)
+
+
+def _tile(a, times):
+    return backend.xp(a).concatenate([a] * times) if times > 1 else a
+
+
+def _gather_at(g, argmax):
+    """``g`` (lead + (N, C, H, W)) read at the argmax positions: lead + (N, C, Ho, Wo)."""
+    flat = g.reshape(g.shape[:-2] + (-1,))
+    idx = argmax.reshape((1,) * (g.ndim - 4) + argmax.shape[:2] + (-1,))
+    out = backend.xp(g).take_along_axis(flat, idx, axis=-1)
+    return out.reshape(g.shape[:-2] + argmax.shape[2:])
+
+
+unpool = Op("max_unpool2d", _unpool,
+            lambda g, ans, x, argmax, x_shape: gather_at(g, argmax=argmax))
+gather_at = Op("gather_at", _gather_at,
+               lambda g, ans, x, argmax: unpool(g, argmax=argmax, x_shape=x.shape[-4:]))
+_max_pool = Op(
+    "max_pool2d",
+    lambda x, value, argmax: value,  # computed by the kernel together with the argmax
+    lambda g, ans, x, value, argmax: unpool(g, argmax=argmax, x_shape=x.shape),
+)
+
+
+def _pool_args(op, kernel_size, stride, padding, dilation, ceil_mode):
+    if ceil_mode:
+        raise NotImplementedError(f"{op}: ceil_mode=True is not supported")
+    if pair(dilation) != (1, 1):
+        raise NotImplementedError(f"{op}: dilation other than 1 is not supported")
+    k = pair(kernel_size)
+    return k, k if stride is None or stride == () else pair(stride), pair(padding)
+
+
+def _check_4d(op, x):
+    if len(_shape(x)) != 4:
+        raise ValueError(f"{op}: expects an input of shape (N, C, H, W), got {_shape(x)}")
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max pooling, as ``torch.nn.functional.max_pool2d`` (padding acts as -inf)."""
+    _check_4d("max_pool2d", x)
+    k, s, p = _pool_args("max_pool2d", kernel_size, stride, padding, dilation, ceil_mode)
+    out, argmax = kernels.max_pool2d_forward(x.data if isinstance(x, Tensor) else x, k, s, p)
+    y = _max_pool(x, value=out, argmax=argmax)
+    return (y, Tensor(argmax)) if return_indices else y
+
+
+# ----- average pooling: the forward and its adjoint -----
+def _avg(x, k, stride, padding):
+    x, lead = _fold(x)
+    return _unfold(kernels.avg_pool2d_forward(x, k, stride, padding), lead)
+
+
+def _avg_adjoint(g, x_shape, k, stride, padding):
+    g, lead = _fold(g)
+    shape = (g.shape[0],) + tuple(x_shape[1:])
+    return _unfold(kernels.avg_pool2d_backward(g, shape, k, stride, padding), lead)
+
+
+avg_pool = Op(
+    "avg_pool2d",
+    _avg,
+    lambda g, ans, x, k, stride, padding: avg_unpool(
+        g, x_shape=x.shape[-4:], k=k, stride=stride, padding=padding
+    ),
+)
+avg_unpool = Op(
+    "avg_pool2d_backward",
+    _avg_adjoint,
+    lambda g, ans, x, x_shape, k, stride, padding: avg_pool(g, k=k, stride=stride, padding=padding),
+)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Average pooling, as ``torch.nn.functional.avg_pool2d`` (padding counts as zeros)."""
+    _check_4d("avg_pool2d", x)
+    if not count_include_pad or divisor_override is not None:
+        raise NotImplementedError(
+            "avg_pool2d: only count_include_pad=True without divisor_override is supported"
+        )
+    k, s, p = _pool_args("avg_pool2d", kernel_size, stride, padding, 1, ceil_mode)
+    return avg_pool(x, k=k, stride=s, padding=p)
+
+
+def _bins(size, out, dtype):
+    """Averaging matrix (out, size) of adaptive pooling: torch's floor/ceil bins."""
+    m = np.zeros((out, size), dtype=dtype)
+    for i in range(out):
+        lo, hi = (i * size) // out, -((-(i + 1) * size) // out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average over ``output_size`` bins per axis, as torch's ``adaptive_avg_pool2d``."""
+    _check_4d("adaptive_avg_pool2d", x)
+    n, c, h, w = _shape(x)
+    if isinstance(output_size, int) or output_size is None:
+        output_size = (output_size, output_size)
+    oh, ow = (h if output_size[0] is None else output_size[0],
+              w if output_size[1] is None else output_size[1])
+    if h % oh == 0 and w % ow == 0:
+        k = (h // oh, w // ow)
+        return avg_pool(x, k=k, stride=k, padding=(0, 0))
+    data = x.data if isinstance(x, Tensor) else x
+    xp = backend.xp(data)
+    ph, pw = xp.asarray(_bins(h, oh, data.dtype)), xp.asarray(_bins(w, ow, data.dtype))
+    return einsum("ih,nchw,jw->ncij", ph, x, pw)

@@ -1,0 +1,118 @@
+"""conv2d and pooling against PyTorch: values, gradients, second order, jacobians, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+import tape
+import tape.functional as F
+
+TF = torch.nn.functional
+
+# name, tape fn, torch fn, input shapes
+CASES = [
+    ("conv2d pad1 bias", lambda x, w, b: F.conv2d(x, w, b, padding=1),
+     lambda x, w, b: TF.conv2d(x, w, b, padding=1), [(2, 3, 5, 5), (4, 3, 3, 3), (4,)]),
+    ("conv2d stride2 dilation2", lambda x, w: F.conv2d(x, w, stride=2, padding=2, dilation=2),
+     lambda x, w: TF.conv2d(x, w, stride=2, padding=2, dilation=2), [(2, 2, 7, 6), (3, 2, 3, 2)]),
+    ("conv2d groups pairs", lambda x, w: F.conv2d(x, w, stride=(2, 1), padding=(1, 0), groups=2),
+     lambda x, w: TF.conv2d(x, w, stride=(2, 1), padding=(1, 0), groups=2),
+     [(2, 4, 5, 5), (6, 2, 3, 3)]),
+    ("conv2d batch1 odd 1x1", lambda x, w: F.conv2d(x, w), lambda x, w: TF.conv2d(x, w),
+     [(1, 3, 7, 5), (2, 3, 1, 1)]),
+    ("conv2d then tanh", lambda x, w: F.conv2d(x, w).tanh(), lambda x, w: TF.conv2d(x, w).tanh(),
+     [(1, 2, 4, 4), (2, 2, 2, 2)]),
+    ("max_pool2d 2x2", lambda x: F.max_pool2d(x, 2) ** 2, lambda x: TF.max_pool2d(x, 2) ** 2,
+     [(2, 3, 6, 6)]),
+    ("max_pool2d k3 s1 p1", lambda x: F.max_pool2d(x, 3, 1, 1) ** 2,
+     lambda x: TF.max_pool2d(x, 3, 1, 1) ** 2, [(2, 2, 5, 5)]),
+    ("max_pool2d odd (3,2)", lambda x: F.max_pool2d(x, (3, 2), (2, 1)) ** 2,
+     lambda x: TF.max_pool2d(x, (3, 2), (2, 1)) ** 2, [(1, 2, 7, 5)]),
+    ("avg_pool2d k3 s2 p1", lambda x: F.avg_pool2d(x, 3, 2, 1) ** 2,
+     lambda x: TF.avg_pool2d(x, 3, 2, 1) ** 2, [(2, 3, 7, 7)]),
+    ("adaptive_avg_pool2d uneven", lambda x: F.adaptive_avg_pool2d(x, (3, 2)) ** 2,
+     lambda x: TF.adaptive_avg_pool2d(x, (3, 2)) ** 2, [(2, 3, 7, 5)]),
+    ("adaptive_avg_pool2d even", lambda x: F.adaptive_avg_pool2d(x, 2) ** 2,
+     lambda x: TF.adaptive_avg_pool2d(x, 2) ** 2, [(2, 3, 4, 6)]),
+]
+IDS = [c[0] for c in CASES]
+
+
+def _inputs(shapes, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    return ([tape.tensor(a, requires_grad=True) for a in arrays],
+            [torch.tensor(a, requires_grad=True) for a in arrays])
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+@pytest.mark.parametrize("name, fn, torch_fn, shapes", CASES, ids=IDS)
+def test_forward_and_gradient(name, fn, torch_fn, shapes, dtype, tol):
+    xs, ts = _inputs(shapes, dtype)
+    with tape.Tape() as t:
+        y = fn(*xs)
+    yt = torch_fn(*ts)
+    v = np.random.default_rng(1).standard_normal(yt.shape).astype(dtype)
+    grads = t.gradient(y, xs, output_gradients=v)
+    want = torch.autograd.grad(yt, ts, torch.tensor(v))
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=tol, atol=tol)
+    for g, w, x in zip(grads, want, xs):
+        assert g.dtype == x.dtype and g.shape == x.shape
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name, fn, torch_fn, shapes", CASES, ids=IDS)
+def test_second_order(name, fn, torch_fn, shapes):
+    xs, ts = _inputs(shapes, np.float64)
+    v = np.random.default_rng(1).standard_normal(torch_fn(*ts).shape)
+    with tape.Tape() as outer:
+        with tape.Tape() as inner:
+            y = fn(*xs)
+        grads = inner.gradient(y, xs, output_gradients=v)
+        penalty = sum((g * g).sum() for g in grads)
+    got = outer.gradient(penalty, xs, unconnected_gradients="zero")
+    gt = torch.autograd.grad(torch_fn(*ts), ts, torch.tensor(v), create_graph=True)
+    want = torch.autograd.grad(sum((g * g).sum() for g in gt), ts, allow_unused=True)
+    for g, w in zip(got, want):
+        w = np.zeros(g.shape) if w is None else w.numpy()
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name, fn, torch_fn, shapes", CASES, ids=IDS)
+def test_jacobian(name, fn, torch_fn, shapes):
+    xs, ts = _inputs(shapes, np.float64)
+    with tape.Tape() as t:
+        y = fn(*xs)
+    got = t.jacobian(y, xs[0])
+    want = torch.autograd.functional.jacobian(lambda a: torch_fn(a, *ts[1:]), ts[0].detach())
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_max_pool2d_return_indices_match_torch():
+    x = np.random.default_rng(2).standard_normal((2, 3, 6, 6))
+    _, idx = F.max_pool2d(tape.tensor(x), 2, return_indices=True)
+    _, want = TF.max_pool2d(torch.tensor(x), 2, return_indices=True)
+    np.testing.assert_array_equal(idx.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: F.conv2d(tape.zeros(2, 3, 5, 5), tape.zeros(4, 2, 3, 3)), ValueError,
+         r"conv2d: input of shape \(2, 3, 5, 5\) has 3 channels"),
+        (lambda: F.conv2d(tape.zeros(3, 5, 5), tape.zeros(4, 3, 3, 3)), ValueError,
+         r"conv2d: expects input \(N, C, H, W\)"),
+        (lambda: F.conv2d(tape.zeros(1, 3, 2, 2), tape.zeros(4, 3, 3, 3)), ValueError,
+         r"2, 2|kernel|larger"),
+        (lambda: F.conv2d(tape.zeros(1, 3, 5, 5), tape.zeros(4, 3, 3, 3), tape.zeros(3)),
+         ValueError, r"bias of shape \(3,\) should be \(4,\)"),
+        (lambda: F.max_pool2d(tape.zeros(1, 1, 1, 1), 2), ValueError, r"max_pool2d"),
+        (lambda: F.max_pool2d(tape.zeros(4, 4), 2), ValueError, r"\(N, C, H, W\)"),
+        (lambda: F.avg_pool2d(tape.zeros(1, 1, 4, 4), 2, ceil_mode=True), NotImplementedError,
+         r"ceil_mode"),
+    ],
+)
+def test_bad_shapes_raise_clearly(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
