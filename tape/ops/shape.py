@@ -20,11 +20,16 @@ def _lead(g, ans):
 
 
 # ----- reshaping and transposing -----
-reshape = Op(
+_reshape = Op(
     "reshape",
     lambda x, shape: np.reshape(x, shape),
-    lambda g, ans, x, shape: reshape(g, shape=_lead(g, ans) + x.shape),
+    lambda g, ans, x, shape: _reshape(g, shape=_lead(g, ans) + x.shape),
 )
+
+
+def reshape(x, shape):
+    """``x`` with a new shape (an int or a tuple; one axis may be -1), as numpy and torch."""
+    return _reshape(x, shape=(shape,) if isinstance(shape, (int, np.integer)) else tuple(shape))
 
 
 def _transpose_vjp(g, ans, x, axes):
@@ -84,7 +89,12 @@ def _broadcast_to(x, shape):
         ) from None
 
 
-broadcast_to = Op("broadcast_to", _broadcast_to, lambda g, ans, x, shape: g)
+_broadcast_to_op = Op("broadcast_to", _broadcast_to, lambda g, ans, x, shape: g)
+
+
+def broadcast_to(x, shape):
+    """``x`` broadcast to ``shape`` (numpy's rules); the gradient sums back."""
+    return _broadcast_to_op(x, shape=tuple(shape))
 
 
 # ----- indexing: gather and scatter-add -----
@@ -201,13 +211,11 @@ def concatenate(tensors, axis=0, *, dim=None):
         raise ValueError("concatenate: zero-dimensional tensors cannot be concatenated")
     if not -ndim <= axis < ndim:
         raise ValueError(f"concatenate: axis {axis} is out of range for {ndim} dimensions")
-    axis = axis % ndim - ndim
+    k = axis % ndim
     for s in shapes:
-        if len(s) != ndim or s[:axis] + s[axis + 1 :] != shapes[0][:axis] + shapes[0][axis + 1 :]:
-            raise ValueError(
-                f"concatenate: shapes {shapes[0]} and {s} differ outside axis {axis % ndim}"
-            )
-    return _concatenate(*tensors, axis=axis)
+        if len(s) != ndim or s[:k] + s[k + 1 :] != shapes[0][:k] + shapes[0][k + 1 :]:
+            raise ValueError(f"concatenate: shapes {shapes[0]} and {s} differ outside axis {k}")
+    return _concatenate(*tensors, axis=k - ndim)
 
 
 def stack(tensors, axis=0, *, dim=None):
@@ -282,9 +290,11 @@ def squeeze(x, axis=None, *, dim=None):
     return reshape(x, shape=tuple(s for i, s in enumerate(shape) if i not in axes or s != 1))
 
 
-def unsqueeze(x, axis, *, dim=None):
-    """Insert an axis of size one at ``axis``."""
+def unsqueeze(x, axis=None, *, dim=None):
+    """Insert an axis of size one at ``axis`` (or torch's ``dim``)."""
     axis = axis if dim is None else dim
+    if axis is None:
+        raise TypeError("unsqueeze needs the position of the new axis: unsqueeze(x, axis)")
     shape = list(_shape_of(x))
     if not -len(shape) - 1 <= axis <= len(shape):
         raise ValueError(f"unsqueeze: axis {axis} is out of range for shape {tuple(shape)}")
