@@ -36,7 +36,7 @@ def _pow_base(g, ans, a, b):
 
 def _pow_exponent(g, ans, a, b):
     safe_a = where(a == 0, 1, a)  # 0 ** b has a zero derivative in b for b >= 0, as torch
-    return where((a == 0) & (b >= 0), 0, g * ans * log(safe_a))
+    return where(logical_and(a == 0, b >= 0), 0, g * ans * log(safe_a))  # a may be a number
 
 
 pow = Op("pow", np.power, _pow_base, _pow_exponent)
@@ -140,7 +140,13 @@ def _clip_vjp(g, ans, x, min=None, max=None):
     return where((x >= min) & (x <= max), g, 0)
 
 
-clip = Op("clip", lambda x, min=None, max=None: np.clip(x, min, max), _clip_vjp)
+_clip = Op("clip", lambda x, min=None, max=None: np.clip(x, min, max), _clip_vjp)
+
+
+def clip(x, min=None, max=None):
+    """Limit ``x`` to [min, max]; either bound may be None (numpy.clip, torch.clamp)."""
+    return _clip(x, min=min, max=max)
+
 
 # ----- not differentiable: comparisons, logic, sign, casts -----
 lt = Op("lt", np.less, differentiable=False)
