@@ -99,14 +99,22 @@ _max = Op("max", lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdim
 _min = Op("min", lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), _extreme_vjp)
 
 
-# ----- products: exact with zeros (product of the others) -----
+# ----- products: exact with zeros (product of the others), and to second order -----
 def _prod_vjp(g, ans, x, axes, keepdims):
+    kept = _kept(g, ans, x, axes, keepdims)
     zero = x == 0
+    if not bool((zero.data if isinstance(zero, Tensor) else zero).any()):
+        return kept * _kept(ans, ans, x, axes, keepdims) / x
     zeros = _sum(cast(zero, dtype=g.dtype), axes=axes, keepdims=True)
     safe = where(zero, 1, x)
     nonzero_prod = _prod(safe, axes=axes, keepdims=True)
-    others = where(zeros == 0, nonzero_prod / safe, where((zeros == 1) & zero, nonzero_prod, 0))
-    return _kept(g, ans, x, axes, keepdims) * others
+    # The product of the others is 0 wherever another element is 0; it is written with
+    # those elements (value 0) rather than a constant, so that its own derivative holds.
+    zero_sum = _sum(where(zero, x, 0), axes=axes, keepdims=True)
+    one_zero = where(zero, nonzero_prod, nonzero_prod / safe * zero_sum)
+    two_zeros = where(zero, nonzero_prod * (zero_sum - x), 0)
+    others = where(zeros == 0, nonzero_prod / safe, where(zeros == 1, one_zero, two_zeros))
+    return kept * others
 
 
 _prod = Op("prod", lambda x, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims), _prod_vjp)
