@@ -108,12 +108,17 @@ def _prod_vjp(g, ans, x, axes, keepdims):
     zeros = _sum(cast(zero, dtype=g.dtype), axes=axes, keepdims=True)
     safe = where(zero, 1, x)
     nonzero_prod = _prod(safe, axes=axes, keepdims=True)
-    # The product of the others is 0 wherever another element is 0; it is written with
-    # those elements (value 0) rather than a constant, so that its own derivative holds.
+    # The product of the others is 0 wherever another element is 0; with one or two
+    # zeros it is written with those elements (value 0) rather than a constant, so that
+    # its own derivative holds (with three or more, that derivative is 0 too).
     zero_sum = _sum(where(zero, x, 0), axes=axes, keepdims=True)
     one_zero = where(zero, nonzero_prod, nonzero_prod / safe * zero_sum)
     two_zeros = where(zero, nonzero_prod * (zero_sum - x), 0)
-    others = where(zeros == 0, nonzero_prod / safe, where(zeros == 1, one_zero, two_zeros))
+    others = where(
+        zeros == 0,
+        nonzero_prod / safe,
+        where(zeros == 1, one_zero, where(zeros == 2, two_zeros, 0)),
+    )
     return kept * others
 
 
