@@ -1,0 +1,11 @@
+"""Datasets and mini-batches: ``Dataset``, ``TensorDataset``, ``DataLoader``, ``datasets``.
+
+>>> from tape.data import DataLoader, TensorDataset
+>>> loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, seed=0)
+>>> for xb, yb in loader:
+...     ...
+"""
+
+from . import datasets  # noqa: F401
+from .dataset import Dataset, TensorDataset  # noqa: F401
+from .loader import DataLoader, default_collate  # noqa: F401
