@@ -52,6 +52,7 @@ __all__ = [
     "avg_pool2d_forward",
     "avg_pool2d_backward",
     "register",
+    "unregister",
     "get",
     "use",
     "available",
@@ -104,6 +105,20 @@ def register(name: str, device: str, fn: Callable | None = None, impl: str = "mi
     return fn
 
 
+def unregister(name: str, device: str, impl: str) -> None:
+    """Remove a registration (the default falls back to "numba", then "reference")."""
+    impls = _impls[name][device]
+    del impls[impl]
+    if _defaults.get((name, device)) == impl:
+        for fallback in ("numba", "cupy", "reference", *impls):
+            if fallback in impls:
+                _defaults[(name, device)] = fallback
+                break
+        else:
+            del _defaults[(name, device)]
+            del _impls[name][device]
+
+
 def available() -> dict[str, dict[str, list[str]]]:
     """``{name: {device: [impls]}}`` of everything registered, default first."""
     out = {}
@@ -122,13 +137,14 @@ def default_impl(name: str, device: str = "cpu") -> str:
 
 def get(name: str, device: str = "cpu", impl: str | None = None) -> Callable:
     """The function that a call of kernel ``name`` on ``device`` would run now."""
-    try:
-        impls = _impls[name][device]
-    except KeyError:
-        known = {n: sorted(d) for n, d in _impls.items()}
-        raise LookupError(
-            f"no implementation of kernel {name!r} for device {device!r}; registered: {known}"
-        ) from None
+    if name not in _impls:
+        raise LookupError(f"unknown kernel {name!r}; known kernels: {sorted(_impls)}")
+    impls = _impls[name].get(device)
+    if not impls:
+        hint = ("install cupy (the cuda12x extra) for the GPU kernels" if device == "cuda"
+                else "register one with kernels.register")
+        raise LookupError(f"kernel {name!r} has no implementation for device {device!r} "
+                          f"(it has some for {sorted(_impls[name])}); {hint}")
     if impl is None:
         impl = getattr(_local, "selected", {}).get(name) or _defaults[(name, device)]
     try:
@@ -142,15 +158,25 @@ def get(name: str, device: str = "cpu", impl: str | None = None) -> Callable:
 
 @contextlib.contextmanager
 def use(name, impl: str):
-    """Select implementation ``impl`` of kernel ``name`` (or of several: a list, or "*" for
-    all) for the calls made in this block by this thread.
+    """Select implementation ``impl`` of kernel ``name`` for the calls this thread makes in
+    the block. ``name`` may be a list of kernel names, or "*" for every kernel that has
+    an ``impl`` implementation.
 
-    >>> with kernels.use("*", "reference"):      # doctest: +SKIP
-    ...     y = model(x)
+    >>> import numpy as np, kernels
+    >>> with kernels.use("*", "reference"):
+    ...     out, arg = kernels.max_pool2d_forward(np.ones((1, 1, 2, 2)), 2, 2, 0)
     """
-    names = list(_impls) if name == "*" else [name] if isinstance(name, str) else list(name)
+    def has(n):
+        return any(impl in d for d in _impls.get(n, {}).values())
+
+    if name == "*":
+        names = [n for n in _impls if has(n)]
+        if not names:
+            raise LookupError(f"kernels.use: no kernel has an {impl!r} implementation")
+    else:
+        names = [name] if isinstance(name, str) else list(name)
     for n in names:
-        if n not in _impls or not any(impl in d for d in _impls[n].values()):
+        if not has(n):
             have = sorted({i for d in _impls.get(n, {}).values() for i in d})
             raise LookupError(f"kernels.use: kernel {n!r} has no {impl!r} implementation "
                               f"(available: {have})")
