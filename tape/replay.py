@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .tape import _local
+from .tape import _local, format_line
 from .tensor import Tensor, wrap
 
 
@@ -110,6 +110,7 @@ def run(tape, grads, sources, lead):
         grads = {k: v.data if isinstance(v, Tensor) else v for k, v in grads.items()}
     dep = _depends_on_sources(tape, entries, n, source_ids)
     anomaly = _local.anomaly
+    check_broadcast = tape.check_broadcast
     nb = len(lead)
     pop, get = grads.pop, grads.get
     results = {}
@@ -147,6 +148,8 @@ def run(tape, grads, sources, lead):
             # Fit the gradient to its input: undo broadcasting, keep the input's dtype.
             data = a.data
             if gi.shape != (lead + data.shape if nb else data.shape):
+                if check_broadcast and id(a) in tape._variables:
+                    _warn_broadcast(op, a, gi.shape[nb:], where)
                 gi = sum_to(gi, shape=data.shape, nb=nb)
             if gi.dtype is not data.dtype and gi.dtype != data.dtype:
                 gi = cast(gi, dtype=data.dtype)
@@ -179,11 +182,34 @@ def _depends_on_sources(tape, entries, n, source_ids):
     return dep
 
 
+_warned_lines = set()
+_EXPLICIT = ("broadcast_to", "sum_to")
+
+
+def _warn_broadcast(op, variable, shape, where):
+    """``Tape(check_broadcast=True)``: a watched variable was broadcast implicitly."""
+    if op.name in _EXPLICIT or where in _warned_lines:
+        return
+    _warned_lines.add(where)
+    import warnings
+
+    warnings.warn(
+        f"check_broadcast: '{op.name}' broadcast a variable of shape {tuple(variable.shape)} "
+        f"to {tuple(shape)} implicitly, so its gradient is summed over the broadcast axes "
+        f"(at {format_line(where, with_code=True)}). If that is intended, make it explicit "
+        "with broadcast_to/expand or reshape the variable.",
+        stacklevel=5,  # the user's t.gradient(...) call
+    )
+
+
+_RERUN = "<run the forward pass under detect_anomaly too to see the line>"
+
+
 def _check_finite(gi, op, where):
     array = gi.data if isinstance(gi, Tensor) else gi
     if array.dtype.kind == "f" and not bool(backend.xp(array).isfinite(array).all()):
         bad = "nan" if bool(backend.xp(array).isnan(array).any()) else "inf"
         raise FloatingPointError(
             f"detect_anomaly: the gradient of '{op.name}' produced {bad}; the op was "
-            f"created at {where or '<run the forward pass under detect_anomaly too>'}"
+            f"created at {format_line(where) if where else _RERUN}"
         )

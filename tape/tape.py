@@ -14,6 +14,7 @@ so that tape records the gradient computation and higher derivatives follow.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -30,15 +31,28 @@ class _ThreadState(threading.local):
 _local = _ThreadState()
 
 
-def user_line() -> str:
-    """'file:line' of the innermost frame outside the tape package (for error messages)."""
+def user_line():
+    """``(filename, lineno)`` of the innermost frame outside the tape package."""
     frame = sys._getframe(1)
     package = __file__.rsplit("/", 1)[0]
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame = frame.f_back
     if frame is None:
-        return "<unknown>"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        return None
+    return (frame.f_code.co_filename, frame.f_lineno)
+
+
+def format_line(where, with_code=False) -> str:
+    """'file:line' (and the code on that line) for a ``user_line()`` result."""
+    if where is None:
+        return "<unknown line>"
+    text = f"{where[0]}:{where[1]}"
+    if with_code:
+        import linecache
+
+        code = linecache.getline(where[0], where[1]).strip()
+        text += f": {code}" if code else ""
+    return text
 
 
 def _flatten(structure, out):
@@ -77,23 +91,41 @@ class Tape:
     of an op it recorded. A non-persistent tape computes gradients once.
     """
 
-    def __init__(self, persistent=False, watch_accessed_variables=True):
+    def __init__(self, persistent=False, watch_accessed_variables=True, source_lines=False,
+                 check_broadcast=None):
+        if check_broadcast is None:
+            check_broadcast = os.environ.get("TAPE_CHECK_BROADCAST", "") not in ("", "0")
         self.persistent = persistent
+        self.check_broadcast = bool(check_broadcast)
         self._watch_accessed = watch_accessed_variables
+        self._keep_lines = bool(source_lines or check_broadcast)  # costs ~1 us per op
         self._entries = []
         self._watched = set()  # ids of watched tensors (variables and recorded outputs)
         self._variables = {}  # id -> tensor watched as a variable (kept alive, in order)
+        self._pauses = 0  # times recording was paused (stop_recording, no_grad)
+        self._breaks = []  # non-differentiable ops applied to watched tensors (for explain)
         self._spent = False
 
     # ----- recording -----
     def __enter__(self):
         self._check_not_spent("record")
         _local.stack.append(self)
+        if self._keep_lines:
+            from .ops import core
+
+            core.debug_mode(True)
         return self
 
     def __exit__(self, *exc):
         self._pop()
+        if self._keep_lines:
+            from .ops import core
+
+            core.debug_mode(False)
         return False
+
+    def __repr__(self):
+        return self.summary()
 
     def _pop(self):
         stack = _local.stack
@@ -136,11 +168,44 @@ class Tape:
         self._entries = []
         self._watched = set()
         self._variables = {}
+        self._breaks = []
         self._spent = False
 
     def stop_recording(self):
         """Context manager: ops inside it are not recorded on this tape."""
         return _Paused(self)
+
+    # ----- looking at the tape -----
+    def summary(self) -> str:
+        """A table of the entries: op, shapes and dtypes, bytes kept alive, source line."""
+        from .inspect import summary
+
+        return summary(self)
+
+    def memory(self) -> dict:
+        """Bytes the tape keeps alive for its gradients: ``{"total": n, op name: n, ...}``."""
+        from .inspect import memory
+
+        return memory(self)
+
+    def to_dot(self, target=None, names=None) -> str:
+        """Graphviz DOT text of the tape; ``names`` maps variable names to tensors
+        (e.g. ``locals()``). Long runs of repeated blocks are collapsed."""
+        from .inspect import to_dot
+
+        return to_dot(self, target, names)
+
+    def draw(self, path, target=None, names=None):
+        """Render the tape to ``path`` (.png or .svg) with Graphviz; returns the path."""
+        from .inspect import draw
+
+        return draw(self, path, target, names)
+
+    def explain(self, target, source) -> str:
+        """Why ``source`` gets (or does not get) a gradient from ``target``, in words."""
+        from .explain import explain
+
+        return explain(self, target, source)
 
     def _check_not_spent(self, what):
         if self._spent:
@@ -179,7 +244,8 @@ class Tape:
         flat_sources = _flatten(sources, [])
         with self._replaying():
             grads = replay.gradients(self, targets, seeds, flat_sources)
-            out = [self._finish(g, s, unconnected_gradients) for g, s in zip(grads, flat_sources)]
+            out = [self._finish(g, s, unconnected_gradients, targets) for g, s in
+                   zip(grads, flat_sources)]
         return _unflatten(sources, iter(out))
 
     def jacobian(self, target, sources, unconnected_gradients="none"):
@@ -193,8 +259,8 @@ class Tape:
         flat_sources = _flatten(sources, [])
         with self._replaying():
             jacs = replay.jacobians(self, target, flat_sources, batch=False)
-            out = [self._finish(j, s, unconnected_gradients, target.shape) for j, s in
-                   zip(jacs, flat_sources)]
+            out = [self._finish(j, s, unconnected_gradients, [target], target.shape)
+                   for j, s in zip(jacs, flat_sources)]
         return _unflatten(sources, iter(out))
 
     def batch_jacobian(self, target, source, unconnected_gradients="none"):
@@ -208,12 +274,12 @@ class Tape:
         with self._replaying():
             (jac,) = replay.jacobians(self, target, [source], batch=True)
             lead = target.shape
-            return self._finish(jac, source, unconnected_gradients, lead, batch=True)
+            return self._finish(jac, source, unconnected_gradients, [target], lead, batch=True)
 
     def _replaying(self):
         return _Replaying(self)
 
-    def _finish(self, grad, source, unconnected, lead=(), batch=False):
+    def _finish(self, grad, source, unconnected, targets, lead=(), batch=False):
         """The user-facing gradient of one source: a Tensor, None, zeros, or an error."""
         if grad is not None:
             return grad if isinstance(grad, Tensor) else wrap(grad)
@@ -221,9 +287,9 @@ class Tape:
             shape = lead + source.shape[1:] if batch else lead + source.shape
             return wrap(backend.xp(source.data).zeros(shape, source.dtype))
         if unconnected == "raise":
-            from .explain import why_unconnected
+            from .explain import explain
 
-            raise ValueError(why_unconnected(self, source))
+            raise ValueError(explain(self, targets, source))
         return None
 
 
@@ -239,6 +305,7 @@ class _Paused:
         if self.index is None:
             raise RuntimeError("stop_recording() needs the tape to be recording (inside its with)")
         del stack[self.index]
+        self.tape._pauses += 1
 
     def __exit__(self, *exc):
         stack = _local.stack
@@ -269,6 +336,8 @@ class no_grad:
 
     def __enter__(self):
         self._saved = _local.stack
+        for tape in self._saved:
+            tape._pauses += 1
         _local.stack = []
 
     def __exit__(self, *exc):
@@ -294,13 +363,13 @@ class detect_anomaly:
         from .ops import core
 
         _local.anomaly += 1
-        core.anomaly_mode(True)
+        core.debug_mode(True)
 
     def __exit__(self, *exc):
         from .ops import core
 
         _local.anomaly -= 1
-        core.anomaly_mode(False)
+        core.debug_mode(False)
         return False
 
     def __call__(self, fn):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tape import _local, user_line
+from ..tape import _local, format_line, user_line
 from ..tensor import Tensor, wrap
 
 _ndarray = np.ndarray
@@ -99,8 +99,11 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
                 return forward(*arrays, **params)
             y = _output(forward(*arrays, **params))
             stack = _local.stack
-            if stack and vjp is not None:
-                _record(stack, op, args, arrays, y, params)
+            if stack:
+                if vjp is None:  # never recorded; the tape only notes where a path breaks
+                    _note_break(stack, op, args, y)
+                else:
+                    _record(stack, op, args, arrays, y, params)
             return y
 
     op.name = name
@@ -149,25 +152,37 @@ def _record(stack, op, args, arrays, y, params, where=None):
             watched.add(id(y))
 
 
+def _note_break(stack, op, args, y):
+    """A non-differentiable op (comparison, argmax) used a watched tensor: the tape notes
+    it, outside its entries, so that ``explain`` can say where a gradient path ends."""
+    for tape in stack:
+        if any(isinstance(a, Tensor) and id(a) in tape._watched for a in args):
+            where = user_line() if tape._keep_lines else None
+            tape._breaks.append((op.name, [id(a) for a in args], tuple(y.shape), where))
+
+
 def _record_checked(stack, op, args, arrays, y, params):
-    """``_record`` while some thread is inside ``detect_anomaly``: in that thread, check
-    the forward for NaN/inf and keep the user's source line in the entry."""
+    """``_record`` while debugging is on somewhere (``detect_anomaly``, or a tape that keeps
+    source lines): check the forward for NaN/inf and keep the user's source line."""
     if _local.anomaly:
         _check_forward(op.name, y)
         return _record_plain(stack, op, args, arrays, y, params, user_line())
+    for tape in stack:
+        if tape._keep_lines:
+            return _record_plain(stack, op, args, arrays, y, params, user_line())
     return _record_plain(stack, op, args, arrays, y, params)
 
 
 _record_plain = _record
-_anomaly_users = 0
+_debug_users = 0
 
 
-def anomaly_mode(on: bool) -> None:
-    """Switch recording to ``_record_checked`` while any ``detect_anomaly`` block is open,
-    so that recording pays nothing for it otherwise."""
-    global _record, _anomaly_users
-    _anomaly_users += 1 if on else -1
-    _record = _record_checked if _anomaly_users else _record_plain
+def debug_mode(on: bool) -> None:
+    """Switch recording to ``_record_checked`` while any ``detect_anomaly`` block or tape
+    keeping source lines is open, so that recording pays nothing for them otherwise."""
+    global _record, _debug_users
+    _debug_users += 1 if on else -1
+    _record = _record_checked if _debug_users else _record_plain
 
 
 def _check_forward(name, y):
@@ -175,5 +190,5 @@ def _check_forward(name, y):
     if data.dtype.kind == "f" and not bool(np.isfinite(data).all()):
         bad = "nan" if bool(np.isnan(data).any()) else "inf"
         raise FloatingPointError(
-            f"detect_anomaly: the forward of '{name}' produced {bad} at {user_line()}"
+            f"detect_anomaly: the forward of '{name}' produced {bad} at {format_line(user_line())}"
         )
