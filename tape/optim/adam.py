@@ -1,0 +1,91 @@
+"""Adam and AdamW (decoupled weight decay), with AMSGrad, as torch.optim.Adam/AdamW."""
+
+from __future__ import annotations
+
+from .. import backend
+from .optimizer import Optimizer, lerp_, weight_decayed
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), PyTorch's single-tensor formulation, updating ``p.data`` in place.
+
+    One temporary the size of the parameter per step (two with weight decay or maximize),
+    beside the ``exp_avg``/``exp_avg_sq`` (and AMSGrad's ``max_exp_avg_sq``) buffers.
+
+    >>> opt = tape.optim.Adam(model.parameters(), lr=1e-3)
+    >>> opt.step(t.gradient(loss, model.parameters()))
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                    "amsgrad": amsgrad, "maximize": maximize,
+                    "decoupled_weight_decay": decoupled_weight_decay}
+        super().__init__(params, defaults)
+
+    def _check(self, group):
+        super()._check(group)
+        if not group["eps"] >= 0:
+            raise ValueError(f"invalid eps={group['eps']}: it must be >= 0")
+        betas = group["betas"]
+        if len(betas) != 2:
+            raise ValueError(f"betas is a pair (beta1, beta2), got {betas!r}")
+        for i, beta in enumerate(betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"invalid betas[{i}]={beta}: each beta must be in [0, 1)")
+
+    def _update_group(self, group, pairs):
+        lr, eps, decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        beta1, beta2 = (float(b) for b in group["betas"])
+        amsgrad, maximize = bool(group["amsgrad"]), bool(group["maximize"])
+        decoupled = bool(group["decoupled_weight_decay"])
+        for p, g, state in pairs:
+            xp = backend.xp(p)
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = xp.zeros_like(p)
+                state["exp_avg_sq"] = xp.zeros_like(p)
+                if amsgrad:
+                    state["max_exp_avg_sq"] = xp.zeros_like(p)
+            state["step"] += 1
+            step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
+
+            if decay and decoupled:
+                p *= 1.0 - lr * decay
+            g, _ = weight_decayed(xp, p, g, 0.0 if decoupled else decay, maximize)
+
+            tmp = xp.empty_like(p)
+            lerp_(xp, exp_avg, g, 1.0 - beta1, tmp)
+            exp_avg_sq *= beta2  # exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            xp.multiply(g, 1.0 - beta2, out=tmp)
+            tmp *= g
+            exp_avg_sq += tmp
+
+            bias_correction1 = 1 - beta1**step
+            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+            step_size = lr / bias_correction1
+            second = exp_avg_sq
+            if amsgrad:
+                second = state.get("max_exp_avg_sq")
+                if second is None:  # amsgrad switched on after some steps
+                    second = state["max_exp_avg_sq"] = exp_avg_sq.copy()
+                xp.maximum(second, exp_avg_sq, out=second)
+            denom = xp.sqrt(second, out=tmp)
+            denom /= bias_correction2_sqrt
+            denom += eps
+            # p.addcdiv_(exp_avg, denom, value=-step_size), reusing denom's array
+            update = xp.divide(exp_avg, denom, out=denom)
+            update *= -step_size
+            p += update
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): ``p *= 1 - lr * weight_decay``.
+
+    >>> opt = tape.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)
