@@ -1,0 +1,411 @@
+"""tape.optim against torch.optim: one table of optimizer configurations, run step by step.
+
+Each row runs on tape and on torch from the same weights and the same random gradients
+(some of them None), comparing the parameters after every step.
+"""
+
+import copy
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+import tape
+from tape import backend, optim
+from tape.optim import lr_scheduler
+
+SHAPES = [(4, 3), (5,), (2, 3, 2)]
+STEPS = 30
+TOL = {np.float32: {"rtol": 1e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-10, "atol": 1e-12}}
+
+# (optimizer, settings, groups): groups lists (parameter indices, per-group overrides)
+CASES = [
+    ("SGD", {"lr": 0.1}, None),
+    ("SGD", {"lr": 0.1, "momentum": 0.9}, None),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0.3}, None),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}, None),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}, None),
+    ("SGD", {"lr": 0.1, "weight_decay": 0.1, "maximize": True}, None),
+    ("SGD", {"lr": 0.05, "momentum": 0.5, "dampening": 0.5, "weight_decay": 0.05,
+             "maximize": True}, None),
+    ("SGD", {"lr": 0.1, "momentum": 0.9},
+     [([0, 2], {}), ([1], {"lr": 0.01, "nesterov": True, "weight_decay": 0.1})]),
+    ("Adam", {}, None),
+    ("Adam", {"lr": 1e-2, "betas": (0.8, 0.99), "weight_decay": 0.1}, None),
+    ("Adam", {"lr": 1e-2, "amsgrad": True}, None),
+    ("Adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.01, "maximize": True}, None),
+    ("Adam", {"lr": 1e-2, "betas": (0.0, 0.5)}, None),  # lerp's weight >= 0.5 branch
+    ("Adam", {"lr": 1e-2}, [([1], {"lr": 1e-3, "amsgrad": True}), ([2, 0], {"eps": 1e-3})]),
+    ("AdamW", {"lr": 1e-2}, None),
+    ("AdamW", {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True}, None),
+    ("AdamW", {"lr": 1e-2, "maximize": True, "betas": (0.5, 0.9)}, None),
+    ("RMSprop", {"lr": 1e-2}, None),
+    ("RMSprop", {"lr": 1e-2, "momentum": 0.9}, None),
+    ("RMSprop", {"lr": 1e-2, "centered": True}, None),
+    ("RMSprop", {"lr": 1e-2, "centered": True, "momentum": 0.5, "weight_decay": 0.1}, None),
+    ("RMSprop", {"lr": 1e-2, "alpha": 0.3, "maximize": True}, None),
+    ("RMSprop", {"lr": 1e-2},
+     [([0], {"centered": True}), ([1, 2], {"lr": 3e-3, "momentum": 0.9})]),
+]
+
+
+def case_id(case):
+    name, settings, groups = case
+    parts = [name] + [f"{k}={v}" for k, v in settings.items()]
+    return "-".join(parts) + ("-groups" if groups else "")
+
+
+def build(module, case, params):
+    """The optimizer of ``module`` (tape.optim or torch.optim) for one table row."""
+    name, settings, groups = case
+    extra = {"foreach": False} if module is torch.optim else {}
+    if groups is None:
+        return getattr(module, name)(params, **settings, **extra)
+    spec = [{"params": [params[i] for i in idx], **over} for idx, over in groups]
+    return getattr(module, name)(spec, **settings, **extra)
+
+
+def flat_order(case):
+    """Parameter indices in the order step() takes their gradients."""
+    groups = case[2]
+    return list(range(len(SHAPES))) if groups is None else [i for idx, _ in groups for i in idx]
+
+
+def unflatten(case, flat):
+    """Parameters listed in step() order, put back in table-index order for build()."""
+    out = [None] * len(flat)
+    for i, p in zip(flat_order(case), flat):
+        out[i] = p
+    return out
+
+
+def start(case, dtype):
+    """Our optimizer and torch's, on equal copies of the same weights, in step() order."""
+    rng = np.random.default_rng(0)
+    init = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    ours = [tape.tensor(a) for a in init]
+    theirs = [torch.tensor(a, requires_grad=True) for a in init]
+    order = flat_order(case)
+    return (build(optim, case, ours), build(torch.optim, case, theirs),
+            [ours[i] for i in order], [theirs[i] for i in order])
+
+
+def gradients(ours, steps, seed=1):
+    """A reproducible gradient list per step; parameter 1 gets None every 4th step."""
+    rng = np.random.default_rng(seed)
+    return [[None if (i == 1 and k % 4 == 3) else
+             rng.standard_normal(p.shape).astype(p.dtype) for i, p in enumerate(ours)]
+            for k in range(steps)]
+
+
+def step_tape(opt, grads):
+    opt.step([None if g is None else tape.tensor(g) for g in grads])
+
+
+def step_torch(opt, params, grads):
+    for p, g in zip(params, grads):
+        p.grad = None if g is None else torch.from_numpy(g.copy())
+    opt.step()
+
+
+# ----- the table: every configuration against torch, step by step -----
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_matches_torch(case, dtype):
+    opt, topt, ours, theirs = start(case, dtype)
+    arrays = [p.data for p in ours]
+    for k, grads in enumerate(gradients(ours, STEPS)):
+        step_tape(opt, grads)
+        step_torch(topt, theirs, grads)
+        for i, (p, q, a) in enumerate(zip(ours, theirs, arrays)):
+            assert p.data is a, "the update must happen in place"
+            assert p.dtype == dtype
+            np.testing.assert_allclose(p.data, q.detach().numpy(), **TOL[dtype],
+                                       err_msg=f"parameter {i} after step {k + 1}")
+    ours_sd, torch_sd = opt.state_dict(), topt.state_dict()
+    assert ours_sd["state"].keys() == torch_sd["state"].keys()
+    for i, buffers in ours_sd["state"].items():
+        assert buffers.keys() == torch_sd["state"][i].keys()
+        for key, value in buffers.items():
+            expected = torch_sd["state"][i][key]
+            if key == "step":
+                assert value == int(expected)
+            else:
+                assert value.dtype == dtype
+                np.testing.assert_allclose(value, expected.numpy(), **TOL[dtype], err_msg=key)
+    for group, tgroup in zip(ours_sd["param_groups"], torch_sd["param_groups"]):
+        assert group.keys() <= tgroup.keys()
+        assert group == {k: tgroup[k] for k in group}
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_state_dict_round_trip(case):
+    opt, _, ours, _ = start(case, np.float32)
+    seq = gradients(ours, 20)
+    for grads in seq[:10]:
+        step_tape(opt, grads)
+    saved = opt.state_dict()
+    snapshot = copy.deepcopy(saved)
+    twins = [tape.tensor(p.data) for p in ours]
+    fresh = build(optim, case, unflatten(case, twins))
+    for group in fresh.param_groups:
+        group["lr"] = 123.0  # the load brings the saved settings back
+    fresh.load_state_dict(saved)
+    for grads in seq[10:]:
+        step_tape(opt, grads)
+        step_tape(fresh, grads)
+        for p, q in zip(ours, twins):
+            np.testing.assert_array_equal(p.data, q.data)
+    for i, buffers in snapshot["state"].items():  # the saved dict did not move with the steps
+        for key, value in buffers.items():
+            np.testing.assert_array_equal(saved["state"][i][key], value)
+    assert saved["param_groups"] == snapshot["param_groups"]
+
+
+@pytest.mark.parametrize("case", CASES[1:3] + CASES[9:12] + CASES[19:21], ids=case_id)
+def test_loads_a_torch_state_dict(case):
+    opt, topt, ours, theirs = start(case, np.float32)
+    seq = gradients(ours, 20)
+    for grads in seq[:10]:
+        step_torch(topt, theirs, grads)
+    for p, q in zip(ours, theirs):
+        p.data[...] = q.detach().numpy()
+    opt.load_state_dict(topt.state_dict())
+    for grads in seq[10:]:
+        step_tape(opt, grads)
+        step_torch(topt, theirs, grads)
+    for p, q in zip(ours, theirs):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), **TOL[np.float32])
+
+
+# ----- precision and memory -----
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop"])
+def test_float32_stays_float32_with_numpy_settings(name):
+    p = tape.tensor(np.ones((3, 2), np.float32))
+    settings = {"lr": np.float64(0.1), "weight_decay": np.float64(0.01)}
+    settings.update({"momentum": np.float64(0.9)} if name in ("SGD", "RMSprop") else {})
+    opt = getattr(optim, name)([p], **settings)
+    for _ in range(3):
+        opt.step([tape.tensor(np.full((3, 2), 0.5))])  # a float64 gradient, too
+    assert p.dtype == np.float32
+    for value in opt.state[p].values():
+        assert not hasattr(value, "dtype") or value.dtype == np.float32
+
+
+MEMORY = [
+    ("SGD", {"lr": 0.1}, 1),
+    ("SGD", {"lr": 0.1, "momentum": 0.9}, 1),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}, 1),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.1}, 1),
+    ("Adam", {}, 1),
+    ("Adam", {"amsgrad": True}, 1),
+    ("Adam", {"weight_decay": 0.1}, 2),
+    ("AdamW", {}, 1),
+    ("RMSprop", {"momentum": 0.9, "centered": True}, 1),
+]
+
+
+@pytest.mark.parametrize("name, settings, temporaries", MEMORY,
+                         ids=[f"{n}-{'-'.join(s)}" for n, s, _ in MEMORY])
+def test_step_allocates_only_the_formulas_temporaries(name, settings, temporaries):
+    p = tape.tensor(np.zeros(1 << 20, np.float32))  # 4 MiB
+    g = tape.tensor(np.random.default_rng(0).standard_normal(p.shape).astype(np.float32))
+    opt = getattr(optim, name)([p], **settings)
+    opt.step([g])
+    opt.step([g])  # the state buffers exist from here on
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        opt.step([g])
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    slack = 64 << 10
+    assert peak - base <= temporaries * p.data.nbytes + slack
+    assert current - base <= slack  # nothing kept
+
+
+# ----- errors -----
+
+BAD_SETTINGS = [
+    (lambda ps: optim.SGD(ps, lr=-0.1), "lr"),
+    (lambda ps: optim.SGD(ps, lr=0.1, momentum=-0.5), "momentum"),
+    (lambda ps: optim.SGD(ps, lr=0.1, nesterov=True), "nesterov"),
+    (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "dampening"),
+    (lambda ps: optim.SGD(ps, lr=0.1, weight_decay=-1.0), "weight_decay"),
+    (lambda ps: optim.Adam(ps, lr=-1e-3), "lr"),
+    (lambda ps: optim.Adam(ps, betas=(1.0, 0.999)), r"betas\[0\]=1.0"),
+    (lambda ps: optim.Adam(ps, betas=(0.9, -0.1)), r"betas\[1\]=-0.1"),
+    (lambda ps: optim.AdamW(ps, betas=(0.9, 1.5)), r"betas\[1\]"),
+    (lambda ps: optim.Adam(ps, eps=-1.0), "eps"),
+    (lambda ps: optim.AdamW(ps, weight_decay=-0.01), "weight_decay"),
+    (lambda ps: optim.RMSprop(ps, alpha=-0.5), "alpha"),
+    (lambda ps: optim.RMSprop(ps, momentum=-0.5), "momentum"),
+    (lambda ps: optim.Adam([{"params": ps[:1]}, {"params": ps[1:], "lr": -1.0}]), "lr"),
+    (lambda ps: optim.Adam([{"params": ps, "momentum": 0.9}]), "unknown setting"),
+    (lambda ps: optim.SGD([], lr=0.1), "empty"),
+    (lambda ps: optim.SGD([ps[0], ps[0]], lr=0.1), "twice"),
+    (lambda ps: optim.SGD([{"params": ps[:1]}, {"params": ps[:1]}], lr=0.1), "twice"),
+]
+
+
+@pytest.mark.parametrize("make, message", BAD_SETTINGS)
+def test_bad_settings_raise(make, message):
+    params = [tape.zeros(3), tape.zeros(2)]
+    with pytest.raises(ValueError, match=message):
+        make(params)
+
+
+def test_bad_arguments_raise_type_errors():
+    with pytest.raises(TypeError, match="list"):
+        optim.SGD(tape.zeros(3), lr=0.1)
+    with pytest.raises(TypeError, match="Tensors"):
+        optim.SGD([np.zeros(3)], lr=0.1)
+    with pytest.raises(TypeError, match="Optimizer"):
+        lr_scheduler.StepLR(torch.optim.SGD([torch.zeros(1)], lr=0.1), step_size=1)
+
+
+def test_bad_gradients_raise_before_any_update():
+    params = [tape.zeros(3), tape.zeros(2), tape.zeros(4)]
+    opt = optim.Adam(params)
+    with pytest.raises(ValueError, match="got 2 gradients for 3 parameters"):
+        opt.step([tape.ones(3), tape.ones(2)])
+    with pytest.raises(ValueError, match=r"gradient 2 has shape \(5,\), its parameter \(4,\)"):
+        opt.step([tape.ones(3), tape.ones(2), tape.ones(5)])
+    assert all((p.data == 0).all() for p in params) and not any(opt.state_dict()["state"])
+
+
+def test_load_state_dict_checks_its_shape():
+    params = [tape.zeros(3), tape.zeros(2)]
+    opt = optim.SGD(params, lr=0.1, momentum=0.9)
+    opt.step([tape.ones(3), tape.ones(2)])
+    saved = opt.state_dict()
+    with pytest.raises(ValueError, match="2 parameters in the state dict and 1"):
+        optim.SGD(params[:1], lr=0.1).load_state_dict(saved)
+    with pytest.raises(ValueError, match="1 parameter groups, this optimizer 2"):
+        optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=0.1).load_state_dict(saved)
+    with pytest.raises(ValueError, match="shape"):
+        optim.SGD(params[::-1], lr=0.1).load_state_dict(saved)
+
+
+# ----- learning-rate schedulers -----
+
+SCHEDULES = [
+    ("StepLR", {"step_size": 7, "gamma": 0.5}),
+    ("StepLR", {"step_size": 1}),
+    ("CosineAnnealingLR", {"T_max": 10}),
+    ("CosineAnnealingLR", {"T_max": 13, "eta_min": 1e-3}),
+    ("LambdaLR", {"lr_lambda": lambda e: 0.95**e}),
+    ("LambdaLR", {"lr_lambda": [lambda e: 1 / (e + 1), lambda e: min(1.0, (e + 1) / 5)]}),
+]
+
+
+def two_groups(module, make):
+    params = [make(), make()]
+    return module.SGD([{"params": params[:1]}, {"params": params[1:], "lr": 0.02}], lr=0.1)
+
+
+@pytest.mark.parametrize("name, settings", SCHEDULES, ids=[f"{n}-{i}" for i, (n, _) in
+                                                           enumerate(SCHEDULES)])
+def test_scheduler_matches_torch(name, settings):
+    opt = two_groups(optim, lambda: tape.zeros(2))
+    topt = two_groups(torch.optim, lambda: torch.zeros(2, requires_grad=True))
+    sched = getattr(lr_scheduler, name)(opt, **settings)
+    tsched = getattr(torch.optim.lr_scheduler, name)(topt, **settings)
+    for epoch in range(51):
+        expected = tsched.get_last_lr()
+        assert sched.get_last_lr() == pytest.approx(expected, rel=0, abs=1e-12), epoch
+        assert [g["lr"] for g in opt.param_groups] == sched.get_last_lr()
+        opt.step([None, None])
+        topt.step()
+        sched.step()
+        tsched.step()
+
+
+@pytest.mark.parametrize("name, settings", SCHEDULES[::2], ids=[n for n, _ in SCHEDULES[::2]])
+def test_scheduler_state_dict_round_trip(name, settings):
+    opt = two_groups(optim, lambda: tape.zeros(2))
+    sched = getattr(lr_scheduler, name)(opt, **settings)
+    for _ in range(12):
+        sched.step()
+    saved_opt, saved = opt.state_dict(), sched.state_dict()
+    opt2 = two_groups(optim, lambda: tape.zeros(2))
+    sched2 = getattr(lr_scheduler, name)(opt2, **settings)
+    opt2.load_state_dict(saved_opt)
+    sched2.load_state_dict(saved)
+    for _ in range(20):
+        sched.step()
+        sched2.step()
+        assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+def test_scheduler_bad_settings():
+    opt = optim.SGD([tape.zeros(2)], lr=0.1)
+    with pytest.raises(ValueError, match="step_size"):
+        lr_scheduler.StepLR(opt, step_size=0)
+    with pytest.raises(ValueError, match="T_max"):
+        lr_scheduler.CosineAnnealingLR(opt, T_max=0)
+    with pytest.raises(ValueError, match="2 lr_lambdas for 1"):
+        lr_scheduler.LambdaLR(opt, [lambda e: 1.0, lambda e: 1.0])
+
+
+# ----- gradient clipping -----
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+def test_clip_grad_norm_matches_torch(norm_type, max_norm):
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    grads = [tape.tensor(arrays[0]), None, tape.tensor(arrays[1]), tape.tensor(arrays[2])]
+    clipped, total = optim.clip_grad_norm(grads, max_norm, norm_type)
+
+    params = [torch.zeros(s, requires_grad=True) for s in SHAPES]
+    for p, a in zip(params, arrays):
+        p.grad = torch.from_numpy(a.copy())
+    expected = torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type, foreach=False)
+
+    assert isinstance(total, tape.Tensor) and total.shape == () and total.dtype == np.float32
+    np.testing.assert_allclose(total.item(), expected.item(), rtol=1e-5)
+    assert clipped[1] is None
+    for mine, given, p, a in zip([clipped[0], *clipped[2:]], [grads[0], *grads[2:]], params,
+                                 arrays):
+        assert mine is not given and mine.data is not given.data and mine.dtype == np.float32
+        np.testing.assert_array_equal(given.data, a)  # the inputs are left alone
+        np.testing.assert_allclose(mine.data, p.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_clip_grad_norm_edge_cases():
+    clipped, total = optim.clip_grad_norm([None, None], 1.0)
+    assert clipped == [None, None] and total.item() == 0.0
+    bad = [tape.tensor(np.array([np.inf, 1.0], np.float32))]
+    with pytest.raises(RuntimeError, match="inf"):
+        optim.clip_grad_norm(bad, 1.0, error_if_nonfinite=True)
+
+
+# ----- the GPU keeps its arrays on the device -----
+
+
+@pytest.mark.skipif(backend.cupy_or_none() is None, reason="needs CuPy and a CUDA GPU")
+@pytest.mark.parametrize("case", CASES[3:4] + CASES[11:12] + CASES[20:21], ids=case_id)
+def test_gpu_matches_cpu(case):
+    opt, _, ours, _ = start(case, np.float32)
+    gpu = [p.to("cuda") for p in ours]
+    gopt = build(optim, case, unflatten(case, gpu))
+    for grads in gradients(ours, 10):
+        step_tape(opt, grads)
+        gopt.step([None if g is None else tape.tensor(g, device="cuda") for g in grads])
+    for p, q in zip(ours, gpu):
+        np.testing.assert_allclose(q.numpy(), p.data, **TOL[np.float32])
+    saved = gopt.state_dict()
+    for buffers in saved["state"].values():
+        assert all(backend.is_cupy(v) for k, v in buffers.items() if k != "step")
+    build(optim, case, unflatten(case, gpu)).load_state_dict(saved)
+    clipped, total = optim.clip_grad_norm([tape.tensor(np.ones(3), device="cuda")], 1.0)
+    assert clipped[0].device == "cuda" and total.device == "cuda"
