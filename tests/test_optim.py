@@ -271,6 +271,12 @@ def test_bad_arguments_raise_type_errors():
         lr_scheduler.StepLR(torch.optim.SGD([torch.zeros(1)], lr=0.1), step_size=1)
 
 
+def test_params_may_be_one_group_dict_or_a_generator():
+    w = tape.zeros(2)
+    assert optim.SGD({"params": w, "lr": 0.5}).param_groups[0]["params"][0] is w
+    assert optim.Adam(p for p in [w]).param_groups[0]["params"][0] is w
+
+
 def test_bad_gradients_raise_before_any_update():
     params = [tape.zeros(3), tape.zeros(2), tape.zeros(4)]
     opt = optim.Adam(params)

@@ -31,7 +31,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups: list[dict] = []
         self.state: dict = {}  # parameter Tensor -> dict of its buffers (arrays) and step count
-        groups = list(params)
+        groups = [params] if isinstance(params, dict) else list(params)
         if not groups:
             raise ValueError("the optimizer got an empty parameter list")
         if not isinstance(groups[0], dict):
