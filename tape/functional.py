@@ -5,7 +5,13 @@ from .ops.elementwise import (  # noqa: F401
     softplus, sqrt, tanh, where,
 )
 from .ops.linalg import einsum, matmul  # noqa: F401
-from .ops.nn import log_softmax, softmax  # noqa: F401
+from .ops.losses import (  # noqa: F401
+    binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, l1_loss, mse_loss,
+    nll_loss,
+)
+from .ops.nn import (  # noqa: F401
+    batch_norm, dropout, embedding, layer_norm, linear, log_softmax, softmax,
+)
 from .ops.reduce import (  # noqa: F401
     argmax, argmin, logsumexp, max, mean, min, prod, std, sum, var,
 )

@@ -1,22 +1,35 @@
-"""Neural-network ops: softmax and log_softmax (conv, pooling, norms and losses join later)."""
+"""Neural-network ops: softmax, log_softmax, linear, dropout, layer and batch norm, embedding.
+
+Losses live in ``losses.py``, convolution and pooling in ``conv.py``. Each forward sits
+beside its rules; the rules are written with ops, so they differentiate again.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
+from ..tensor import Tensor
 from .core import Op
-from .elementwise import exp
-from .reduce import _sum
+from .elementwise import exp, sqrt, where
+from .linalg import _matmul, matmul
+from .reduce import _mean, _sum, _var
+from .shape import gather, reshape, swapaxes
 
 
-def _axis(x, axis, dim):
+def _data(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _axis(x, axis, dim, op="softmax"):
     axis = dim if dim is not None else (-1 if axis is None else axis)
     ndim = np.ndim(x.data if hasattr(x, "data") else x)
-    if not -max(ndim, 1) <= axis < max(ndim, 1):
-        raise ValueError(f"softmax: axis {axis} is out of range for {ndim} dimensions")
+    if not isinstance(axis, (int, np.integer)) or not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ValueError(f"{op}: axis {axis} is out of range for {ndim} dimensions")
     return (axis % ndim - ndim) if ndim else -1
 
 
+# ----- softmax -----
 def _softmax(x, axis):
     if np.ndim(x) == 0:
         return np.ones_like(x)
@@ -52,4 +65,178 @@ def softmax(x, axis=None, *, dim=None):
 
 def log_softmax(x, axis=None, *, dim=None):
     """log(softmax(x)) along ``axis`` (default -1), computed stably."""
-    return _log_softmax_op(x, axis=_axis(x, axis, dim))
+    return _log_softmax_op(x, axis=_axis(x, axis, dim, "log_softmax"))
+
+
+# ----- linear: x @ weight.T + bias in one entry -----
+def _linear_forward(x, w, b=None):
+    if x.ndim > 2:  # one GEMM over all the leading axes
+        y = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
+    else:
+        y = x @ w.T
+    return y if b is None else y + b
+
+
+def _linear_dx(g, ans, x, w, b=None):
+    return _matmul(g, w) if g.ndim > 1 else matmul(g, w)
+
+
+def _linear_dw(g, ans, x, w, b=None):
+    nb = g.ndim - ans.ndim
+    out_f, in_f = w.shape
+    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    g2 = reshape(g, shape=g.shape[:nb] + (rows, out_f))
+    return _matmul(swapaxes(g2, -1, -2), reshape(x, shape=(rows, in_f)))
+
+
+_linear = Op("linear", _linear_forward, _linear_dx, _linear_dw, lambda g, ans, x, w, b: g)
+_linear_nobias = Op("linear", _linear_forward, _linear_dx, _linear_dw)
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight.T + bias`` with torch's layout: ``weight`` is (out_features, in_features).
+
+    >>> F.linear(tape.ones(2, 3), tape.ones(4, 3)).shape
+    (2, 4)
+    """
+    xs, ws = np.shape(_data(x)), np.shape(_data(weight))
+    if len(ws) != 2 or not xs or xs[-1] != ws[1]:
+        raise ValueError(
+            f"linear: input of shape {xs} does not fit a weight of shape {ws} "
+            "(weight is (out_features, in_features); the input's last axis is in_features)"
+        )
+    if bias is None:
+        return _linear_nobias(x, weight)
+    if np.shape(_data(bias)) != ws[:1]:
+        raise ValueError(f"linear: bias of shape {np.shape(_data(bias))}, expected {ws[:1]}")
+    return _linear(x, weight, bias)
+
+
+# ----- dropout: the scaled keep-mask is a parameter of the entry -----
+_dropout = Op("dropout", lambda x, mask: x * mask, lambda g, ans, x, mask: g * mask)
+
+
+def dropout(x, p=0.5, training=True, inplace=False):
+    """Inverted dropout: zero each element with probability ``p``, scale the rest by
+    1/(1-p); the identity when not ``training``. Uses the library RNG (``manual_seed``)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: probability must be between 0 and 1, got {p}")
+    if not training or p == 0.0:
+        return x
+    from ..creation import generator
+
+    xd = _data(x)
+    dtype = xd.dtype if xd.dtype.kind == "f" else np.dtype(np.float32)
+    if p == 1.0:
+        mask = np.zeros(xd.shape, dtype)
+    else:
+        rng_dtype = np.float32 if dtype == np.float32 else np.float64
+        keep = generator().random(xd.shape, dtype=rng_dtype) >= p
+        mask = keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+    return _dropout(x, mask=backend.to_device(mask, backend.device_of(xd)))
+
+
+# ----- normalisation: (x - mean) / sqrt(var + eps) over ``axes`` in one entry -----
+def _standardize_forward(x, axes, eps):
+    centred = x - x.mean(axis=axes, keepdims=True)
+    var = (centred * centred).mean(axis=axes, keepdims=True)
+    return centred / np.sqrt(var + eps)
+
+
+def _standardize_vjp(g, ans, x, axes, eps):
+    rstd = 1 / sqrt(_var(x, axes=axes, keepdims=True, ddof=0) + eps)
+    g_mean = _mean(g, axes=axes, keepdims=True)
+    gx_mean = _mean(g * ans, axes=axes, keepdims=True)
+    return (g - g_mean - ans * gx_mean) * rstd
+
+
+_standardize = Op("standardize", _standardize_forward, _standardize_vjp)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last ``len(normalized_shape)`` axes, then scale and shift."""
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (int(normalized_shape),)
+    normalized_shape = tuple(int(s) for s in normalized_shape)
+    k = len(normalized_shape)
+    shape = np.shape(_data(x))
+    if k == 0 or tuple(shape[len(shape) - k :]) != normalized_shape or len(shape) < k:
+        raise ValueError(
+            f"layer_norm: normalized_shape {normalized_shape} does not match the last axes of "
+            f"an input of shape {tuple(shape)}"
+        )
+    y = _standardize(x, axes=tuple(range(-k, 0)), eps=eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation over every axis but the channels (axis 1): (N, C) or (N, C, ...).
+
+    In training, normalises with the batch statistics and updates ``running_mean`` and
+    ``running_var`` (tensors or arrays, in place; unbiased variance) as torch does;
+    otherwise normalises with the running statistics.
+    """
+    xd = _data(x)
+    if xd.ndim < 2:
+        raise ValueError(f"batch_norm: expected an input of shape (N, C, ...), got {xd.shape}")
+    c = xd.shape[1]
+    bshape = (1, c) + (1,) * (xd.ndim - 2)
+    axes = tuple(a - xd.ndim for a in range(xd.ndim) if a != 1)
+    if training:
+        n = xd.size // max(c, 1)
+        if n <= 1:
+            raise ValueError(
+                f"batch_norm: expected more than 1 value per channel when training, got input "
+                f"of shape {xd.shape}"
+            )
+        y = _standardize(x, axes=axes, eps=eps)
+        if running_mean is not None or running_var is not None:
+            pos = tuple(a % xd.ndim for a in axes)
+            if running_mean is not None:
+                rm = _data(running_mean)
+                rm *= 1 - momentum
+                rm += (momentum * xd.mean(axis=pos)).astype(rm.dtype, copy=False)
+            if running_var is not None:
+                rv = _data(running_var)
+                rv *= 1 - momentum
+                rv += (momentum * xd.var(axis=pos, ddof=1)).astype(rv.dtype, copy=False)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: running_mean and running_var are needed when not "
+                             "training")
+        rm, rv = _data(running_mean), _data(running_var)
+        inv = (1 / np.sqrt(rv + eps)).astype(xd.dtype, copy=False).reshape(bshape)
+        y = (x - rm.astype(xd.dtype, copy=False).reshape(bshape)) * inv
+    if weight is not None:
+        y = y * reshape(weight, shape=bshape)
+    if bias is not None:
+        y = y + reshape(bias, shape=bshape)
+    return y
+
+
+# ----- embedding: a gather whose gradient scatter-adds repeated rows -----
+def embedding(indices, weight, padding_idx=None):
+    """Rows of ``weight`` (num_embeddings, dim) at integer ``indices`` of any shape.
+
+    The gradient of a row used several times is the sum of its uses; the row
+    ``padding_idx``, if given, gets no gradient (as torch).
+    """
+    idx = _data(indices)
+    idx = idx if hasattr(idx, "dtype") else np.asarray(idx)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
+    n = np.shape(_data(weight))[0]
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+        raise IndexError(f"embedding: index {bad} is out of range for {n} embeddings")
+    out = gather(weight, index=(idx,))
+    if padding_idx is not None and isinstance(out, Tensor):
+        padding_idx = padding_idx % n
+        keep = (idx != padding_idx).reshape(idx.shape + (1,))
+        out = where(keep, out, out.detach())
+    return out

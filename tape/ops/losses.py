@@ -1,0 +1,240 @@
+"""Losses with torch's signatures and ``reduction="mean" | "sum" | "none"``.
+
+cross_entropy is log_softmax followed by one fused negative log-likelihood entry, whose
+rule is a constant (the one-hot target, class weights, label smoothing and the mean's
+divisor folded together) times the cotangent. The binary losses are one entry each.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+from .core import Op
+from .elementwise import abs, clip, log, maximum, sigmoid, softplus
+from .nn import log_softmax
+from .reduce import mean, sum
+from .shape import reshape
+
+
+def _data(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _reduce(loss, reduction, name):
+    if reduction == "mean":
+        return mean(loss)
+    if reduction == "sum":
+        return sum(loss)
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+# ----- negative log-likelihood over class axis 1 -----
+def _nll_forward(logp, target, coef, smooth, total):
+    xp = backend.xp(logp)
+    picked = xp.take_along_axis(logp, target[:, None], axis=1)[:, 0]
+    out = -(coef * picked)
+    if smooth is not None:
+        out = out - (smooth * logp).sum(axis=1)
+    return out.sum() if total else out
+
+
+def _nll_vjp(g, ans, logp, target, coef, smooth, total):
+    nb = g.ndim - ans.ndim
+    if total:  # the cotangent of a sum: the same value for every element
+        gk = reshape(g, shape=g.shape + (1,) * logp.ndim)
+    else:  # a class axis of size one after the batch axis
+        gk = reshape(g, shape=g.shape[: nb + 1] + (1,) + g.shape[nb + 1 :])
+    lp = _data(logp)
+    xp = backend.xp(lp)
+    classes = xp.arange(lp.shape[1]).reshape((1, -1) + (1,) * (lp.ndim - 2))
+    w = (classes == target[:, None]) * -coef[:, None]
+    return gk * (w if smooth is None else w - smooth)
+
+
+_nll = Op("nll_loss", _nll_forward, _nll_vjp)
+
+
+def _batched(input, target, probabilities):
+    """An unbatched (C,) input and its target as a batch of one."""
+    if np.ndim(_data(input)) == 1:
+        tshape = (1,) + np.shape(_data(target)) if probabilities else (1,)
+        return reshape(input, shape=(1,) + input.shape), _reshaped(target, tshape), True
+    return input, target, False
+
+
+def _reshaped(t, shape):
+    return reshape(t, shape=shape) if isinstance(t, Tensor) else np.reshape(t, shape)
+
+
+def _class_targets(x, target, weight, ignore_index, name):
+    """Targets made safe to index with (ignored ones point at 0) and their coefficients
+    (the class weight, 0 where ignored)."""
+    xd = _data(x)
+    t = _data(target)
+    t = t if hasattr(t, "dtype") else np.asarray(t)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name}: class-index targets must be integers, got dtype {t.dtype}")
+    want = xd.shape[:1] + xd.shape[2:]
+    if t.shape != want:
+        raise ValueError(
+            f"{name}: target of shape {t.shape} does not fit an input of shape {xd.shape} "
+            f"(expected {want}: the input's shape without the class axis 1)"
+        )
+    xp = backend.xp(xd)
+    t = xp.asarray(t)
+    valid = t != ignore_index
+    safe = xp.where(valid, t, 0)
+    c = xd.shape[1]
+    if safe.size and (int(safe.min()) < 0 or int(safe.max()) >= c):
+        bad = int(safe.min()) if int(safe.min()) < 0 else int(safe.max())
+        raise IndexError(f"{name}: target {bad} is out of bounds for {c} classes")
+    if weight is None:
+        wvec = None
+        coef = valid.astype(xd.dtype)
+    else:
+        wvec = xp.asarray(_data(weight)).astype(xd.dtype, copy=False)
+        if wvec.shape != (c,):
+            raise ValueError(f"{name}: weight of shape {wvec.shape}, expected ({c},)")
+        coef = xp.where(valid, wvec[safe], 0).astype(xd.dtype, copy=False)
+    return safe, coef, valid, wvec
+
+
+def _nll_core(logp, target, weight, ignore_index, reduction, smoothing, name):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    safe, coef, valid, wvec = _class_targets(logp, target, weight, ignore_index, name)
+    lp = _data(logp)
+    denom = coef.sum()  # the mean divides by the summed weights of the counted targets
+    if reduction == "mean":
+        with np.errstate(divide="ignore", invalid="ignore"):  # all ignored: nan, as torch
+            coef = coef / denom
+    smooth = None
+    if smoothing:
+        c = lp.shape[1]
+        per_class = (wvec if wvec is not None else backend.xp(lp).ones(c, lp.dtype)).reshape(
+            (1, c) + (1,) * (lp.ndim - 2))
+        smooth = (smoothing / c) * per_class * valid[:, None].astype(lp.dtype)
+        if reduction == "mean":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                smooth = smooth / denom
+        coef = coef * (1 - smoothing)
+    return _nll(logp, target=safe, coef=coef, smooth=smooth, total=reduction != "none")
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of class indices ``target`` (N,) or (N, d1, ...) under the
+    log-probabilities ``input`` (N, C) or (N, C, d1, ...); torch's class weights and
+    ``ignore_index`` (the mean divides by the summed weights of the counted targets)."""
+    x, t, unbatched = _batched(input, target, False)
+    out = _nll_core(x, t, weight, ignore_index, reduction, 0.0, "nll_loss")
+    return reshape(out, shape=()) if unbatched and reduction == "none" else out
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """Cross-entropy of logits ``input`` (N, C) or (N, C, d1, ...) against class indices
+    (integer ``target`` of shape (N,) or (N, d1, ...)) or class probabilities (a float
+    ``target`` of the input's shape), as torch.nn.functional.cross_entropy.
+
+    >>> F.cross_entropy(tape.zeros(2, 4), tape.tensor([0, 3])).item()  # log(4)
+    1.3862943...
+    """
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
+                         f"{label_smoothing}")
+    td = _data(target)
+    probabilities = getattr(td, "dtype", np.asarray(td).dtype).kind == "f"
+    x, t, unbatched = _batched(input, target, probabilities)
+    logp = log_softmax(x, axis=1)
+    if not probabilities:
+        out = _nll_core(logp, t, weight, ignore_index, reduction, label_smoothing,
+                        "cross_entropy")
+        return reshape(out, shape=()) if unbatched and reduction == "none" else out
+    shape, c = np.shape(_data(logp)), np.shape(_data(logp))[1]
+    if np.shape(_data(t)) != shape:
+        raise ValueError(f"cross_entropy: probability target of shape {np.shape(_data(t))} "
+                         f"does not match the input's shape {shape}")
+    q = t
+    if label_smoothing:
+        q = q * (1 - label_smoothing) + label_smoothing / c
+    if weight is not None:
+        q = q * _reshaped(weight, (1, c) + (1,) * (len(shape) - 2))
+    per = -sum(logp * q, axis=1)
+    if unbatched:
+        per = reshape(per, shape=())
+    if reduction == "mean":
+        return sum(per) / (int(np.prod(shape)) // c)
+    return _reduce(per, reduction, "cross_entropy")
+
+
+# ----- regression losses -----
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error (inputs broadcast as numpy)."""
+    d = input - target
+    return _reduce(d * d, reduction, "mse_loss")
+
+
+def l1_loss(input, target, reduction="mean"):
+    """Mean absolute error; the gradient at zero difference is zero, as torch."""
+    return _reduce(abs(input - target), reduction, "l1_loss")
+
+
+# ----- binary cross-entropy on probabilities: log clamped at -100, as torch -----
+def _bce_forward(x, t):
+    with np.errstate(divide="ignore"):
+        return (t - 1) * np.maximum(np.log(1 - x), -100) - t * np.maximum(np.log(x), -100)
+
+
+_bce = Op(
+    "binary_cross_entropy",
+    _bce_forward,
+    lambda g, ans, x, t: g * (x - t) / maximum((1 - x) * x, 1e-12),
+    lambda g, ans, x, t: g * (clip(log(1 - x), min=-100) - clip(log(x), min=-100)),
+)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """-w (t log x + (1 - t) log(1 - x)) for probabilities ``input`` in [0, 1]."""
+    xd, td = _data(input), _data(target)
+    if np.shape(xd) != np.shape(td):
+        raise ValueError(f"binary_cross_entropy: target of shape {np.shape(td)} differs from "
+                         f"the input's shape {np.shape(xd)}")
+    if np.size(xd) and (float(xd.min()) < 0 or float(xd.max()) > 1):
+        raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1"
+                         " (apply sigmoid, or use binary_cross_entropy_with_logits)")
+    loss = _bce(input, target)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction, "binary_cross_entropy")
+
+
+# ----- on logits: (1 - t) x + (1 + (pos_weight - 1) t) softplus(-x), never overflows -----
+_INF = float("inf")
+
+_bce_logits = Op(
+    "binary_cross_entropy_with_logits",
+    lambda x, t, pw: (1 - t) * x + (1 + (pw - 1) * t) * np.logaddexp(0, -x),
+    lambda g, ans, x, t, pw: g * ((1 + (pw - 1) * t) * (sigmoid(x) - 1) + 1 - t),
+    lambda g, ans, x, t, pw: g * ((pw - 1) * softplus(-x, threshold=_INF) - x),
+    lambda g, ans, x, t, pw: g * t * softplus(-x, threshold=_INF),
+)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None):
+    """sigmoid + binary cross-entropy in one numerically stable step; ``pos_weight``
+    (broadcast over the last axis) weighs the positive term, as torch."""
+    xd, td = _data(input), _data(target)
+    if np.shape(xd) != np.shape(td):
+        raise ValueError(f"binary_cross_entropy_with_logits: target of shape {np.shape(td)} "
+                         f"differs from the input's shape {np.shape(xd)}")
+    if pos_weight is None:
+        pos_weight = backend.xp(xd).ones((), dtype=xd.dtype)
+    loss = _bce_logits(input, target, pos_weight)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
