@@ -1,0 +1,22 @@
+"""Layers and models: ``Module``, ``Parameter``, containers, layers, losses and ``init``.
+
+>>> import tape.nn as nn
+>>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+>>> loss_fn = nn.CrossEntropyLoss()
+>>> with tape.Tape() as t:
+...     loss = loss_fn(model(tape.randn(5, 4)), tape.tensor([0, 2, 1, 1, 0]))
+>>> grads = t.gradient(loss, model.parameters())
+"""
+
+from . import init  # noqa: F401
+from .architecture import architecture, build  # noqa: F401
+from .container import ModuleDict, ModuleList, Sequential  # noqa: F401
+from .layers import (  # noqa: F401
+    GELU, BatchNorm1d, BatchNorm2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
+    LogSoftmax, ReLU, Sigmoid, Softmax, Tanh,
+)
+from .losses import (  # noqa: F401
+    BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss,
+)
+from .module import Module  # noqa: F401
+from .parameter import Parameter  # noqa: F401
