@@ -37,7 +37,7 @@ def _per_slice(rule, g, ans, n_inputs):
 
 
 # ----- custom_gradient -----
-def _custom_vjp(g, ans, *inputs, grad_fn):
+def _custom_vjp(g, ans, *inputs, grad_fn, value=None):
     def call(gs):
         tensor_mode = isinstance(gs, Tensor)
         grads = grad_fn(gs if tensor_mode else wrap(gs))
@@ -71,7 +71,13 @@ def custom_gradient(fn):
     @functools.wraps(fn)
     def wrapper(*inputs):
         with no_grad():  # the user's forward is one op: its insides are not recorded
-            y, grad_fn = fn(*inputs)
+            result = fn(*inputs)
+        if not (isinstance(result, tuple) and len(result) == 2 and callable(result[1])):
+            raise TypeError(
+                f"custom_gradient: {getattr(fn, '__name__', 'the function')} must return a pair "
+                f"(y, grad_fn), got {type(result).__name__}"
+            )
+        y, grad_fn = result
         value = y.data if isinstance(y, Tensor) else y
         return _custom_op(*inputs, value=value, grad_fn=grad_fn)
 
@@ -124,6 +130,13 @@ class Function:
         return op(*inputs, cls=cls, ctx=ctx)
 
 
+def _broadcastable(shape, target):
+    """Whether a gradient of ``shape`` sums back to ``target`` (the replay does that)."""
+    if len(shape) < len(target):
+        return False
+    return all(s == t or t == 1 for s, t in zip(shape[::-1], target[::-1]))
+
+
 def _function_forward(*arrays, cls, ctx):
     out = cls.forward(ctx, *arrays)
     return backend.xp(out).asarray(out)
@@ -138,6 +151,13 @@ def _function_vjp(g, ans, *inputs, cls, ctx):
             raise ValueError(
                 f"{cls.__name__}.backward returned {len(grads)} gradients for {len(inputs)} inputs"
             )
+        for k, (gr, x) in enumerate(zip(grads, inputs)):
+            shape = getattr(x, "shape", ())
+            if gr is not None and hasattr(x, "shape") and not _broadcastable(gr.shape, shape):
+                raise ValueError(
+                    f"{cls.__name__}.backward returned a gradient of shape {tuple(gr.shape)} for "
+                    f"input {k} of shape {tuple(shape)}"
+                )
         return [wrap(gr) if gr is not None and _local.stack else gr for gr in grads]
 
     return _per_slice(call, g, ans, len(inputs))

@@ -237,6 +237,11 @@ class Tape:
             seeds = [None] * len(targets)
         else:
             seeds = output_gradients if isinstance(target, (list, tuple)) else [output_gradients]
+            if not isinstance(seeds, (list, tuple)):
+                raise TypeError(
+                    f"output_gradients must be a list with one entry per target "
+                    f"({len(targets)} targets), got {type(seeds).__name__}"
+                )
             if len(seeds) != len(targets):
                 raise ValueError(
                     f"output_gradients has {len(seeds)} entries for {len(targets)} targets"

@@ -23,7 +23,10 @@ def _default_array(data, dtype, device):
         if dtype is None and array.dtype == np.float64:
             array = array.astype(np.float32)
         elif array.dtype.kind not in "biuf":
-            raise TypeError(f"tape.tensor cannot hold data of type {type(data).__name__}")
+            raise TypeError(
+                f"tape.tensor holds numbers only (bool, int, float); this data gives numpy "
+                f"dtype {array.dtype} (e.g. Python objects or strings, or ragged lists)"
+            )
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     return backend.to_device(array, device)

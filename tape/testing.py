@@ -33,6 +33,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     sources = [x for x in xs if isinstance(x, Tensor) and x.dtype.kind == "f"]
     with Tape(persistent=True) as t:
         y = fn(*xs)
+    if not isinstance(y, Tensor):
+        raise TypeError(f"gradcheck: fn must return a tape.Tensor, got {type(y).__name__}")
     y_np = y.numpy()
     rng = np.random.default_rng(0)
     v = rng.standard_normal(y_np.shape)

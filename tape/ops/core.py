@@ -51,7 +51,10 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
             if not isinstance(x, Tensor):
                 return forward(x, **params)
             xd = x.data
-            out = forward(xd, **params)
+            try:
+                out = forward(xd, **params)
+            except ValueError as e:  # free in Python >= 3.11 when nothing is raised
+                raise _named(name, (xd,), e) from None
             if type(out) is _ndarray:  # _output(out), inlined
                 y = _new(Tensor)
                 y.data = out
@@ -79,7 +82,10 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
                 ad = _constant(a, bd)
             else:
                 return forward(a, b, **params)
-            out = forward(ad, bd, **params)
+            try:
+                out = forward(ad, bd, **params)
+            except ValueError as e:
+                raise _named(name, (ad, bd), e) from None
             if type(out) is _ndarray:  # _output(out), inlined
                 y = _new(Tensor)
                 y.data = out
@@ -97,7 +103,11 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
             arrays = tuple(a.data if isinstance(a, Tensor) else a for a in args)
             if not any(isinstance(a, Tensor) for a in args):
                 return forward(*arrays, **params)
-            y = _output(forward(*arrays, **params))
+            try:
+                out = forward(*arrays, **params)
+            except ValueError as e:
+                raise _named(name, arrays, e) from None
+            y = _output(out)
             stack = _local.stack
             if stack:
                 if vjp is None:  # never recorded; the tape only notes where a path breaks
@@ -121,6 +131,17 @@ def _constant(c, like):
     if (type(c) is float or type(c) is int) and type(like) is _ndarray and like.dtype.kind == "f":
         return _array(c, like.dtype)
     return c
+
+
+def _named(name, arrays, error):
+    """A forward's ValueError restated with the op's name and its inputs' shapes."""
+    shapes = ", ".join(str(np.shape(a)) for a in arrays if hasattr(a, "shape"))
+    message = str(error)
+    if message.startswith(f"{name}:"):
+        return error
+    if "broadcast" in message:
+        return ValueError(f"{name}: shapes {shapes} cannot be broadcast together")
+    return type(error)(f"{name} (inputs of shapes {shapes}): {message}")
 
 
 def _output(out):

@@ -60,7 +60,7 @@ def _sigmoid(x):
 
 sigmoid = Op("sigmoid", _sigmoid, lambda g, ans, x: g * ans * (1 - ans))
 relu = Op("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x > 0, g, 0))
-leaky_relu = Op(
+_leaky_relu = Op(
     "leaky_relu",
     lambda x, negative_slope=0.01: np.where(x > 0, x, x * negative_slope),
     lambda g, ans, x, negative_slope=0.01: where(x > 0, g, g * negative_slope),
@@ -89,14 +89,24 @@ def _gelu_vjp(g, ans, x, approximate="none"):
     return g * (0.5 * (1 + erf(x * _SQRT1_2)) + x * exp(-0.5 * x * x) * _INV_SQRT_2PI)
 
 
-gelu = Op("gelu", _gelu, _gelu_vjp)
+_gelu_op = Op("gelu", _gelu, _gelu_vjp)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """max(x, 0) + negative_slope * min(x, 0)."""
+    return _leaky_relu(x, negative_slope=negative_slope)
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x), exactly (erf) or with torch's tanh approximation."""
+    return _gelu_op(x, approximate=approximate)
 
 
 def _softplus(x, beta=1.0, threshold=20.0):
     return np.where(x * beta > threshold, x, np.logaddexp(0, x * beta) / beta)
 
 
-softplus = Op(
+_softplus_op = Op(
     "softplus",
     _softplus,
     lambda g, ans, x, beta=1.0, threshold=20.0: where(
@@ -145,7 +155,14 @@ _clip = Op("clip", lambda x, min=None, max=None: np.clip(x, min, max), _clip_vjp
 
 def clip(x, min=None, max=None):
     """Limit ``x`` to [min, max]; either bound may be None (numpy.clip, torch.clamp)."""
+    if min is None and max is None:
+        raise ValueError("clip: give at least one of min and max")
     return _clip(x, min=min, max=max)
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta * x)) / beta, linear above ``threshold`` (as torch)."""
+    return _softplus_op(x, beta=beta, threshold=threshold)
 
 
 # ----- not differentiable: comparisons, logic, sign, casts -----

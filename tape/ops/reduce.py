@@ -21,7 +21,12 @@ def normalize_axes(axis, ndim, op="reduction"):
     """``axis`` (None, int or tuple) as a sorted tuple of distinct negative axes."""
     if axis is None:
         return tuple(range(-ndim, 0))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {axis!r}")
     out = set()
     for a in axes:
         if not isinstance(a, (int, np.integer)):

@@ -29,7 +29,24 @@ _reshape = Op(
 
 def reshape(x, shape):
     """``x`` with a new shape (an int or a tuple; one axis may be -1), as numpy and torch."""
-    return _reshape(x, shape=(shape,) if isinstance(shape, (int, np.integer)) else tuple(shape))
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    old = _shape_of(x)
+    size = int(np.prod(old, dtype=np.int64))
+    known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+    if (any(s < -1 for s in shape) or sum(s == -1 for s in shape) > 1
+            or (-1 not in shape and known != size) or (-1 in shape and (known == 0 or size % known))):
+        raise ValueError(
+            f"reshape: cannot reshape a tensor of shape {old} ({size} elements) into {shape}"
+            " (sizes must multiply to the same count; at most one may be -1)"
+        )
+    return _reshape(x, shape=shape)
+
+
+def _axis(axis, ndim, op):
+    """``axis`` checked against ``ndim`` and made non-negative."""
+    if not isinstance(axis, (int, np.integer)) or not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ValueError(f"{op}: axis {axis!r} is out of range for a tensor with {ndim} dimensions")
+    return int(axis) % max(ndim, 1)
 
 
 def _transpose_vjp(g, ans, x, axes):
@@ -76,8 +93,15 @@ def _sum_to(x, shape, nb=0):
     return x
 
 
-# The rules return ``g`` unchanged: fitting it to the input's shape is the replay's job.
-sum_to = Op("sum_to", _sum_to, lambda g, ans, x, shape, nb=0: g)
+def _sum_to_vjp(g, ans, x, shape, nb=0):
+    """Summing down is undone by broadcasting back. Without kept leading axes that is
+    the replay's job; with them its trailing-aligned fit would misplace the axes."""
+    if nb == 0:
+        return g
+    return sum_to(g, shape=x.shape[nb:], nb=g.ndim - ans.ndim + nb)
+
+
+sum_to = Op("sum_to", _sum_to, _sum_to_vjp)
 
 
 def _broadcast_to(x, shape):
@@ -235,6 +259,7 @@ def stack(tensors, axis=0, *, dim=None):
 
 def split(x, indices_or_sections, axis=0):
     """numpy.split: into ``n`` equal parts, or at the given indices along ``axis``."""
+    axis = _axis(axis, len(_shape_of(x)), "split")
     size = x.shape[axis]
     if isinstance(indices_or_sections, (int, np.integer)):
         n = int(indices_or_sections)
@@ -286,7 +311,7 @@ def squeeze(x, axis=None, *, dim=None):
     shape = _shape_of(x)
     if axis is None:
         return reshape(x, shape=tuple(s for s in shape if s != 1))
-    axes = {a % max(len(shape), 1) for a in ((axis,) if isinstance(axis, int) else axis)}
+    axes = {_axis(a, len(shape), "squeeze") for a in ((axis,) if isinstance(axis, int) else axis)}
     return reshape(x, shape=tuple(s for i, s in enumerate(shape) if i not in axes or s != 1))
 
 
@@ -307,7 +332,9 @@ def flatten(x, start_dim=0, end_dim=-1):
     shape = _shape_of(x)
     if not shape:
         return reshape(x, shape=(1,))
-    s, e = start_dim % len(shape), end_dim % len(shape)
+    s, e = _axis(start_dim, len(shape), "flatten"), _axis(end_dim, len(shape), "flatten")
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     merged = int(np.prod(shape[s : e + 1], dtype=np.int64))
     return reshape(x, shape=shape[:s] + (merged,) + shape[e + 1 :])
 
@@ -332,6 +359,7 @@ def permute(x, *axes):
 def swapaxes(x, axis1, axis2):
     """Exchange two axes."""
     n = len(_shape_of(x))
+    axis1, axis2 = _axis(axis1, n, "swapaxes"), _axis(axis2, n, "swapaxes")
     axes = list(range(n))
     axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
     return _transpose(x, axes=tuple(axes))
