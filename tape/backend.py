@@ -105,3 +105,20 @@ def erf(x):
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
     return _erf_ufunc(x).astype(x.dtype, copy=False)
+
+
+# ----- DLPack: zero-copy exchange with PyTorch, CuPy, JAX... -----
+_DLPACK_CPU, _DLPACK_CUDA = 1, 2
+
+
+def from_dlpack(obj):
+    """The array behind any object with ``__dlpack__`` (or a legacy capsule), not copied."""
+    if hasattr(obj, "__dlpack_device__"):
+        device_type = int(obj.__dlpack_device__()[0])
+    else:
+        device_type = _DLPACK_CPU
+    if device_type == _DLPACK_CUDA:
+        return module_for("cuda").from_dlpack(obj)
+    if device_type != _DLPACK_CPU:
+        raise ValueError(f"from_dlpack: device type {device_type} is neither CPU nor CUDA")
+    return np.from_dlpack(obj)

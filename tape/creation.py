@@ -83,3 +83,11 @@ def arange(start, stop=None, step=1, dtype=None, requires_grad=False, device=Non
 
 def eye(n, m=None, dtype=None, requires_grad=False, device=None) -> Tensor:
     return _made(np.eye(n, m), dtype, requires_grad, device)
+
+
+def from_dlpack(obj) -> Tensor:
+    """A tensor sharing memory with ``obj`` (a torch tensor, cupy array, ...) via DLPack.
+
+    >>> t = tape.from_dlpack(torch.arange(3.0))  # no copy: same memory
+    """
+    return wrap(backend.from_dlpack(obj))

@@ -85,6 +85,13 @@ class Tensor:
         """The same data in a new tensor that no tape watches."""
         return wrap(self.data)
 
+    def __dlpack__(self, *args, **kwargs):
+        """Share the data with PyTorch, CuPy, JAX... without copying (DLPack)."""
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
     def __len__(self):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")

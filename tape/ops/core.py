@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ..tape import _local, format_line, user_line
 from ..tensor import Tensor, wrap
 
@@ -53,7 +54,7 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
             xd = x.data
             try:
                 out = forward(xd, **params)
-            except ValueError as e:  # free in Python >= 3.11 when nothing is raised
+            except (ValueError, TypeError) as e:  # free in Python >= 3.11 when nothing raises
                 raise _named(name, (xd,), e) from None
             if type(out) is _ndarray:  # _output(out), inlined
                 y = _new(Tensor)
@@ -84,7 +85,7 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
                 return forward(a, b, **params)
             try:
                 out = forward(ad, bd, **params)
-            except ValueError as e:
+            except (ValueError, TypeError) as e:
                 raise _named(name, (ad, bd), e) from None
             if type(out) is _ndarray:  # _output(out), inlined
                 y = _new(Tensor)
@@ -105,7 +106,7 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
                 return forward(*arrays, **params)
             try:
                 out = forward(*arrays, **params)
-            except ValueError as e:
+            except (ValueError, TypeError) as e:
                 raise _named(name, arrays, e) from None
             y = _output(out)
             stack = _local.stack
@@ -134,8 +135,17 @@ def _constant(c, like):
 
 
 def _named(name, arrays, error):
-    """A forward's ValueError restated with the op's name and its inputs' shapes."""
-    shapes = ", ".join(str(np.shape(a)) for a in arrays if hasattr(a, "shape"))
+    """A forward's ValueError or TypeError restated with the op's name and its inputs'
+    shapes, or, for arrays on different devices, their devices."""
+    devices = sorted({backend.device_of(a) for a in arrays if hasattr(a, "shape")})
+    if len(devices) > 1:
+        return RuntimeError(
+            f"{name}: inputs are on different devices ({' and '.join(devices)}); move them to "
+            "one device first with .to('cpu') or .to('cuda')"
+        )
+    if isinstance(error, TypeError):
+        return error
+    shapes = ", ".join(str(a.shape) for a in arrays if hasattr(a, "shape"))
     message = str(error)
     if message.startswith(f"{name}:"):
         return error
