@@ -62,6 +62,14 @@ def _check_grad(got, want, source, tol, what, none_is_zero=False):
     np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=atol, err_msg=what)
 
 
+def _torch_jacobian(fn, inputs):
+    """torch.autograd.functional.jacobian, vectorized (vmap) where torch's rules allow it."""
+    try:
+        return torch.autograd.functional.jacobian(fn, inputs, vectorize=True)
+    except RuntimeError:  # an op without a batching rule (data-dependent shapes)
+        return torch.autograd.functional.jacobian(fn, inputs)
+
+
 def _sources(arrays):
     return ([tape.tensor(a, requires_grad=True) for a in arrays],
             [torch.from_numpy(a.copy()).requires_grad_() for a in arrays])
@@ -138,11 +146,60 @@ def test_jacobian(row, dtype):
     with tape.Tape() as t:
         y = row.tape(*xs)
     jacs = t.jacobian(y, xs)
-    want = torch.autograd.functional.jacobian(lambda *a: row.torch(*a), tuple(txs))
+    want = _torch_jacobian(lambda *a: row.torch(*a), tuple(txs))
     for i, (j, tj, x) in enumerate(zip(jacs, want, xs)):
         assert j is None or j.shape == y.shape + x.shape
         _check_grad(j, tj, x, _tol(row, dtype), f"{row.name} jacobian of input {i}",
                     none_is_zero=True)
+
+
+@pytest.mark.parametrize("row", SECOND_ROWS, ids=_ids(GRAD_ROWS))
+def test_jacobian_of_gradient(row):
+    """The Jacobian of a gradient recorded by an outer tape: batched rules on Tensors."""
+    arrays = row.inputs("float64")
+    xs, txs = _sources(arrays)
+    v = _rng(row, 3).standard_normal(row.tape(*[tape.tensor(a) for a in arrays]).shape)
+    with tape.Tape() as outer:
+        with tape.Tape() as inner:
+            y = row.tape(*xs)
+        g = inner.gradient(y, xs[0], output_gradients=tape.tensor(v))
+    assert g is not None, f"{row.name}: no gradient for input 0"
+    jacs = outer.jacobian(g, xs)
+
+    def torch_grad(*a):
+        (tg,) = torch.autograd.grad(row.torch(*a), a[0], torch.from_numpy(v), create_graph=True)
+        return tg
+
+    want = _torch_jacobian(torch_grad, tuple(txs))
+    for i, (j, tj, x) in enumerate(zip(jacs, want, xs)):
+        _check_grad(j, tj, x, row.tol64, f"{row.name} jacobian of the gradient, input {i}",
+                    none_is_zero=True)
+
+
+@pytest.mark.parametrize("row", SECOND_ROWS, ids=_ids(GRAD_ROWS))
+def test_gradient_of_jacobian(row):
+    """A Jacobian recorded by an outer tape, differentiated: every rule runs on Tensors
+    with a leading batch axis."""
+    arrays = row.inputs("float64")
+    xs, txs = _sources(arrays)
+    with tape.Tape() as outer:
+        with tape.Tape() as inner:
+            y = row.tape(*xs)
+        jac = inner.jacobian(y, xs[0])
+        w = _rng(row, 4).standard_normal(y.shape + xs[0].shape)
+        s = (jac * w).sum() if jac is not None else None
+    got = outer.gradient(s, xs) if isinstance(s, tape.Tensor) else [None] * len(xs)
+
+    ty = row.torch(*txs)
+    rows = [torch.autograd.grad(ty.reshape(-1)[k], txs[0], create_graph=True,
+                                allow_unused=True)[0] for k in range(ty.numel())]
+    rows = [torch.zeros_like(txs[0]) if r is None else r for r in rows]
+    ts = (torch.stack(rows).reshape(ty.shape + txs[0].shape) * torch.from_numpy(w)).sum()
+    want = (torch.autograd.grad(ts, txs, allow_unused=True) if ts.requires_grad
+            else [None] * len(xs))
+    for i, x in enumerate(xs):
+        _check_grad(got[i], want[i], x, row.tol64, f"{row.name} gradient of the jacobian, "
+                    f"input {i}", none_is_zero=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -153,7 +210,7 @@ def test_batch_jacobian(row, dtype):
     with tape.Tape() as t:
         y = row.tape(x)
     got = t.batch_jacobian(y, x)
-    full = torch.autograd.functional.jacobian(lambda a: row.torch(a), tx)
+    full = _torch_jacobian(lambda a: row.torch(a), tx)
     k = y.ndim - 1  # full[b] has shape y.shape[1:] + x.shape; take example b of the source
     want = torch.stack([full[b].select(k, b) for b in range(x.shape[0])])
     assert got.shape == y.shape + x.shape[1:]
