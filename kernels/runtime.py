@@ -1,13 +1,13 @@
-"""Process-level fixes for the two performance traps of PERFORMANCE.md, applied at ``import kernels``.
+"""Process-level fixes for PERFORMANCE.md's two performance traps, applied at ``import kernels``.
 
 1. **Two thread pools spinning on two cores.** After each call OpenBLAS's worker threads
    busy-wait for ~2**28 cycles and libgomp's (numba's default "omp" layer) spin too, so a
    parallel numba kernel right after a GEMM (or the reverse) fights spinning threads.
 
-   * numba: the "omp" threading layer with its libgomp loaded under
-     ``OMP_WAIT_POLICY=passive`` (workers sleep on a futex, ~40 us to wake on this VM);
-     "workqueue" (also passive, but ~110 us to wake) when that is no longer possible. See
-     :func:`fix_numba`.
+   * numba: the "omp" threading layer with its own libgomp loaded under
+     ``OMP_WAIT_POLICY=passive`` (workers sleep on a futex, ~40 us to wake on this VM),
+     even when torch's libgomp came first; "workqueue" (also passive, but ~110 us to wake)
+     where that is not possible. See :func:`fix_numba`.
    * OpenBLAS reads its spin timeout (``OPENBLAS_THREAD_TIMEOUT``) from the environment when
      its thread pool starts, which already happened if numpy was imported first. We set the
      variable, make OpenBLAS re-read its environment (``openblas_read_env``), and shut its
@@ -149,16 +149,29 @@ def _env(name: str, value: str):
             os.environ[name] = old
 
 
+@contextlib.contextmanager
+def _dlopen_flags(flags: int):
+    old = sys.getdlopenflags()
+    sys.setdlopenflags(flags)
+    try:
+        yield
+    finally:
+        sys.setdlopenflags(old)
+
+
 def fix_numba() -> str | None:
     """Pick numba's threading layer so that idle workers sleep instead of spinning.
 
     "omp" with ``OMP_WAIT_POLICY=passive``: we load numba's OpenMP pool (and with it its
     libgomp, which reads the variable once, while loading) with the variable set, then
-    restore the environment so nothing else (torch, child processes) inherits it. If a
-    libgomp was already loaded (e.g. ``import torch`` came first: numba would then bind to
-    torch's spinning libgomp, measured 2x slower), "workqueue" (always passive, but ~110 us
-    to wake) is used instead. An explicit ``NUMBA_THREADING_LAYER`` or an already launched pool
-    is left alone.
+    restore the environment so nothing else (torch, child processes) inherits it.
+
+    If a libgomp is loaded already (``import torch`` came first: torch puts its own libgomp
+    in the global symbol scope, and numba's pool would bind to it, spinning: measured 2-4x
+    slower), the pool is loaded with ``RTLD_DEEPBIND`` so that it binds to its own, passive
+    libgomp. Where that is not possible (no RTLD_DEEPBIND, or ``LD_PRELOAD`` set, with which
+    DEEPBIND can split malloc/free) "workqueue" is used: passive too, but ~110 us to wake.
+    An explicit ``NUMBA_THREADING_LAYER`` or an already launched pool is left alone.
     """
     try:
         import numba
@@ -168,11 +181,15 @@ def fix_numba() -> str | None:
     if getattr(parallel, "_is_initialized", False) or os.environ.get("NUMBA_THREADING_LAYER"):
         return numba.config.THREADING_LAYER
     user_policy = os.environ.get("OMP_WAIT_POLICY")
-    if _libgomp_loaded() and (user_policy or "").lower() != "passive":
-        numba.config.THREADING_LAYER = "workqueue"
-        return "workqueue"
+    flags = sys.getdlopenflags()
+    if (user_policy or "").lower() != "passive" and _libgomp_loaded():
+        deepbind = getattr(os, "RTLD_DEEPBIND", 0)
+        if not deepbind or os.environ.get("LD_PRELOAD") or "numba.np.ufunc.omppool" in sys.modules:
+            numba.config.THREADING_LAYER = "workqueue"
+            return "workqueue"
+        flags |= deepbind
     try:
-        with _env("OMP_WAIT_POLICY", user_policy or "passive"):
+        with _env("OMP_WAIT_POLICY", user_policy or "passive"), _dlopen_flags(flags):
             from numba.np.ufunc import omppool  # noqa: F401  (loads libgomp now)
     except ImportError:
         numba.config.THREADING_LAYER = "workqueue"

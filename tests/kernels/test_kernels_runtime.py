@@ -46,7 +46,8 @@ PROBE = """
     kernels.im2col(np.ones((64, 8, 16, 16), np.float32), 3, 3, 1, 1, 1)  # launch the pool
     a = np.ones((256, 256), np.float32)
     assert (a @ a == 256).all()  # OpenBLAS restarted its pool after the shutdown
-    print(json.dumps(dict(runtime.report(), layer=numba.threading_layer(),
+    gomps = sorted({ln.split()[-1] for ln in open("/proc/self/maps") if "libgomp" in ln})
+    print(json.dumps(dict(runtime.report(), layer=numba.threading_layer(), gomps=gomps,
                           env={k: os.environ.get(k) for k in
                                ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")})))
 """
@@ -76,10 +77,24 @@ def test_fix_in_a_fresh_process_with_numpy_imported_first():
         assert r["malloc"]["M_MMAP_THRESHOLD"] == 1
 
 
-def test_fix_with_torch_imported_first_uses_workqueue():
+def test_fix_with_torch_imported_first():
+    """torch's libgomp (global scope, spinning) is loaded first: numba's pool must still get
+    its own passive libgomp (RTLD_DEEPBIND), or fall back to the workqueue layer."""
     pytest.importorskip("torch")
     r = _fresh("import torch\n" + textwrap.dedent(PROBE))
-    assert r["layer"] == "workqueue"  # torch's libgomp spins: numba must not bind to it
+    if hasattr(os, "RTLD_DEEPBIND"):
+        assert r["layer"] == "omp"
+        assert len(r["gomps"]) == 2, r["gomps"]  # torch's and numba's own
+    else:
+        assert r["layer"] == "workqueue"
+
+
+def test_workqueue_when_deepbind_is_unsafe():
+    pytest.importorskip("torch")
+    code = ("import os, torch\nos.environ['LD_PRELOAD'] = 'libc.so.6'\n"
+            + textwrap.dedent(PROBE))
+    r = _fresh(code)
+    assert r["layer"] == "workqueue"
 
 
 def test_user_settings_are_respected():
