@@ -5,8 +5,8 @@ derivatives through nested tapes; dropout's statistics; errors in the user's wor
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
