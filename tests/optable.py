@@ -361,6 +361,13 @@ UNARY = {
 for name, (fn, gen) in UNARY.items():
     row(name, fn, (3, 4), gen=gen)
     row(f"{name}_0d", fn, (), gen=gen)
+KINKS = fixed([-1.0, -0.5, 0.0, 0.3, 0.5, 2.0])  # exactly on the kinks: torch's conventions
+row("relu_at_kink", lambda m, a: m.relu(a), (6,), gen=KINKS)
+row("abs_at_kink", lambda m, a: m.abs(a), (6,), gen=KINKS)
+row("leaky_relu_at_kink", lambda m, a: m.leaky_relu(a, 0.1), (6,), gen=KINKS,
+    torch_fn=lambda m, a: m.leaky_relu(a, negative_slope=0.1))
+row("clip_at_bounds", lambda m, a: m.clip(a, -0.5, 0.5), (6,), gen=KINKS)
+row("clip_min_at_bound", lambda m, a: m.clip(a, min=0.3), (6,), gen=KINKS)
 row("softplus_large", lambda m, a: m.softplus(a), (5,), gen=shifted(0, 15))
 row("sigmoid_large", lambda m, a: m.sigmoid(a), (6,), gen=fixed([-800, -30, -1, 1, 30, 800]))
 row("abs_method", lambda m, a: a.abs() + abs(a), (4,), gen=away(0))
@@ -429,6 +436,10 @@ row("prod_one_zero", lambda m, x: m.prod(x, axis=1), (3, 4), gen=with_zeros(1, 4
 row("prod_two_zeros", lambda m, x: m.prod(x, axis=1), (3, 4), gen=with_zeros(1, 2, 5))
 row("prod_three_zeros", lambda m, x: m.prod(x, axis=-1), (2, 4), gen=with_zeros(0, 1, 3))
 row("prod_zeros_all", lambda m, x: m.prod(x), (2, 3), gen=with_zeros(4))
+row("logsumexp_neg_inf", lambda m, x: m.logsumexp(x, axis=-1), (2, 3),
+    gen=fixed([[-np.inf, 1.0, 2.0], [0.5, -np.inf, -1.0]]))
+row("std_constant_row", lambda m, x: m.std(x, axis=1), (2, 3),
+    gen=fixed([[1.5, 1.5, 1.5], [1.0, 2.0, 4.0]]))
 row("logsumexp_large", lambda m, x: m.logsumexp(x, axis=-1), (3, 4), gen=shifted(1000, 5))
 row("var_large_offset", lambda m, x: m.var(x, axis=0), (5, 2), gen=shifted(100, 1),
     tol32=(2e-3, 1e-4))
@@ -522,11 +533,17 @@ INDEXING = {
     "none_front": lambda m, x: x[None, 1:, None],
     "ellipsis_none": lambda m, x: x[None, ..., None, 1],
     "none_array": lambda m, x: x[None, [0, 0, 3]],
+    "self_mask": lambda m, x: x[x > 0],
+    "bool_list": lambda m, x: x[[True, False, True, True]],
+    "mask_slice": lambda m, x: x[m.idx(np.array([False, True, True, False])), 1:],
+    "negative_bounds": lambda m, x: x[-3:-1, ::4],
+    "ellipsis_only": lambda m, x: x[...],
 }
 for name, fn in INDEXING.items():
     row(f"index_{name}", fn, (4, 5, 3))
 row("index_neg_step", lambda m, x: x[::-1, 3:0:-2], (4, 5),
     torch_fn=lambda m, x: x.flip(0)[:, [3, 1]])
+row("index_0d_empty_tuple", lambda m, x: x[()] * x[None], ())
 row("index_1d_scalar_0d", lambda m, x: x[2] * x[-1], (4,))
 row("index_chain", lambda m, x: x[1:][:, [0, 0]][0], (3, 4))
 
@@ -561,6 +578,7 @@ EINSUM = {
 }
 for name, (spec, *shapes) in EINSUM.items():
     row(f"einsum_{name}", lambda m, *xs, spec=spec: m.einsum(spec, *xs), *shapes)
+row("einsum_hadamard_diag", lambda m, a, b: m.einsum("ii,ij->ij", a, b), (3, 3), (3, 2))
 row("einsum_same_operand", lambda m, a: m.einsum("ij,ij->i", a, a), (2, 3))
 row("einsum_list", lambda m, a, b: m.einsum("i,i", [a, b]), (3,), (3,),
     torch_fn=lambda m, a, b: m.einsum("i,i", a, b))
@@ -578,6 +596,9 @@ SOFTMAX = {
 for name, (kw, shape, gen) in SOFTMAX.items():
     row(f"softmax_{name}", lambda m, x, kw=kw: m.softmax(x, **kw), shape, gen=gen)
     row(f"log_softmax_{name}", lambda m, x, kw=kw: m.log_softmax(x, **kw), shape, gen=gen)
+MASKED = fixed([[-np.inf, 0.5, 1.0], [2.0, -np.inf, -np.inf]])  # masked attention scores
+row("softmax_masked", lambda m, x: m.softmax(x, axis=-1), (2, 3), gen=MASKED)
+row("log_softmax_masked", lambda m, x: m.log_softmax(x, axis=-1), (2, 3), gen=MASKED)
 row("softmax_method", lambda m, x: x.softmax(0) + x.log_softmax(-1), (3, 4))
 
 # ----- compositions -----
