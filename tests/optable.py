@@ -230,7 +230,7 @@ def rounded(rng, shape):
 
 
 def with_zeros(*flat_positions):
-    """Normal samples with zeros at the given flat positions (prod's special cases)."""
+    """Values of magnitude 0.5..1.5 with zeros at the given flat positions (for prod)."""
 
     def gen(rng, shape):
         x = rng.uniform(0.5, 1.5, shape) * rng.choice([-1, 1], shape)
