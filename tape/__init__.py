@@ -25,7 +25,7 @@ from .functional import (  # noqa: F401
 from .tape import Tape, detect_anomaly, no_grad  # noqa: F401
 from .testing import GradcheckError, gradcheck  # noqa: F401
 from .io import load, save  # noqa: F401
-from . import data, optim  # noqa: F401,E402
+from . import data, nn, optim  # noqa: F401,E402
 
 float16, float32, float64 = _np.float16, _np.float32, _np.float64
 int8, int16, int32, int64, uint8, bool_ = (

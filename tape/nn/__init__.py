@@ -11,6 +11,7 @@
 from . import init  # noqa: F401
 from .architecture import architecture, build  # noqa: F401
 from .container import ModuleDict, ModuleList, Sequential  # noqa: F401
+from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d  # noqa: F401
 from .layers import (  # noqa: F401
     GELU, BatchNorm1d, BatchNorm2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
     LogSoftmax, ReLU, Sigmoid, Softmax, Tanh,
@@ -20,3 +21,4 @@ from .losses import (  # noqa: F401
 )
 from .module import Module  # noqa: F401
 from .parameter import Parameter  # noqa: F401
+from .saving import load_model, save_model  # noqa: F401
