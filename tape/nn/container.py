@@ -103,6 +103,20 @@ class ModuleList(_Container):
     def _from_children(cls, children):
         return cls(children.values())
 
+    def __repr__(self):  # repeated identical entries compressed, as torch: "(0-2): 3 x ..."
+        if not self._modules:
+            return "ModuleList()"
+        groups = []  # [first index, last index, repr]
+        for i, m in enumerate(self._modules.values()):
+            r = repr(m)
+            if groups and groups[-1][2] == r:
+                groups[-1][1] = i
+            else:
+                groups.append([i, i, r])
+        lines = [(f"({a}): " if a == b else f"({a}-{b}): {b - a + 1} x ") + r.replace("\n", "\n  ")
+                 for a, b, r in groups]
+        return "ModuleList(\n  " + "\n  ".join(lines) + "\n)"
+
     def _renumber(self, items):
         self._modules.clear()
         for i, m in enumerate(items):
