@@ -29,35 +29,52 @@ def _take(v, best):
 
 
 @njit(parallel=True, cache=True)
+def _max_fwd_2x2(x, out, arg):
+    """2x2 windows, stride 2, no padding: the common CNN case, unrolled and branch-free
+    (~2x a version sharing its loop with the general paths, ~5x the general loop)."""
+    n_, c_, h_, w_ = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    af = arg.reshape(-1)
+    for t in prange(n_ * c_):
+        xb = t * h_ * w_
+        ob = t * ho * wo
+        for oh in range(ho):
+            r0 = 2 * oh * w_
+            r1 = r0 + w_
+            for ow in range(wo):
+                k = r0 + 2 * ow
+                best = xf[U(xb + k)]
+                bi = k
+                v = xf[U(xb + k + 1)]
+                c = (v > best) | (v != v)  # strictly greater (first max wins) or NaN
+                best = v if c else best
+                bi = k + 1 if c else bi
+                k = r1 + 2 * ow
+                v = xf[U(xb + k)]
+                c = (v > best) | (v != v)
+                best = v if c else best
+                bi = k if c else bi
+                v = xf[U(xb + k + 1)]
+                c = (v > best) | (v != v)
+                best = v if c else best
+                bi = k + 1 if c else bi
+                of[U(ob + oh * wo + ow)] = best
+                af[U(ob + oh * wo + ow)] = bi
+
+
+@njit(parallel=True, cache=True)
 def _max_fwd(x, out, arg, kh, kw, sh, sw, ph, pw):
     n_, c_, h_, w_ = x.shape
     ho, wo = out.shape[2], out.shape[3]
     xf = x.reshape(-1)
     of = out.reshape(-1)
     af = arg.reshape(-1)
-    fast22 = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
     for t in prange(n_ * c_):  # one (image, channel) plane per iteration
         xb = t * h_ * w_
         ob = t * ho * wo
-        if fast22:  # the common CNN case, unrolled: ~5x faster than the general loop
-            for oh in range(ho):
-                r0 = 2 * oh * w_
-                for ow in range(wo):
-                    k = r0 + 2 * ow
-                    bi = k
-                    best = xf[U(xb + k)]
-                    v = xf[U(xb + k + 1)]
-                    if _take(v, best):
-                        best, bi = v, k + 1
-                    v = xf[U(xb + k + w_)]
-                    if _take(v, best):
-                        best, bi = v, k + w_
-                    v = xf[U(xb + k + w_ + 1)]
-                    if _take(v, best):
-                        best, bi = v, k + w_ + 1
-                    of[U(ob + oh * wo + ow)] = best
-                    af[U(ob + oh * wo + ow)] = bi
-        elif sw == 1:  # row-wise: the inner loop runs along contiguous memory (~4x faster)
+        if sw == 1:  # row-wise: the inner loop runs along contiguous memory (~4x faster)
             for oh in range(ho):
                 h0 = oh * sh - ph
                 o = ob + oh * wo
@@ -125,7 +142,10 @@ def max_pool2d_forward(x, k, stride=None, padding=0):
     arg = np.empty((n, c, ho, wo), dtype=np.int64)
     if out.size:
         with parallel_threads(x.size):
-            _max_fwd(x, out, arg, kh, kw, sh, sw, ph, pw)
+            if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+                _max_fwd_2x2(x, out, arg)
+            else:
+                _max_fwd(x, out, arg, kh, kw, sh, sw, ph, pw)
     return out, arg
 
 
@@ -150,6 +170,50 @@ def max_pool2d_backward(grad_out, argmax, x_shape):
 
 
 # ----- average pooling -----
+
+
+@njit(parallel=True, cache=True)
+def _avg_fwd_2x2(x, out, area):
+    """2x2 windows, stride 2, no padding, unrolled (~4x the general loop)."""
+    n_, c_, h_, w_ = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for t in prange(n_ * c_):
+        xb = t * h_ * w_
+        ob = t * ho * wo
+        for oh in range(ho):
+            r0 = xb + 2 * oh * w_
+            r1 = r0 + w_
+            o = ob + oh * wo
+            for ow in range(wo):
+                s = xf[U(r0 + 2 * ow)] + xf[U(r0 + 2 * ow + 1)]
+                s = s + xf[U(r1 + 2 * ow)] + xf[U(r1 + 2 * ow + 1)]
+                of[U(o + ow)] = s / area
+
+
+@njit(parallel=True, cache=True)
+def _avg_bwd_2x2(g, dx, area):
+    n_, c_, h_, w_ = dx.shape
+    ho, wo = g.shape[2], g.shape[3]
+    gf = g.reshape(-1)
+    df = dx.reshape(-1)
+    for t in prange(n_ * c_):
+        xb = t * h_ * w_
+        ob = t * ho * wo
+        if h_ != 2 * ho or w_ != 2 * wo:  # odd sizes: the last row/column gets nothing
+            for q in range(xb, xb + h_ * w_):
+                df[U(q)] = 0
+        for oh in range(ho):
+            r0 = xb + 2 * oh * w_
+            r1 = r0 + w_
+            o = ob + oh * wo
+            for ow in range(wo):
+                v = gf[U(o + ow)] / area
+                df[U(r0 + 2 * ow)] = v
+                df[U(r0 + 2 * ow + 1)] = v
+                df[U(r1 + 2 * ow)] = v
+                df[U(r1 + 2 * ow + 1)] = v
 
 
 @njit(parallel=True, cache=True)
@@ -213,8 +277,12 @@ def avg_pool2d_forward(x, k, stride=None, padding=0):
     x = np.ascontiguousarray(x)
     out = np.empty((n, c, ho, wo), dtype=x.dtype)
     if out.size:
+        area = x.dtype.type(kh * kw)
         with parallel_threads(x.size):
-            _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, x.dtype.type(kh * kw))
+            if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+                _avg_fwd_2x2(x, out, area)
+            else:
+                _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, area)
     return out
 
 
@@ -228,6 +296,10 @@ def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     g = np.ascontiguousarray(grad_out)
     dx = np.empty((n, c, h, w), dtype=grad_out.dtype)
     if dx.size:
+        area = g.dtype.type(kh * kw)
         with parallel_threads(dx.size):
-            _avg_bwd(g, dx, kh, kw, sh, sw, ph, pw, g.dtype.type(kh * kw))
+            if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+                _avg_bwd_2x2(g, dx, area)
+            else:
+                _avg_bwd(g, dx, kh, kw, sh, sw, ph, pw, area)
     return dx
