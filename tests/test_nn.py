@@ -486,6 +486,19 @@ def test_attribute_rules():
         m.train("yes")
 
 
+def test_deepcopy_and_pickle_keep_everything():
+    import copy
+    import pickle
+
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    m(tape.randn(5, 3))
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert type(clone[0].weight) is nn.Parameter and clone[0].weight is not m[0].weight
+        assert repr(clone) == repr(m) and clone[0]._config() == m[0]._config()
+        for k, v in m.state_dict().items():
+            np.testing.assert_array_equal(clone.state_dict()[k].numpy(), v.numpy())
+
+
 def test_containers():
     seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
     assert len(seq) == 3 and isinstance(seq[-1], nn.Linear)

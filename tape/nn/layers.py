@@ -2,7 +2,7 @@
 
 Each initialises its parameters as PyTorch does (``reset_parameters``), with the
 library RNG; ``device=`` and ``dtype=`` (default float32) place and type them.
-Conv2d and the pooling layers live beside their ops.
+Convolution and pooling layers are in ``conv.py`` (built with ``_empty`` and ``init``).
 """
 
 from __future__ import annotations
