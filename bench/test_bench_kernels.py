@@ -171,3 +171,52 @@ def test_first_call_from_numba_cache_under_half_a_second(benchmark):
     benchmark.extra_info.update(result)
     slow = {k: round(v, 3) for k, v in result["first_call"].items() if v >= 0.5}
     assert not slow, f"first calls slower than 0.5 s despite the cache: {slow}"
+
+
+# ----- the thread-pool / page-fault traps (kernels/runtime.py) -----
+
+TRAP = """
+import json, os, sys, time
+import numpy as np          # numpy (and OpenBLAS's pool) first: the fix must still work
+import kernels
+rng = np.random.default_rng(0)
+out = {}
+for n, c, hw, cout in [(64, 1, 28, 8), (64, 16, 14, 32), (32, 64, 8, 128)]:
+    x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+    w = rng.standard_normal((cout, c * 9)).astype(np.float32)
+    dy = rng.standard_normal((cout, n * hw * hw)).astype(np.float32)
+    def step():  # im2col, then GEMMs, then col2im: a conv2d forward + backward
+        cols = kernels.im2col(x, 3, 3, 1, 1, 1)
+        w @ cols
+        dy @ cols.T
+        kernels.col2im(w.T @ dy, x.shape, 3, 3, 1, 1, 1)
+    step()
+    ts = []
+    for _ in range(60):
+        t = time.perf_counter()
+        step()
+        ts.append(time.perf_counter() - t)
+    out[f"{n}x{c}x{hw}x{hw}->{cout}"] = float(np.median(ts))
+print(json.dumps(out))
+"""
+
+
+def _trap_run(fixed):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "NUMBA_THREADING_LAYER")}
+    if not fixed:
+        env["TAPE_KERNELS_NO_RUNTIME_FIX"] = "1"
+    res = subprocess.run([sys.executable, "-c", TRAP], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=300, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("fix", ["with_runtime_fix", "without_runtime_fix"])
+def test_runtime_fix_im2col_gemm_alternating(benchmark, fix):
+    """Median conv-step times (im2col/GEMM/col2im alternating) in a fresh process, with and
+    without kernels.runtime's fixes; see extra_info (seconds) and the printed table."""
+    result = benchmark.pedantic(_trap_run, args=(fix == "with_runtime_fix",), rounds=1,
+                                iterations=1)
+    benchmark.group = "kernels: runtime fix, conv steps in a subprocess"
+    benchmark.extra_info.update(result)
+    print(f"\n{fix}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in result.items()))

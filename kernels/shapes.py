@@ -45,7 +45,7 @@ def _shape4(shape, op: str, what: str = "input") -> tuple[int, int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def conv_output_shape(x_shape, kh, kw, stride=1, padding=0, dilation=1) -> tuple[int, int, int, int]:
+def conv_output_shape(x_shape, kh, kw, stride=1, padding=0, dilation=1) -> tuple[int, ...]:
     """Output shape ``(N, C, Hout, Wout)`` of sliding a ``kh x kw`` window over ``x_shape``.
 
     ``Hout = (H + 2*ph - dh*(kh - 1) - 1) // sh + 1`` (and likewise for W), as in
