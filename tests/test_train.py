@@ -1,0 +1,44 @@
+"""End to end: the main job trains on the bundled digits and reaches its accuracy."""
+
+import importlib.util
+import pathlib
+import time
+
+import numpy as np
+import pytest
+
+import tape
+
+pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn")
+pytest.importorskip("tqdm")
+pytest.importorskip("matplotlib")
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train.py"
+_spec = importlib.util.spec_from_file_location("train_example", _PATH)
+train = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train)
+
+
+@pytest.mark.parametrize("model, at_least", [("mlp", 0.95), ("cnn", 0.97)])
+def test_training_on_digits_reaches_its_accuracy_within_a_minute(tmp_path, model, at_least):
+    start = time.perf_counter()
+    accuracy = train.main(["--model", model, "--out", str(tmp_path), "--no-progress"])
+    assert time.perf_counter() - start < 60
+    assert accuracy >= at_least
+    saved = tmp_path / f"{model}-digits.safetensors"
+    assert saved.exists() and (tmp_path / f"{model}-digits.png").stat().st_size > 1000
+    # the saved model gives the same test accuracy
+    again = tape.nn.load_model(saved)
+    _, test = tape.data.datasets.load_digits()
+    loader = tape.data.DataLoader(test, batch_size=512)
+    assert train.evaluate(again, loader, "cpu") == pytest.approx(accuracy)
+
+
+def test_random_shift_moves_each_image_by_at_most_one_pixel():
+    x = np.zeros((50, 1, 8, 8), np.float32)
+    x[:, 0, 4, 4] = 1.0
+    out = train.random_shift(x, np.random.default_rng(0))
+    assert out.shape == x.shape
+    ys, xs = np.nonzero(out[:, 0].reshape(50, 64) == 1.0)
+    rows, cols = np.divmod(xs, 8)
+    assert set(rows) <= {3, 4, 5} and set(cols) <= {3, 4, 5} and len(set(rows)) > 1
