@@ -92,7 +92,7 @@ def main(epochs=8, batch_size=32, lr=2e-3, seed=0):
     # named_parameters(): dotted names, in registration order, exactly as PyTorch.
     print("\nparameters:")
     for name, p in model.named_parameters():
-        print(f"  {name:16s} {str(p.shape):12s} {p.dtype}")
+        print(f"  {name:16s} {p.shape!s:12s} {p.dtype}")
 
     params = model.parameters()
     opt = tape.optim.Adam(params, lr=lr)
