@@ -1,10 +1,17 @@
 """Why does a source get no gradient? Plain-language answers from the tape's entries.
 
 A tape is a list of entries, so the path from a source to a target can be followed
-entry by entry, and the place where it breaks can be named: a source never watched, a
-non-differentiable op (comparison, argmax, integer cast), a value that left the tape
-through numpy (``.numpy()``, ``.data``, ``detach``), ops run while recording was paused
-(``stop_recording``, ``no_grad``), or no connection at all.
+entry by entry, and the place where it breaks can be named:
+
+- the source was never watched;
+- the path goes through an op that is not differentiable: an integer cast (an entry),
+  or a comparison or argmax (never entries: the tape notes them in ``tape._breaks``);
+- the path leaves the tape through numpy (``.detach()``, ``.data``, ``.numpy()``);
+- the path was computed while recording was paused (``stop_recording``, ``no_grad``);
+- or there is simply no path.
+
+Entries are named by index and op, with the user's source line when the tape was
+created with ``source_lines=True``.
 """
 
 from __future__ import annotations
@@ -14,105 +21,189 @@ import numpy as np
 from .tape import format_line
 from .tensor import Tensor
 
+_PAUSED = "t.stop_recording() or tape.no_grad()"
+_MAX_VALUE_CHECKS = 1000  # array comparisons spent looking for copies of the source
+
 
 def _describe(x):
     return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
 
 
+def _at(where):
+    return f", created at {format_line(where, with_code=True)}" if where else ""
+
+
 def _entry_text(tape, k):
     op, _, _, out, _, where = tape._entries[k]
-    text = f"entry {k} ('{op.name}', output shape {tuple(out.shape)})"
-    return text + (f" created at {format_line(where, with_code=True)}" if where else "")
+    return f"entry {k} ('{op.name}' -> {tuple(out.shape)} {out.dtype}{_at(where)})"
 
 
-def _breaks_differentiability(entry):
+def _passes_gradient(entry, i):
+    """Whether ``entry``'s rule sends a gradient to its input ``i``."""
     op, _, _, out, _, _ = entry
-    return op.name == "cast" and out.dtype.kind != "f"  # a cast to an integer type
+    if out.dtype.kind not in "fc":  # an integer or boolean output: no gradient flows back
+        return False
+    vjp = op.vjp
+    return not (type(vjp) is tuple and (i >= len(vjp) or vjp[i] is None))
 
 
 def _shares_memory(a, b):
     try:
-        return np.shares_memory(a, b)
-    except Exception:  # cupy arrays, or numpy giving up on a complex overlap
+        return bool(np.may_share_memory(a, b))  # bounds only: never too hard to answer
+    except TypeError:  # cupy arrays
         return a is b
 
 
+def _paused(tape):
+    return f"recording was paused {tape._pauses} time(s) ({_PAUSED})" if tape._pauses else ""
+
+
+# ----- the paths from the source and to the target -----
+class _Paths:
+    """One forward pass (what depends on the source) and one backward pass (what the
+    targets depend on, through any edge and through edges that carry a gradient)."""
+
+    def __init__(self, tape, targets, source):
+        entries = tape._entries
+        self.from_source = {id(source)}
+        for _, inputs, _, out, _, _ in entries:
+            if any(id(a) in self.from_source for a in inputs):
+                self.from_source.add(id(out))
+        self.produced = {id(e[3]) for e in entries}
+        self.needed = {id(t) for t in targets}  # through any edge
+        self.flowing = set(self.needed)  # through edges that carry a gradient
+        self.cuts = []  # entries where the gradient stops on a path from the source
+        self.constants = []  # (k, value): unrecorded inputs on the target's paths
+        for k in range(len(entries) - 1, -1, -1):
+            entry = entries[k]
+            out = id(entry[3])
+            if out not in self.needed:
+                continue
+            for i, a in enumerate(entry[1]):
+                if not isinstance(a, Tensor):
+                    if hasattr(a, "shape") and hasattr(a, "dtype"):
+                        self.constants.append((k, a))  # a raw array, e.g. x.data
+                    continue
+                self.needed.add(id(a))
+                if id(a) not in self.produced and id(a) not in tape._watched:
+                    self.constants.append((k, a))
+                if out in self.flowing:
+                    if _passes_gradient(entry, i):
+                        self.flowing.add(id(a))
+                    elif id(a) in self.from_source:
+                        self.cuts.append(k)
+            for p in entry[4].values():  # arrays among the params, e.g. an index
+                for a in p if isinstance(p, (list, tuple)) else (p,):
+                    if isinstance(a, (Tensor, np.ndarray)):
+                        self.constants.append((k, a))
+        self.derived = [source] + [e[3] for e in entries if id(e[3]) in self.from_source]
+
+
+def _copy_of_source(paths, value):
+    """A derived tensor whose memory or values ``value`` holds (a leak through numpy)."""
+    data = value.data if isinstance(value, Tensor) else value
+    checks = 0
+    for d in paths.derived:
+        if _shares_memory(data, d.data):
+            return d
+        if d.shape == data.shape and d.dtype == data.dtype and checks < _MAX_VALUE_CHECKS:
+            checks += 1
+            if type(data) is type(d.data) and bool((data == d.data).all()):
+                return d
+    return None
+
+
+def _kind(value):
+    return "tensor" if isinstance(value, Tensor) else "numpy array"
+
+
+# ----- the explanation -----
 def explain(tape, target, source) -> str:
     """Why ``source`` gets (or does not get) a gradient from ``target``."""
     targets = list(target) if isinstance(target, (list, tuple)) else [target]
-    name = _describe(source)
+    name = f"The source ({_describe(source)})"
+    if tape._spent:
+        return ("This tape is not persistent and released its entries after gradient(), so "
+                "it cannot explain anything any more. Create it with "
+                "tape.Tape(persistent=True) to call explain() after gradient().")
     if id(source) not in tape._watched:
-        paused = ""
-        if tape._pauses and source.requires_grad:
-            paused = (f" It has requires_grad=True, but recording was paused {tape._pauses} "
-                      "time(s) (t.stop_recording() or tape.no_grad()): ops inside those blocks "
-                      "are not recorded and watch nothing.")
-        return (
-            f"The source ({name}) was never watched by this tape, so it gets no gradient. "
-            "Create it with requires_grad=True, or call t.watch(x) inside the tape's "
-            "with-block before the first op that uses it." + paused
-        )
-    entries = tape._entries
-    # Forward: every tensor that depends on the source, through any entry.
-    from_source = {id(source)}
-    for op, inputs, _, out, _, _ in entries:
-        if any(id(a) in from_source for a in inputs):
-            from_source.add(id(out))
-    # Backward: every tensor the targets depend on, and the entries on those paths.
-    needed = {id(t) for t in targets}
-    produced = {id(e[3]) for e in entries}
-    breaks, constants = [], []
-    for k in range(len(entries) - 1, -1, -1):
-        op, inputs, _, out, _, _ = entries[k]
-        if id(out) not in needed:
-            continue
-        if any(id(a) in from_source for a in inputs) and _breaks_differentiability(entries[k]):
-            breaks.append(k)
-        for a in inputs:
-            if isinstance(a, Tensor):
-                needed.add(id(a))
-                if id(a) not in produced and id(a) not in tape._watched:
-                    constants.append(a)
-    if id(source) in needed and not breaks:
-        return f"The target depends on the source ({name}) through differentiable ops."
+        return _never_watched(tape, source, name)
+    paths = _Paths(tape, targets, source)
+    if id(source) in paths.flowing:
+        return f"{name} is connected: the target depends on it through differentiable ops."
+    if id(source) in paths.needed:  # connected, but every path crosses a cut
+        k = min(paths.cuts)
+        return (f"{name} is watched, but the path to the target goes through "
+                f"{_entry_text(tape, k)}, which is not differentiable (an integer cast, or an "
+                "op that gives no gradient to that input); no gradient flows back through it.")
+    if not any(id(t) in paths.produced for t in targets):
+        return _target_not_recorded(tape, name)
+    for k, value in paths.constants:
+        d = _copy_of_source(paths, value)
+        if d is not None:
+            what = "the source" if d is source else "a tensor computed from the source"
+            return (f"{name} is watched, but {_entry_text(tape, k)} takes a {_kind(value)} of "
+                    f"shape {tuple(value.shape)} that holds the values of {what} outside the "
+                    "tape (made with .detach(), .data or .numpy()), so the tape cannot see the "
+                    "connection. Use tape ops on the tensor itself instead.")
+    breaks = [b for b in tape._breaks if any(i in paths.from_source for i in b[1])]
     if breaks:
-        k = breaks[-1]  # the first break along the path, in execution order
-        return (
-            f"The source ({name}) is watched, but the path to the target goes through "
-            f"{_entry_text(tape, k)}, which is not differentiable (a comparison, argmax, "
-            "or cast to an integer type); no gradient flows through it."
-        )
-    cut = [b for b in tape._breaks if any(i in from_source for i in b[1])]
-    if cut:
-        op_name, _, shape, where = cut[-1]
-        at = f" at {format_line(where, with_code=True)}" if where else ""
-        return (
-            f"The source ({name}) is watched, but the path from it ends at '{op_name}'{at}, "
-            f"which gave a tensor of shape {shape}: comparisons and argmax/argmin are not "
-            "differentiable, so the tape does not follow them and no gradient flows back."
-        )
-    if not any(id(t) in produced or id(t) == id(source) for t in targets):
-        paused = (f" Recording was paused {tape._pauses} time(s) (stop_recording or no_grad)."
-                  if tape._pauses else "")
-        return (
-            f"The source ({name}) is watched, but the target was not recorded by this tape: it "
-            "was computed outside the tape's with-block, under tape.no_grad() or "
-            "t.stop_recording(), or only from tensors the tape does not watch (such as "
-            "values taken out with .detach(), .data or .numpy())." + paused
-        )
-    derived = [e[3] for e in entries if id(e[3]) in from_source]
-    for c in constants:
-        if any(_shares_memory(c.data, d.data) for d in [source] + derived):
-            return (
-                f"The source ({name}) is watched, but the target uses a {_describe(c)} that "
-                "holds the source's values outside the tape (made with .detach(), .data or "
-                ".numpy()), so the tape cannot see the connection. Use tape ops on the "
-                "tensor itself instead."
-            )
-    hint = (f" Recording was paused {tape._pauses} time(s) (stop_recording or no_grad), "
-            "which would also cut the path." if tape._pauses else "")
-    return (
-        f"The source ({name}) is watched, but it is not connected to the target: no recorded "
-        "op leads from it to the target. If the target was computed from it through numpy "
-        "(x.numpy(), x.data) or a new tape.tensor(...), the tape could not see that." + hint
-    )
+        return _comparison(tape, name, paths, breaks[0])
+    floats = [(k, v) for k, v in paths.constants if v.dtype.kind in "fc"]
+    if tape._pauses and floats:
+        k, value = floats[0]
+        return (f"{name} is watched, but the path breaks at {_entry_text(tape, k)}: it takes a "
+                f"{_kind(value)} of shape {tuple(value.shape)} that this tape did not record. "
+                f"{_paused(tape).capitalize()}; if that value was computed from the source "
+                "inside such a block, the path is cut there. Compute it outside the block.")
+    users = [k for k, e in enumerate(tape._entries) if any(a is source for a in e[1])]
+    used = (f" It is used by {len(users)} entries, first {_entry_text(tape, users[0])}, but "
+            "none of them leads to the target." if users else
+            " No recorded op uses it.")
+    hint = f" Also, {_paused(tape)}, which would cut a path too." if tape._pauses else ""
+    return (f"{name} is watched, but it is not connected to the target: no recorded op leads "
+            f"from it to the target.{used} If the target was computed from it through numpy "
+            "(x.numpy(), x.data) or a new tape.tensor(...), the tape could not see that." + hint)
+
+
+def _never_watched(tape, source, name):
+    how = ("Create it with requires_grad=True, or call t.watch(x) inside the tape's with-block "
+           "before the first op that uses it.")
+    if not source.requires_grad:
+        return f"{name} was never watched by this tape, so it gets no gradient. {how}"
+    if not tape._watch_accessed:
+        return (f"{name} was never watched by this tape: it has requires_grad=True, but the "
+                "tape was created with watch_accessed_variables=False. Call t.watch(x) inside "
+                "the tape's with-block before the first op that uses it.")
+    paused = f" Here {_paused(tape)}." if tape._pauses else ""
+    return (f"{name} was never watched by this tape: it has requires_grad=True, but no op "
+            "recorded on this tape used it. Ops that are not recorded: comparisons and "
+            "argmax/argmin (not differentiable), numpy on x.numpy() or x.data, ops outside "
+            f"the tape's with-block, and ops under {_PAUSED}.{paused}")
+
+
+def _target_not_recorded(tape, name):
+    if tape._pauses:
+        return (f"{name} is watched, but the target was not recorded by this tape: "
+                f"{_paused(tape)}, and ops inside those blocks are not recorded, so a target "
+                "computed there has no path back to the source. Compute it outside the block "
+                "(or it was computed outside the tape's with-block, or from values taken out "
+                "with .detach(), .data or .numpy()).")
+    return (f"{name} is watched, but the target was not recorded by this tape: it was "
+            "computed outside the tape's with-block, or only from tensors the tape does not "
+            "watch (such as values taken out with .detach(), .data or .numpy()).")
+
+
+def _comparison(tape, name, paths, brk):
+    op_name, _, shape, where = brk
+    at = f" at {format_line(where, with_code=True)}" if where else ""
+    enters = ""
+    for k, value in paths.constants:
+        if value.dtype.kind not in "fc" and tuple(value.shape) == tuple(shape):
+            enters = (f" Its result (shape {tuple(shape)}, dtype {value.dtype}) enters the "
+                      f"target's path as a constant at {_entry_text(tape, k)}.")
+            break
+    return (f"{name} is watched, but the path from it ends at '{op_name}'{at}, which gave a "
+            f"result of shape {tuple(shape)}: comparisons and argmax/argmin are not "
+            "differentiable, so the tape does not record them and no gradient flows back."
+            + enters)

@@ -2,152 +2,261 @@
 
 A tape is plain data, a list of entries ``(op, inputs, arrays, output, params, where)``,
 so it can be printed and drawn without any framework machinery.
+
+Bytes: an entry keeps alive every array it references for its gradient (its inputs,
+constants such as the 0-d array of ``x * 2.0``, its output, and arrays among its
+params). A view keeps its whole base array alive, so a view counts as its base. An
+array held by several entries (one entry's output is the next one's input) counts
+once, at the first entry that holds it: the bytes column adds up to the total, and
+``memory()`` adds the same numbers per op.
 """
 
 from __future__ import annotations
 
+import linecache
+import os
 import shutil
+import subprocess
 
-from .tape import format_line
 from .tensor import Tensor
 
 
-def _arrays_of(entry):
-    """The distinct arrays an entry keeps alive for its gradient: inputs, output, params."""
-    _, inputs, _, out, params, _ = entry
+# ----- bytes -----
+def _root(a):
+    """The array whose buffer ``a`` shares (a view keeps its whole base alive)."""
+    while hasattr(getattr(a, "base", None), "nbytes"):
+        a = a.base
+    return a
+
+
+def _held(entry):
+    """The arrays an entry keeps alive, each once, by the id of its root buffer."""
+    _, inputs, arrays, out, params, _ = entry
     found = {}
-    for a in list(inputs) + [out] + list(params.values()):
+    items = list(inputs) + list(arrays) + [out]
+    for p in params.values():
+        items.extend(p if isinstance(p, (list, tuple)) else (p,))
+    for a in items:
         data = a.data if isinstance(a, Tensor) else a
         if hasattr(data, "nbytes") and hasattr(data, "dtype"):
-            found[id(data)] = data
+            root = _root(data)
+            found[id(root)] = root
     return found
 
 
-def _bytes(arrays):
-    return sum(int(a.nbytes) for a in arrays.values())
+def _new_bytes(tape):
+    """Bytes each entry holds that no earlier entry held, in entry order."""
+    seen, out = set(), []
+    for entry in tape._entries:
+        held = _held(entry)
+        out.append(sum(int(a.nbytes) for k, a in held.items() if k not in seen))
+        seen.update(held)
+    return out
 
 
 def memory(tape) -> dict:
     """``{"total": bytes, op name: bytes, ...}``; an array shared by entries counts once."""
-    seen, per_op = {}, {}
-    for entry in tape._entries:
-        fresh = {k: v for k, v in _arrays_of(entry).items() if k not in seen}
-        seen.update(fresh)
-        per_op[entry[0].name] = per_op.get(entry[0].name, 0) + _bytes(fresh)
-    return {"total": _bytes(seen), **per_op}
+    per_op = {}
+    for entry, n in zip(tape._entries, _new_bytes(tape)):
+        per_op[entry[0].name] = per_op.get(entry[0].name, 0) + n
+    return {"total": sum(per_op.values()), **per_op}
 
 
+def _human(n):
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+
+
+# ----- the table -----
 def _sig(x):
     if isinstance(x, Tensor):
         return f"{tuple(x.shape)} {x.dtype}"
-    return type(x).__name__
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"const {tuple(x.shape)} {x.dtype}"
+    text = repr(x)
+    return text if len(text) <= 12 else text[:11] + "…"
+
+
+def _line(where):
+    """'file:line: code', the file relative to the working directory when inside it."""
+    path, lineno = where
+    try:
+        rel = os.path.relpath(path)
+        path = path if rel.startswith("..") else rel
+    except ValueError:  # another drive
+        pass
+    code = linecache.getline(where[0], lineno).strip()
+    return f"{path}:{lineno}" + (f": {code}" if code else "")
 
 
 def summary(tape) -> str:
-    """The entries as a table, with totals. Source lines need ``Tape(source_lines=True)``."""
+    """The entries as a table (index, op, inputs, output, bytes, source line), then totals.
+
+    Source lines need ``Tape(source_lines=True)``; bytes are explained in the module
+    docstring (each array counted once, so the column adds up to the total).
+    """
+    entries = tape._entries
     rows = [("#", "op", "inputs", "output", "bytes", "line")]
-    for k, entry in enumerate(tape._entries):
+    for k, (entry, n) in enumerate(zip(entries, _new_bytes(tape))):
         op, inputs, _, out, _, where = entry
-        ins = ", ".join(_sig(a) for a in inputs if isinstance(a, Tensor)) or "-"
-        line = format_line(where, with_code=True) if where else "-"
-        rows.append((str(k), op.name, ins, _sig(out), f"{_bytes(_arrays_of(entry)):,}", line))
+        line = _line(where) if where else "-"
+        ins = ", ".join(_sig(a) for a in inputs) or "-"
+        rows.append((str(k), op.name, ins, _sig(out), f"{n:,}", line))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5] for r in rows]
+    lines = [
+        "  ".join(r[i].rjust(widths[i]) if i in (0, 4) else r[i].ljust(widths[i])
+                  for i in range(5)) + "  " + r[5]
+        for r in rows
+    ]
     mem = memory(tape)
-    lines.append(f"{len(tape._entries)} entries, {mem['total']:,} bytes kept alive "
-                 f"(each array counted once), {len(tape._variables)} watched variables")
-    if tape._entries and not any(e[5] for e in tape._entries):
+    total = mem.pop("total")
+    lines.append(f"{len(entries)} entries, {_human(total)} kept alive for the gradient "
+                 f"(each array counted once), {len(tape._variables)} watched variable"
+                 + ("" if len(tape._variables) == 1 else "s"))
+    if mem:
+        lines.append("by op: " + ", ".join(f"{k} {v:,}" for k, v in
+                                            sorted(mem.items(), key=lambda kv: -kv[1])))
+    if tape._spent:
+        lines.append("(this tape is not persistent: gradient() released its entries)")
+    elif entries and not any(e[5] for e in entries):
         lines.append("(create the tape with tape.Tape(source_lines=True) to see source lines)")
     return "\n".join(lines)
 
 
 # ----- Graphviz -----
-_MAX_PERIOD = 64
+_COLLAPSE_OVER = 200  # tapes longer than this collapse runs of a repeated block
+_MAX_PERIOD = 64  # the longest block looked for
+_MIN_REPEATS = 3
+_VARIABLE, _TARGET, _CONSTANT = "#c8f0c8", "#ffd8a8", "#eeeeee"
 
 
 def _blocks(names):
-    """Split the op-name sequence into single entries and runs of a repeated block:
-    a list of (start, period, repeats)."""
+    """Split a sequence of op names into runs ``(start, period, repeats)``: a block of
+    ``period`` entries repeated ``repeats`` times (``period == repeats == 1``: one entry)."""
     out, i, n = [], 0, len(names)
     while i < n:
         best = (1, 1)
-        for p in range(1, min(_MAX_PERIOD, (n - i) // 3) + 1):
-            reps = 1
-            while i + (reps + 1) * p <= n and names[i + reps * p: i + (reps + 1) * p] == names[i: i + p]:
+        for p in range(1, min(_MAX_PERIOD, (n - i) // _MIN_REPEATS) + 1):
+            if names[i + p] != names[i] or names[i + 2 * p] != names[i]:
+                continue  # cheap rejection before comparing whole blocks
+            block, reps = names[i: i + p], 1
+            while names[i + reps * p: i + (reps + 1) * p] == block:
                 reps += 1
-            if reps >= 3 and reps * p > best[0] * best[1]:
+            if reps >= _MIN_REPEATS and reps * p > best[0] * best[1]:
                 best = (p, reps)
         out.append((i, best[0], best[1]))
         i += best[0] * best[1]
     return out
 
 
-def _label(x, names):
-    name = names.get(id(x))
-    head = f"{name}\\n" if name else ""
-    return f"{head}{tuple(x.shape)}\\n{x.dtype}"
+def _q(text):
+    """A quoted DOT string; newlines become DOT's centred line breaks."""
+    text = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + text + '"'
+
+
+def _names(namespace):
+    """``{id(tensor): name}`` from a namespace such as ``locals()``; the first name wins,
+    except that names starting with an underscore give way to others."""
+    out = {}
+    for k, v in (namespace or {}).items():
+        if isinstance(v, Tensor) and (id(v) not in out or out[id(v)].startswith("_")):
+            out[id(v)] = str(k)
+    return out
 
 
 def to_dot(tape, target=None, names=None) -> str:
-    """Graphviz DOT text: tensors as boxes (shape, dtype), ops as ellipses, watched
-    variables in green, the target in orange. Repeated blocks of 3+ are collapsed."""
-    names = {id(v): k for k, v in (names or {}).items() if isinstance(v, Tensor)}
+    """Graphviz DOT text of the tape.
+
+    Tensors are boxes (name, shape, dtype): watched variables green, the target(s)
+    orange, constants grey; ops are ellipses (with the source line when the tape keeps
+    them). Nodes are numbered in order of appearance, so the text is deterministic.
+    Tapes longer than 200 entries collapse runs of 3 or more repeated blocks into one
+    dashed ellipse.
+    """
     entries = tape._entries
+    names = _names(names)
     targets = {id(t) for t in (target if isinstance(target, (list, tuple)) else [target])
                if t is not None}
-    lines = ["digraph tape {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
-    drawn = set()
+    produced = {id(e[3]) for e in entries}
+    lines = ["digraph tape {", "  rankdir=TB;",
+             '  node [fontname="Helvetica", fontsize=10, margin="0.1,0.03"];',
+             "  edge [arrowsize=0.6];"]
+    tensor_ids, inside = {}, {}  # id -> node name; id of a tensor made inside a block -> block
 
     def tensor_node(x):
-        key = f"t{id(x)}"
-        if id(x) not in drawn:
-            drawn.add(id(x))
+        key = tensor_ids.get(id(x))
+        if key is None:
+            key = tensor_ids[id(x)] = f"t{len(tensor_ids)}"
+            name = names.get(id(x))
+            label = (f"{name}\n" if name else "") + f"{tuple(x.shape)} {x.dtype}"
             style = ""
-            if id(x) in tape._variables:
-                style = ', style=filled, fillcolor="#c8f0c8"'
             if id(x) in targets:
-                style = ', style=filled, fillcolor="#ffd8a8"'
-            lines.append(f'  {key} [shape=box, label="{_label(x, names)}"{style}];')
+                style = f', style="filled,bold", fillcolor="{_TARGET}"'
+            elif id(x) in tape._variables:
+                style = f', style=filled, fillcolor="{_VARIABLE}"'
+            elif id(x) not in produced:
+                style = f', style=filled, fillcolor="{_CONSTANT}", color="#999999"'
+            lines.append(f"  {key} [shape=box, label={_q(label)}{style}];")
         return key
 
-    for start, period, reps in _blocks([e[0].name for e in entries]):
-        first, last = entries[start], entries[start + period * reps - 1]
+    def edges_in(node, inputs, skip=()):
+        for a in {id(a): a for a in inputs if isinstance(a, Tensor)}.values():
+            if id(a) in skip:
+                continue
+            if id(a) in inside:
+                lines.append(f"  {inside[id(a)]} -> {node} [style=dashed];")
+            else:
+                lines.append(f"  {tensor_node(a)} -> {node};")
+
+    runs = (_blocks([e[0].name for e in entries]) if len(entries) > _COLLAPSE_OVER
+            else [(k, 1, 1) for k in range(len(entries))])
+    for start, period, reps in runs:
+        node, stop = f"op{start}", start + period * reps
         if reps == 1:
-            op, inputs, _, out, _, _ = first
-            node = f"op{start}"
-            lines.append(f'  {node} [shape=ellipse, label="{op.name}"];')
+            op, inputs, _, _, _, where = entries[start]
+            where = f"\n{os.path.basename(where[0])}:{where[1]}" if where else ""
+            lines.append(f"  {node} [label={_q(op.name + where)}];")
+            edges_in(node, inputs)
         else:
             ops = ", ".join(e[0].name for e in entries[start: start + period])
-            node = f"op{start}"
-            lines.append(f'  {node} [shape=ellipse, style=dashed, '
-                         f'label="[{ops}] x {reps}\\n({period * reps} entries)"];')
-        inside = {id(e[3]) for e in entries[start: start + period * reps]}
-        for a in {id(a): a for e in entries[start: start + period * reps] for a in e[1]
-                  if isinstance(a, Tensor) and id(a) not in inside}.values():
-            lines.append(f"  {tensor_node(a)} -> {node};")
-        lines.append(f"  {node} -> {tensor_node(last[3])};")
+            label = f"[{ops}] x {reps}\nentries {start}-{stop - 1}"
+            lines.append(f"  {node} [style=dashed, label={_q(label)}];")
+            made = {id(e[3]) for e in entries[start:stop]}
+            edges_in(node, [a for e in entries[start:stop] for a in e[1]], skip=made)
+            inside.update((i, node) for i in made)
+        last = entries[stop - 1][3]
+        inside.pop(id(last), None)
+        lines.append(f"  {node} -> {tensor_node(last)};")
     lines.append("}")
     return "\n".join(lines)
 
 
+_INSTALL = (
+    "draw needs Graphviz's 'dot' program, which is not on PATH. Install Graphviz: "
+    "apt-get install graphviz (Debian/Ubuntu), brew install graphviz (macOS), "
+    "conda install graphviz, or see https://graphviz.org/download/. "
+    "Without it, t.to_dot() still gives the DOT text (paste it into any Graphviz viewer)."
+)
+
+
 def draw(tape, path, target=None, names=None):
-    """Render the tape to ``path`` (.png or .svg) with Graphviz's ``dot`` program."""
-    dot = to_dot(tape, target, names)
-    fmt = str(path).rsplit(".", 1)[-1].lower()
+    """Render the tape to ``path`` (.png, .svg or .pdf) with Graphviz's ``dot`` program
+    (DOT text on its stdin); returns ``path``."""
+    fmt = os.path.splitext(str(path))[1][1:].lower()
     if fmt not in ("png", "svg", "pdf"):
-        raise ValueError(f"draw: path must end in .png, .svg or .pdf, got {path!r}")
-    try:
-        import graphviz
-    except ImportError:
-        graphviz = None
-    if graphviz is None or shutil.which("dot") is None:
-        raise RuntimeError(
-            "draw needs Graphviz: pip install graphviz, and the dot program "
-            "(apt-get install graphviz, brew install graphviz, or conda install graphviz). "
-            "t.to_dot() gives the DOT text without them."
-        )
-    source = graphviz.Source(dot)
-    data = source.pipe(format=fmt)
+        raise ValueError(f"draw: path must end in .png, .svg or .pdf, got {str(path)!r}")
+    dot = shutil.which("dot")
+    if dot is None:
+        raise RuntimeError(_INSTALL)
+    text = to_dot(tape, target, names)
+    done = subprocess.run([dot, f"-T{fmt}"], input=text.encode(), capture_output=True,
+                          timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"draw: dot -T{fmt} failed ({done.returncode}): "
+                           f"{done.stderr.decode(errors='replace').strip()}")
     with open(path, "wb") as f:
-        f.write(data)
+        f.write(done.stdout)
     return path
