@@ -157,9 +157,13 @@ def explain(tape, target, source) -> str:
                 f"{_paused(tape).capitalize()}; if that value was computed from the source "
                 "inside such a block, the path is cut there. Compute it outside the block.")
     users = [k for k, e in enumerate(tape._entries) if any(a is source for a in e[1])]
-    used = (f" It is used by {len(users)} entries, first {_entry_text(tape, users[0])}, but "
-            "none of them leads to the target." if users else
-            " No recorded op uses it.")
+    if not users:
+        used = " No recorded op uses it."
+    elif len(users) == 1:
+        used = f" It is used by {_entry_text(tape, users[0])}, which does not lead to the target."
+    else:
+        used = (f" It is used by {_entry_text(tape, users[0])} and {len(users) - 1} more "
+                "entries, none of which leads to the target.")
     hint = f" Also, {_paused(tape)}, which would cut a path too." if tape._pauses else ""
     return (f"{name} is watched, but it is not connected to the target: no recorded op leads "
             f"from it to the target.{used} If the target was computed from it through numpy "

@@ -63,10 +63,13 @@ def memory(tape) -> dict:
 
 
 def _human(n):
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
+    """'1,204 bytes (1.2 KB)': exact, then readable."""
+    size, unit = float(n), "bytes"
+    for bigger in ("KB", "MB", "GB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{n:,} bytes" + (f" ({size:,.1f} {unit})" if unit != "bytes" else "")
 
 
 # ----- the table -----
@@ -182,7 +185,7 @@ def to_dot(tape, target=None, names=None) -> str:
                if t is not None}
     produced = {id(e[3]) for e in entries}
     lines = ["digraph tape {", "  rankdir=TB;",
-             '  node [fontname="Helvetica", fontsize=10, margin="0.1,0.03"];',
+             '  node [shape=ellipse, fontname="Helvetica", fontsize=10, margin="0.1,0.03"];',
              "  edge [arrowsize=0.6];"]
     tensor_ids, inside = {}, {}  # id -> node name; id of a tensor made inside a block -> block
 
