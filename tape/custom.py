@@ -158,6 +158,25 @@ def _function_vjp(g, ans, *inputs, cls, ctx):
                     f"{cls.__name__}.backward returned a gradient of shape {tuple(gr.shape)} for "
                     f"input {k} of shape {tuple(shape)}"
                 )
-        return [wrap(gr) if gr is not None and _local.stack else gr for gr in grads]
+        if not isinstance(gs, Tensor):
+            return grads
+        # Under an outer tape: record each gradient as a function of the cotangent and the
+        # inputs that cannot be differentiated again, so that trying to raises an error
+        # instead of silently treating the gradient as a constant.
+        return [None if gr is None else _once_differentiable(gs, *inputs, value=gr, cls=cls)
+                for gr in grads]
 
     return _per_slice(call, g, ans, len(inputs))
+
+
+def _refuse_second_order(g, ans, *inputs, value, cls):
+    raise RuntimeError(
+        f"{cls.__name__}.backward works on raw arrays, so its result cannot be differentiated "
+        "again (a gradient of a gradient went through it). Write the op with tape ops, or "
+        "with tape.custom_gradient whose grad_fn uses tape ops, to get higher-order gradients."
+    )
+
+
+_once_differentiable = Op(
+    "Function.backward", lambda *xs, value, cls: value, joint=_refuse_second_order
+)

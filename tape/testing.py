@@ -23,7 +23,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
 
     Works in float64 on copies of the floating-point inputs. Checks both a gradient
     with a random cotangent and the vectorized ``jacobian``. Returns True, or raises
-    ``GradcheckError`` naming the input and the worst element.
+    ``GradcheckError`` naming the input and the worst element. Tensors that ``fn``
+    captures from outside (not in ``inputs``) keep their dtype: make them float64 too,
+    or the finite differences may be too noisy.
 
     >>> tape.gradcheck(lambda x: (x * x).sum(), [tape.randn(3)])
     True
@@ -62,7 +64,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
                 worst = int(np.nanargmax(np.where(np.isfinite(err), err, np.inf)))
                 raise GradcheckError(
                     f"gradcheck: {what} of input {k} (shape {x.shape}) differs from finite "
-                    f"differences: element {worst} is {got[worst]!r}, expected {want[worst]!r} "
+                    f"differences: element {worst} is {float(got[worst])!r}, expected "
+                    f"{float(want[worst])!r} "
                     f"(atol={atol}, rtol={rtol})"
                 )
     return True

@@ -1142,3 +1142,28 @@ def test_numpy_matrix_matmul_tensor():
     assert isinstance(y, tape.Tensor)
     assert_close(y, [3.0, 7.0])
     assert_close(t.gradient(y, x), [4.0, 6.0])
+
+
+def test_function_backward_refuses_to_be_differentiated_again():
+    """A Function's backward runs on raw arrays: a gradient of a gradient through it must
+    raise, not silently treat the first gradient as a constant."""
+
+    class Cube(tape.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x ** 3
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return 3 * x ** 2 * grad
+
+    x = tape.tensor([1.0, 2.0], requires_grad=True)
+    with tape.Tape() as outer:
+        with tape.Tape() as inner:
+            y = Cube.apply(x).sum()
+        g = inner.gradient(y, x)
+    np.testing.assert_allclose(g.numpy(), [3.0, 12.0])  # first order still works
+    with pytest.raises(RuntimeError, match="Cube.backward works on raw arrays"):
+        outer.gradient(g.sum(), x)
