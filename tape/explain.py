@@ -100,13 +100,15 @@ class _Paths:
 
 
 def _copy_of_source(paths, value):
-    """A derived tensor whose memory or values ``value`` holds (a leak through numpy)."""
+    """A derived tensor whose memory or values ``value`` holds (a leak through numpy).
+    Values are compared only when they vary: any two zero tensors are equal."""
     data = value.data if isinstance(value, Tensor) else value
-    checks = 0
+    checks = 0 if data.size > 1 and bool((data != data.reshape(-1)[0]).any()) else None
     for d in paths.derived:
         if _shares_memory(data, d.data):
             return d
-        if d.shape == data.shape and d.dtype == data.dtype and checks < _MAX_VALUE_CHECKS:
+        if (checks is not None and checks < _MAX_VALUE_CHECKS
+                and d.shape == data.shape and d.dtype == data.dtype):
             checks += 1
             if type(data) is type(d.data) and bool((data == d.data).all()):
                 return d
