@@ -93,33 +93,44 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
 
 @njit(parallel=True, cache=True)
 def _col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+    # One work item = one channel c and a block of images: it owns those dx planes (no
+    # races), zeroes them, then streams each of its kh*kw cols rows in long contiguous runs,
+    # adding into the planes while they sit in cache. (One item per (n, c) plane read kh*kw
+    # short runs 200 kB apart per plane and was 1.6x slower.)
     n_, c_, h_, w_ = dx.shape
     cf = cols.reshape(-1)
     df = dx.reshape(-1)
     plane = ho * wo
-    kk = kh * kw
-    for t in prange(n_ * c_):  # one (image, channel) plane: no two iterations write alike
-        n = t // c_
-        c = t - n * c_
-        xb = t * h_ * w_
-        for q in range(xb, xb + h_ * w_):
-            df[U(q)] = 0
+    hw = h_ * w_
+    nblk = max(1, min(n_, (16 + c_ - 1) // c_))  # at least 16 work items where possible
+    bs = (n_ + nblk - 1) // nblk
+    for t in prange(c_ * nblk):
+        c = t // nblk
+        n0 = (t - c * nblk) * bs
+        n1 = min(n_, n0 + bs)
+        for n in range(n0, n1):
+            xb = (n * c_ + c) * hw
+            for q in range(xb, xb + hw):
+                df[U(q)] = 0
         for i in range(kh):
             hoff = i * dh - ph
             olo, ohi = valid_range(hoff, sh, h_, ho)
             for j in range(kw):
                 woff = j * dw - pw
                 lo, hi = valid_range(woff, sw, w_, wo)
-                ob = (c * kk + i * kw + j) * (n_ * plane) + n * plane
-                for oh in range(olo, ohi):
-                    o = ob + oh * wo
-                    xr = xb + (oh * sh + hoff) * w_ + woff
-                    if sw == 1:
-                        for ow in range(lo, hi):
-                            df[U(xr + ow)] += cf[U(o + ow)]
-                    else:
-                        for ow in range(lo, hi):
-                            df[U(xr + ow * sw)] += cf[U(o + ow)]
+                rb = ((c * kh + i) * kw + j) * (n_ * plane)
+                for n in range(n0, n1):
+                    xb = (n * c_ + c) * hw
+                    ob = rb + n * plane
+                    for oh in range(olo, ohi):
+                        o = ob + oh * wo
+                        xr = xb + (oh * sh + hoff) * w_ + woff
+                        if sw == 1:
+                            for ow in range(lo, hi):
+                                df[U(xr + ow)] += cf[U(o + ow)]
+                        else:
+                            for ow in range(lo, hi):
+                                df[U(xr + ow * sw)] += cf[U(o + ow)]
 
 
 def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
