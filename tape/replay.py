@@ -172,7 +172,7 @@ def _depends_on_sources(tape, entries, n, source_ids):
         # those are sources: the watched set is the answer, no pass over the entries.
         # (A source that is not watched has no entry that uses it anyway.)
         return tape._watched
-    dep = set(source_ids)
+    dep = source_ids & tape._watched  # an unwatched source gets no gradient, as in TF
     for k in range(n):
         e = entries[k]
         for a in e[1]:

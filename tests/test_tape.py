@@ -1168,3 +1168,11 @@ def test_function_backward_refuses_to_be_differentiated_again():
     np.testing.assert_allclose(g.numpy(), [3.0, 12.0])  # first order still works
     with pytest.raises(RuntimeError, match="Cube.backward works on raw arrays"):
         outer.gradient(penalty, x)
+
+
+def test_an_unwatched_source_gets_none_even_beside_a_watched_one():
+    x = tape.tensor([1.0, 2.0])  # not watched
+    v = tape.tensor([3.0, 4.0], requires_grad=True)
+    with tape.Tape() as t:
+        y = (v * x).sum()
+    assert t.gradient(y, [x]) == [None]

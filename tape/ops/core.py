@@ -187,7 +187,8 @@ def _note_break(stack, op, args, y):
     """A non-differentiable op (comparison, argmax) used a watched tensor: the tape notes
     it, outside its entries, so that ``explain`` can say where a gradient path ends."""
     for tape in stack:
-        if any(isinstance(a, Tensor) and id(a) in tape._watched for a in args):
+        if any(isinstance(a, Tensor) and (id(a) in tape._watched or (
+                a.requires_grad and tape._watch_accessed)) for a in args):
             where = user_line() if tape._keep_lines else None
             tape._breaks.append((op.name, [id(a) for a in args], tuple(y.shape), where))
 
