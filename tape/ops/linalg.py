@@ -110,7 +110,9 @@ def _diagonal_mask(sub, shape, like):
     """1 where all the axes that share a letter have equal indices, else 0."""
     xp = backend.xp(like.data if isinstance(like, Tensor) else like)
     mask = xp.ones(shape, dtype=like.dtype)
-    grids = xp.indices(shape, sparse=True)
+    # numpy's indices(shape, sparse=True), spelled out: cupy's indices has no ``sparse``
+    grids = [xp.arange(n).reshape((1,) * k + (n,) + (1,) * (len(shape) - k - 1))
+             for k, n in enumerate(shape)]
     for c in set(sub):
         axes = [k for k, d in enumerate(sub) if d == c]
         for k in axes[1:]:

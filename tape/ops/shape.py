@@ -171,8 +171,9 @@ scatter_add = Op(
 )
 
 
-def normalize_index(index, ndim):
-    """An index as a tuple of ints, slices, None and arrays, with Ellipsis expanded."""
+def normalize_index(index, ndim, device="cpu"):
+    """An index as a tuple of ints, slices, None and arrays (on ``device``, where the
+    indexed array lives), with Ellipsis expanded."""
     if not isinstance(index, tuple):
         index = (index,)
     out = []
@@ -183,8 +184,12 @@ def normalize_index(index, ndim):
             i = np.asarray(i)
         if hasattr(i, "dtype") and i.ndim == 0 and i.dtype.kind in "iu":
             i = int(i)
-        elif hasattr(i, "dtype") and i.dtype.kind not in "iub":
-            raise IndexError(f"tensors used as indices must be integer or boolean, not {i.dtype}")
+        elif hasattr(i, "dtype"):
+            if i.dtype.kind not in "iub":
+                raise IndexError(f"tensors used as indices must be integer or boolean, not "
+                                 f"{i.dtype}")
+            if backend.device_of(i) != device:  # lists and numpy arrays index a GPU array too
+                i = backend.to_device(i, device)
         out.append(i)
     used = sum(
         0 if (i is None or i is Ellipsis) else (i.ndim if getattr(i, "dtype", None) == bool else 1)
@@ -202,7 +207,8 @@ def normalize_index(index, ndim):
 
 def getitem(x, index):
     """``x[index]``: basic and advanced indexing; the gradient scatter-adds."""
-    return gather(x, index=normalize_index(index, x.ndim))
+    data = x.data if isinstance(x, Tensor) else x
+    return gather(x, index=normalize_index(index, data.ndim, backend.device_of(data)))
 
 
 # ----- joining and splitting -----
