@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from .. import functional as F
 from ..tensor import Tensor
 from .module import Module
@@ -16,7 +17,7 @@ from .module import Module
 def _tensor_or_none(value):
     if value is None or isinstance(value, Tensor):
         return value
-    array = np.asarray(value)
+    array = value if backend.is_cupy(value) else np.asarray(value)  # a cupy array stays there
     return Tensor(array if array.dtype.kind == "f" else array.astype(np.float32))
 
 

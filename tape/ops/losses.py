@@ -147,7 +147,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
                          f"{label_smoothing}")
     td = _data(target)
-    probabilities = getattr(td, "dtype", np.asarray(td).dtype).kind == "f"
+    # np.asarray only for lists and numbers: it refuses (implicitly) a cupy array
+    probabilities = (td.dtype if hasattr(td, "dtype") else np.asarray(td).dtype).kind == "f"
     x, t, unbatched = _batched(input, target, probabilities)
     logp = log_softmax(x, axis=1)
     if not probabilities:
