@@ -91,7 +91,10 @@ class Optimizer:
                 g = _gradient_array(grads[i], p, i)
                 i += 1
                 if g is not None:
-                    pairs.append((p.data, g, self.state.setdefault(p, {})))
+                    state = self.state.setdefault(p, {})
+                    if state:
+                        _follow(state, p.data)
+                    pairs.append((p.data, g, state))
             work.append((group, pairs))
         for group, pairs in work:
             if pairs:
@@ -181,6 +184,19 @@ def _gradient_array(g, p: Tensor, i: int):
     if g.dtype != p.data.dtype:
         g = g.astype(p.data.dtype)  # the update keeps the parameter's precision
     return g
+
+
+def _follow(state, p):
+    """Move a parameter's state arrays to its device when the parameter has moved since the
+    last step (``model.to("cuda")`` after steps): looks at one array, moves all."""
+    for v in state.values():
+        if hasattr(v, "shape"):
+            if type(v) is not type(p) and backend.is_cupy(v) != backend.is_cupy(p):
+                device = backend.device_of(p)
+                for k, w in state.items():
+                    if hasattr(w, "shape"):
+                        state[k] = backend.to_device(w, device)
+            return
 
 
 def _copy(v):
