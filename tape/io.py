@@ -210,13 +210,16 @@ def _layout(path, header: dict, data_size: int) -> list:
     return entries
 
 
-def load(path, with_metadata: bool = False):
-    """The dict of name -> tensor (on the CPU) saved by ``tape.save``, in saved order.
+def load(path, with_metadata: bool = False, device=None):
+    """The dict of name -> tensor saved by ``tape.save``, in saved order, on the CPU
+    or on ``device`` ("cuda": copied there once verified).
 
     Raises ``ValueError`` when the file is truncated, altered or not a tape file. With
     ``with_metadata=True`` returns ``(tensors, metadata)``; metadata is ``{}`` when
     none was saved.
     """
+    if device is not None:
+        backend.module_for(device)  # a clear error for an unknown or unusable device first
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         header, n = _parse_header(path, f, size)
@@ -239,7 +242,8 @@ def load(path, with_metadata: bool = False):
             array = np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(shape)
             if not array.flags.aligned:
                 array = array.copy()
-        tensors[name] = wrap(array.astype(dtype.newbyteorder("="), copy=False))
+        array = array.astype(dtype.newbyteorder("="), copy=False)
+        tensors[name] = wrap(backend.to_device(array, device))
     if not with_metadata:
         return tensors
     text = header["__metadata__"].get("metadata")
