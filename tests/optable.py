@@ -21,22 +21,30 @@ import torch
 import torch.nn.functional as TF
 
 import tape
+from tape import backend
 
 
 # ----- the two namespaces -----
 class _TapeNS:
-    """``m.<op>`` for tape: the public functions, plus constants as numpy arrays."""
+    """``m.<op>`` for tape: the public functions, plus constants as arrays (numpy, or
+    cupy for the GPU rows) and ``m.tensor`` on the namespace's device."""
 
     name = "tape"
+
+    def __init__(self, device="cpu"):
+        self.device = device
 
     def __getattr__(self, name):
         return getattr(tape, name)
 
-    @staticmethod
-    def const(a, like=None):
-        return np.asarray(a, dtype=None if like is None else like.dtype)
+    def const(self, a, like=None):
+        return backend.to_device(np.asarray(a, dtype=None if like is None else like.dtype),
+                                 self.device)
 
     idx = const
+
+    def tensor(self, data, **kw):
+        return tape.tensor(data, device=self.device, **kw)
 
 
 def _dims(axis):
@@ -281,8 +289,9 @@ class Row:
     def torch(self, *xs):
         return (self.torch_fn or self.fn)(TORCH, *xs)
 
-    def tape(self, *xs):
-        return self.fn(TAPE, *xs)
+    def tape(self, *xs, device="cpu"):
+        """The row on tape tensors ``xs`` that live on ``device``."""
+        return self.fn(TAPE if device == "cpu" else _TapeNS(device), *xs)
 
 
 ROWS: list[Row] = []
