@@ -16,6 +16,7 @@ import torch
 import tape
 import tape.functional as F
 import tape.nn as nn  # noqa: PLR0402  (the spelling users write)
+from tape import backend
 
 TOL = {"float64": (1e-7, 1e-9), "float32": (2e-4, 2e-5)}
 
@@ -105,8 +106,10 @@ def _pair(make, dtype):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name, make, shapes", LAYERS, ids=IDS)
-def test_layer_matches_torch(name, make, shapes, dtype):
+def test_layer_matches_torch(name, make, shapes, dtype, device):
     ours, theirs = _pair(make, dtype)
+    assert ours.to(device) is ours
+    assert all(t.device == device for t in ours.parameters() + ours.buffers())
     assert repr(ours) == repr(theirs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
@@ -116,7 +119,7 @@ def test_layer_matches_torch(name, make, shapes, dtype):
         ours.train(mode == "train")
         theirs.train(mode == "train")
         arrays = _inputs(name, shapes, dtype, rng)
-        xs = [tape.tensor(a, requires_grad=a.dtype.kind == "f") for a in arrays]
+        xs = [tape.tensor(a, requires_grad=a.dtype.kind == "f", device=device) for a in arrays]
         txs = [torch.from_numpy(a.copy()).requires_grad_(a.dtype.kind == "f") for a in arrays]
         params = ours.parameters()
         tparams = list(theirs.parameters())
@@ -125,13 +128,15 @@ def test_layer_matches_torch(name, make, shapes, dtype):
         ty = theirs(*txs)
         what = f"{name} {mode} step {step}"
         _close(y, ty, dtype, f"{what}: forward")
+        assert y.device == device
         v = rng.standard_normal(y.shape).astype(dtype)
         src = [x for x in xs if x.dtype.kind == "f"] + params
         tsrc = [x for x in txs if x.dtype.is_floating_point] + tparams
-        grads = t.gradient(y, src, output_gradients=tape.tensor(v))
+        grads = t.gradient(y, src, output_gradients=tape.tensor(v, device=device))
         tgrads = torch.autograd.grad(ty, tsrc, torch.from_numpy(v))
         for i, (g, tg) in enumerate(zip(grads, tgrads)):
             _close(g, tg, dtype, f"{what}: gradient {i}")
+            assert g.device == device
         for k, tv in theirs.state_dict().items():  # running statistics, num_batches_tracked
             _close(ours.state_dict()[k], tv, dtype, f"{what}: state {k}")
 
@@ -154,10 +159,11 @@ def test_batch_norm_input_checks():
 
 
 # ----- second order through layers: a gradient penalty, and one through cross-entropy -----
-def _gradient_penalty(model_t, model_torch, loss_of, dtype="float64"):
+def _gradient_penalty(model_t, model_torch, loss_of, dtype="float64", device="cpu"):
     rng = np.random.default_rng(3)
     x_np = rng.standard_normal((5, 4))
-    x = tape.tensor(x_np, requires_grad=True)
+    model_t.to(device)
+    x = tape.tensor(x_np, requires_grad=True, device=device)
     with tape.Tape() as outer:
         with tape.Tape() as inner:
             out = loss_of(model_t(x), "tape")
@@ -173,13 +179,13 @@ def _gradient_penalty(model_t, model_torch, loss_of, dtype="float64"):
         _close(g, tg, dtype, f"gradient penalty, parameter {i}")
 
 
-def test_gradient_penalty_through_linear_tanh():
+def test_gradient_penalty_through_linear_tanh(device):
     make = lambda nn: nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 1))
     ours, theirs = _pair(make, "float64")
-    _gradient_penalty(ours, theirs, lambda y, ns: y.sum())
+    _gradient_penalty(ours, theirs, lambda y, ns: y.sum(), device=device)
 
 
-def test_gradient_penalty_through_cross_entropy_and_layer_norm():
+def test_gradient_penalty_through_cross_entropy_and_layer_norm(device):
     make = lambda nn: nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.GELU(),
                                     nn.Linear(6, 3))
     ours, theirs = _pair(make, "float64")
@@ -191,7 +197,7 @@ def test_gradient_penalty_through_cross_entropy_and_layer_norm():
         return torch.nn.functional.cross_entropy(y, torch.from_numpy(target),
                                                  label_smoothing=0.1)
 
-    _gradient_penalty(ours, theirs, loss)
+    _gradient_penalty(ours, theirs, loss, device=device)  # numpy targets follow the logits
 
 
 # ----- default initialisation: the same distributions as torch -----
@@ -369,8 +375,9 @@ def test_module_names_order_and_repr_match_torch():
     assert isinstance(ours.parameters(), list)  # ready for t.gradient(loss, model.parameters())
 
 
-def test_module_gradients_train_and_eval_match_torch():
+def test_module_gradients_train_and_eval_match_torch(device):
     ours, theirs = _pair_net()
+    ours.to(device)
     x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
     for mode in (True, False):
         ours.train(mode)
@@ -379,7 +386,7 @@ def test_module_gradients_train_and_eval_match_torch():
         if mode:  # dropout differs by RNG: compare without it
             ours.tail.drop.p = theirs.tail.drop.p = 0.0
         with tape.Tape() as t:
-            y = ours(tape.tensor(x))
+            y = ours(tape.tensor(x, device=device))
         ty = theirs(torch.from_numpy(x))
         _close(y, ty, "float32", f"forward training={mode}")
         grads = t.gradient(y, ours.parameters())
@@ -450,12 +457,40 @@ def test_to_moves_and_casts_in_place():
     assert m[1].running_mean.dtype == np.float64 and m[1].num_batches_tracked.dtype == np.int64
     assert m.float()[0].weight.dtype == np.float32
     assert m.to("cpu").parameters() == params
-    from tape import backend
     if backend.cupy_or_none() is None:
         with pytest.raises(RuntimeError, match="CuPy"):
             m.to("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         m.to("tpu")
+
+
+def test_to_device_moves_parameters_and_buffers_and_the_optimizer_follows(device):
+    tape.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    params = m.parameters()
+    opt = tape.optim.Adam(params, lr=0.1)
+    x, target = tape.randn(8, 3), np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    with tape.Tape() as t:
+        loss = F.cross_entropy(m(x), target)
+    opt.step(t.gradient(loss, params))  # state on the CPU
+    assert m.to(device) is m and m.parameters() == params  # the same Parameter objects
+    for name, v in list(m.named_parameters()) + list(m.named_buffers()):
+        assert v.device == device, name
+    assert m[1].num_batches_tracked.dtype == np.int64
+    sd = m.state_dict()
+    assert all(v.device == device for v in sd.values())
+    with tape.Tape() as t:
+        loss = F.cross_entropy(m(x.to(device)), target)
+    assert loss.device == device
+    opt.step(t.gradient(loss, params))  # the state follows its parameters
+    for p in params:
+        assert all(backend.device_of(v) == device for v in opt.state[p].values()
+                   if hasattr(v, "shape"))
+    cpu = {k: v.numpy() for k, v in m.state_dict().items()}
+    m.to("cpu")
+    for k, v in m.state_dict().items():
+        assert v.device == "cpu"
+        np.testing.assert_array_equal(v.numpy(), cpu[k])
 
 
 def test_attribute_rules():

@@ -1,6 +1,7 @@
 """tape.functional's layers and losses against torch.nn.functional: values and gradients
 in float64 and float32, Jacobians (cotangents with leading batch axes) and second
-derivatives through nested tapes; dropout's statistics; errors in the user's words."""
+derivatives through nested tapes; dropout's statistics; errors in the user's words.
+Every row also runs on the GPU (``device`` fixture; skipped without one)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ import torch.nn.functional as TF
 
 import tape
 import tape.functional as F
+from tape import backend
 
 TOL = {"float64": (1e-7, 1e-9), "float32": (2e-4, 2e-5)}
 
 
 class _TapeNS:
+    """``m.F`` and ``m.const`` (index arrays) for tape, on one device."""
+
     F = F
-    const = staticmethod(np.asarray)
+
+    def __init__(self, device="cpu"):
+        self.device = device
+
+    def const(self, a):
+        return backend.to_device(np.asarray(a), self.device)
 
 
 class _TorchNS:
@@ -137,17 +146,18 @@ ROWS = [
 IDS = [r.name for r in ROWS]
 
 
-def _run(row, dtype, watch=True):
+def _run(row, dtype, device="cpu", watch=True):
     arrays = row.inputs(dtype)
-    xs = [tape.tensor(a, requires_grad=watch and i not in row.fixed)
+    xs = [tape.tensor(a, requires_grad=watch and i not in row.fixed, device=device)
           for i, a in enumerate(arrays)]
     txs = [torch.from_numpy(a.copy()).requires_grad_(watch and i not in row.fixed)
            for i, a in enumerate(arrays)]
     return xs, txs
 
 
-def _close(got, want, dtype, what):
+def _close(got, want, dtype, what, device="cpu"):
     assert got is not None, f"{what}: tape gave None"
+    assert got.device == device, f"{what}: on {got.device}, not {device}"
     want = want.detach().numpy(force=True)
     assert got.shape == want.shape, f"{what}: shape {got.shape}, torch {want.shape}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, torch {want.dtype}"
@@ -157,31 +167,31 @@ def _close(got, want, dtype, what):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_forward_and_gradient(row, dtype):
-    xs, txs = _run(row, dtype)
+def test_forward_and_gradient(row, dtype, device):
+    xs, txs = _run(row, dtype, device)
     with tape.Tape() as t:
-        y = row.fn(_TapeNS, *xs)
+        y = row.fn(_TapeNS(device), *xs)
     ty = row.fn(_TorchNS, *txs)
-    _close(y, ty, dtype, f"{row.name} forward")
+    _close(y, ty, dtype, f"{row.name} forward", device)
     v = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
     src = [x for i, x in enumerate(xs) if i not in row.fixed]
     tsrc = [x for i, x in enumerate(txs) if i not in row.fixed]
-    grads = t.gradient(y, src, output_gradients=tape.tensor(v))
+    grads = t.gradient(y, src, output_gradients=tape.tensor(v, device=device))
     want = torch.autograd.grad(ty, tsrc, torch.from_numpy(v))
     for i, (g, tg) in enumerate(zip(grads, want)):
-        _close(g, tg, dtype, f"{row.name} gradient {i}")
+        _close(g, tg, dtype, f"{row.name} gradient {i}", device)
     for i in row.fixed:  # running statistics updated in place, as torch
         np.testing.assert_allclose(xs[i].numpy(), txs[i].detach().numpy(),
                                    *TOL[dtype], err_msg=f"{row.name} input {i} after the call")
 
 
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_jacobian(row):
-    xs, txs = _run(row, "float64")
+def test_jacobian(row, device):
+    xs, txs = _run(row, "float64", device)
     src = [x for i, x in enumerate(xs) if i not in row.fixed]
     tsrc = [x for i, x in enumerate(txs) if i not in row.fixed]
     with tape.Tape() as t:
-        y = row.fn(_TapeNS, *xs)
+        y = row.fn(_TapeNS(device), *xs)
     jacs = t.jacobian(y, src)
 
     def f(*a):
@@ -192,22 +202,22 @@ def test_jacobian(row):
 
     want = torch.autograd.functional.jacobian(f, tuple(s.detach() for s in tsrc))
     for i, (j, tj) in enumerate(zip(jacs, want)):
-        _close(j, tj, "float64", f"{row.name} jacobian {i}")
+        _close(j, tj, "float64", f"{row.name} jacobian {i}", device)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_second_order(row):
-    xs, txs = _run(row, "float64")
+def test_second_order(row, device):
+    xs, txs = _run(row, "float64", device)
     src = [x for i, x in enumerate(xs) if i not in row.fixed]
     tsrc = [x for i, x in enumerate(txs) if i not in row.fixed]
     rng = np.random.default_rng(2)
     with tape.Tape() as outer:
         with tape.Tape() as inner:
-            y = row.fn(_TapeNS, *xs)
+            y = row.fn(_TapeNS(device), *xs)
         v = rng.standard_normal(y.shape)
         ws = [rng.standard_normal(s.shape) for s in src]
-        grads = inner.gradient(y, src, output_gradients=tape.tensor(v))
-        s = sum((g * w).sum() for g, w in zip(grads, ws))
+        grads = inner.gradient(y, src, output_gradients=tape.tensor(v, device=device))
+        s = sum((g * backend.to_device(w, device)).sum() for g, w in zip(grads, ws))
     second = outer.gradient(s, src, unconnected_gradients="zero")
     ty = row.fn(_TorchNS, *txs)
     tg = torch.autograd.grad(ty, tsrc, torch.from_numpy(v), create_graph=True)
@@ -215,7 +225,7 @@ def test_second_order(row):
     tsecond = torch.autograd.grad(ts, tsrc, allow_unused=True, materialize_grads=True) \
         if ts.requires_grad else [torch.zeros_like(x) for x in tsrc]
     for i, (g, want) in enumerate(zip(second, tsecond)):
-        _close(g, want, "float64", f"{row.name} second order {i}")
+        _close(g, want, "float64", f"{row.name} second order {i}", device)
 
 
 # ----- what torch cannot check -----
@@ -260,12 +270,15 @@ def test_cross_entropy_all_ignored_mean_is_nan_like_torch():
     assert F.cross_entropy(x, t, reduction="sum").item() == 0
 
 
-def test_cross_entropy_accepts_tape_tensor_targets_and_is_two_entries():
-    x = tape.randn(4, 3, requires_grad=True)
+def test_cross_entropy_accepts_tape_tensor_targets_and_is_two_entries(device):
+    x = tape.randn(4, 3, requires_grad=True, device=device)
     with tape.Tape() as t:
-        loss = F.cross_entropy(x, tape.tensor([0, 2, 1, 1]))
+        loss = F.cross_entropy(x, tape.tensor([0, 2, 1, 1], device=device))
     assert len(t._entries) == 2  # log_softmax, then one fused nll entry
     assert t.gradient(loss, x).shape == (4, 3)
+    assert loss.device == device  # the loss stays on the device until asked
+    with pytest.raises(IndexError, match="out of bounds"):
+        F.cross_entropy(x, tape.tensor([0, 2, 3, 1], device=device))
 
 
 def test_linear_is_one_entry():
@@ -278,16 +291,17 @@ def test_linear_is_one_entry():
 
 # ----- dropout: the library RNG, inverted scaling, the mask kept in the entry -----
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_dropout_keep_rate_scaling_and_gradient(dtype):
+def test_dropout_keep_rate_scaling_and_gradient(dtype, device):
     tape.manual_seed(0)
-    x = tape.ones(200, 500, dtype=dtype, requires_grad=True)
+    x = tape.ones(200, 500, dtype=dtype, requires_grad=True, device=device)
     with tape.Tape() as t:
         y = F.dropout(x, p=0.3)
     kept = y.numpy() != 0
-    assert y.dtype == np.dtype(dtype)
+    assert y.dtype == np.dtype(dtype) and y.device == device
     assert abs(kept.mean() - 0.7) < 0.01
     np.testing.assert_allclose(y.numpy()[kept], 1 / 0.7, rtol=1e-6)
-    g = t.gradient(y, x, output_gradients=tape.full((200, 500), 2.0, dtype=dtype))
+    g = t.gradient(y, x, output_gradients=tape.full((200, 500), 2.0, dtype=dtype,
+                                                    device=device))
     np.testing.assert_allclose(g.numpy(), y.numpy() * 2, rtol=1e-6)  # the same mask
 
 
