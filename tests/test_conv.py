@@ -1,4 +1,5 @@
-"""conv2d and pooling against PyTorch: values, gradients, second order, jacobians, errors."""
+"""conv2d and pooling against PyTorch: values, gradients, second order, jacobians, errors;
+on each device (the GPU rows, on the cupy kernels, skip without a GPU)."""
 
 import numpy as np
 import pytest
@@ -38,33 +39,33 @@ CASES = [
 IDS = [c[0] for c in CASES]
 
 
-def _inputs(shapes, dtype, seed=0):
+def _inputs(shapes, dtype, seed=0, device="cpu"):
     rng = np.random.default_rng(seed)
     arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
-    return ([tape.tensor(a, requires_grad=True) for a in arrays],
+    return ([tape.tensor(a, requires_grad=True, device=device) for a in arrays],
             [torch.tensor(a, requires_grad=True) for a in arrays])
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 2e-4)])
 @pytest.mark.parametrize("name, fn, torch_fn, shapes", CASES, ids=IDS)
-def test_forward_and_gradient(name, fn, torch_fn, shapes, dtype, tol):
-    xs, ts = _inputs(shapes, dtype)
+def test_forward_and_gradient(name, fn, torch_fn, shapes, dtype, tol, device):
+    xs, ts = _inputs(shapes, dtype, device=device)
     with tape.Tape() as t:
         y = fn(*xs)
     yt = torch_fn(*ts)
     v = np.random.default_rng(1).standard_normal(yt.shape).astype(dtype)
-    grads = t.gradient(y, xs, output_gradients=v)
+    grads = t.gradient(y, xs, output_gradients=v)  # a numpy seed goes to y's device
     want = torch.autograd.grad(yt, ts, torch.tensor(v))
-    assert y.dtype == dtype
+    assert y.dtype == dtype and y.device == device
     np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=tol, atol=tol)
     for g, w, x in zip(grads, want, xs):
-        assert g.dtype == x.dtype and g.shape == x.shape
+        assert g.dtype == x.dtype and g.shape == x.shape and g.device == device
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("name, fn, torch_fn, shapes", CASES, ids=IDS)
-def test_second_order(name, fn, torch_fn, shapes):
-    xs, ts = _inputs(shapes, np.float64)
+def test_second_order(name, fn, torch_fn, shapes, device):
+    xs, ts = _inputs(shapes, np.float64, device=device)
     v = np.random.default_rng(1).standard_normal(torch_fn(*ts).shape)
     with tape.Tape() as outer:
         with tape.Tape() as inner:
@@ -80,8 +81,8 @@ def test_second_order(name, fn, torch_fn, shapes):
 
 
 @pytest.mark.parametrize("name, fn, torch_fn, shapes", CASES, ids=IDS)
-def test_jacobian(name, fn, torch_fn, shapes):
-    xs, ts = _inputs(shapes, np.float64)
+def test_jacobian(name, fn, torch_fn, shapes, device):
+    xs, ts = _inputs(shapes, np.float64, device=device)
     with tape.Tape() as t:
         y = fn(*xs)
     got = t.jacobian(y, xs[0])
@@ -89,9 +90,10 @@ def test_jacobian(name, fn, torch_fn, shapes):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
 
 
-def test_max_pool2d_return_indices_match_torch():
+def test_max_pool2d_return_indices_match_torch(device):
     x = np.random.default_rng(2).standard_normal((2, 3, 6, 6))
-    _, idx = F.max_pool2d(tape.tensor(x), 2, return_indices=True)
+    _, idx = F.max_pool2d(tape.tensor(x, device=device), 2, return_indices=True)
+    assert idx.device == device
     _, want = TF.max_pool2d(torch.tensor(x), 2, return_indices=True)
     np.testing.assert_array_equal(idx.numpy(), want.numpy())
 

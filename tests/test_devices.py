@@ -91,3 +91,15 @@ def test_dlpack_on_gpu(device):
     assert t[0].item() == 5.0
     c = cp.from_dlpack(x)
     assert int(c.size) == 3
+
+
+def test_mixing_cpu_and_gpu_tensors_raises_clearly(device):
+    if device != "cuda":
+        pytest.skip("mixing needs a second device")
+    a, b = tape.ones(3), tape.ones(3, device="cuda")
+    for call in (lambda: a + b, lambda: b * a.data, lambda: tape.matmul(a, b)):
+        with pytest.raises(RuntimeError, match=r"different devices \(cpu and cuda\)"):
+            call()
+    opt = tape.optim.SGD([b], lr=0.1)
+    with pytest.raises(ValueError, match="gradient 0 is on cpu, its parameter on cuda"):
+        opt.step([a])

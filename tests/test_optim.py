@@ -81,11 +81,11 @@ def unflatten(case, flat):
     return out
 
 
-def start(case, dtype):
+def start(case, dtype, device="cpu"):
     """Our optimizer and torch's, on equal copies of the same weights, in step() order."""
     rng = np.random.default_rng(0)
     init = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
-    ours = [tape.tensor(a) for a in init]
+    ours = [tape.tensor(a, device=device) for a in init]
     theirs = [torch.tensor(a, requires_grad=True) for a in init]
     order = flat_order(case)
     return (build(optim, case, ours), build(torch.optim, case, theirs),
@@ -100,8 +100,8 @@ def gradients(ours, steps, seed=1):
             for k in range(steps)]
 
 
-def step_tape(opt, grads):
-    opt.step([None if g is None else tape.tensor(g) for g in grads])
+def step_tape(opt, grads, device="cpu"):
+    opt.step([None if g is None else tape.tensor(g, device=device) for g in grads])
 
 
 def step_torch(opt, params, grads):
@@ -115,16 +115,16 @@ def step_torch(opt, params, grads):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_matches_torch(case, dtype):
-    opt, topt, ours, theirs = start(case, dtype)
+def test_matches_torch(case, dtype, device):
+    opt, topt, ours, theirs = start(case, dtype, device)
     arrays = [p.data for p in ours]
     for k, grads in enumerate(gradients(ours, STEPS)):
-        step_tape(opt, grads)
+        step_tape(opt, grads, device)
         step_torch(topt, theirs, grads)
         for i, (p, q, a) in enumerate(zip(ours, theirs, arrays)):
             assert p.data is a, "the update must happen in place"
-            assert p.dtype == dtype
-            np.testing.assert_allclose(p.data, q.detach().numpy(), **TOL[dtype],
+            assert p.dtype == dtype and p.device == device
+            np.testing.assert_allclose(p.numpy(), q.detach().numpy(), **TOL[dtype],
                                        err_msg=f"parameter {i} after step {k + 1}")
     ours_sd, torch_sd = opt.state_dict(), topt.state_dict()
     assert ours_sd["state"].keys() == torch_sd["state"].keys()
@@ -135,19 +135,20 @@ def test_matches_torch(case, dtype):
             if key == "step":
                 assert value == int(expected)
             else:
-                assert value.dtype == dtype
-                np.testing.assert_allclose(value, expected.numpy(), **TOL[dtype], err_msg=key)
+                assert value.dtype == dtype and backend.device_of(value) == device
+                np.testing.assert_allclose(backend.to_numpy(value), expected.numpy(),
+                                           **TOL[dtype], err_msg=key)
     for group, tgroup in zip(ours_sd["param_groups"], torch_sd["param_groups"]):
         assert group.keys() <= tgroup.keys()
         assert group == {k: tgroup[k] for k in group}
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_state_dict_round_trip(case):
-    opt, _, ours, _ = start(case, np.float32)
+def test_state_dict_round_trip(case, device):
+    opt, _, ours, _ = start(case, np.float32, device)
     seq = gradients(ours, 20)
     for grads in seq[:10]:
-        step_tape(opt, grads)
+        step_tape(opt, grads, device)
     saved = opt.state_dict()
     snapshot = copy.deepcopy(saved)
     twins = [tape.tensor(p.data) for p in ours]
@@ -156,13 +157,14 @@ def test_state_dict_round_trip(case):
         group["lr"] = 123.0  # the load brings the saved settings back
     fresh.load_state_dict(saved)
     for grads in seq[10:]:
-        step_tape(opt, grads)
-        step_tape(fresh, grads)
+        step_tape(opt, grads, device)
+        step_tape(fresh, grads, device)
         for p, q in zip(ours, twins):
-            np.testing.assert_array_equal(p.data, q.data)
+            np.testing.assert_array_equal(p.numpy(), q.numpy())
     for i, buffers in snapshot["state"].items():  # the saved dict did not move with the steps
         for key, value in buffers.items():
-            np.testing.assert_array_equal(saved["state"][i][key], value)
+            np.testing.assert_array_equal(backend.to_numpy(saved["state"][i][key]),
+                                          backend.to_numpy(value))
     assert saved["param_groups"] == snapshot["param_groups"]
 
 
@@ -395,7 +397,37 @@ def test_clip_grad_norm_edge_cases():
         optim.clip_grad_norm(bad, 1.0, error_if_nonfinite=True)
 
 
-# ----- the GPU keeps its arrays on the device -----
+# ----- the GPU keeps its arrays on the device, and state follows its parameters -----
+
+
+@pytest.mark.parametrize("case", CASES[3:4] + CASES[11:12] + CASES[20:21], ids=case_id)
+def test_state_follows_parameters_across_devices(case, device):
+    """A torch state dict, or one saved on the other device, loads onto the parameters'
+    device; parameters moved after some steps take their state along."""
+    opt, topt, ours, theirs = start(case, np.float32)
+    seq = gradients(ours, 12)
+    for grads in seq[:4]:
+        step_tape(opt, grads)
+        step_torch(topt, theirs, grads)
+    moved = [tape.tensor(p.data, device=device) for p in ours]  # copies
+    other = build(optim, case, unflatten(case, moved))
+    other.load_state_dict(opt.state_dict())
+    assert all(backend.device_of(v) == device for st in other.state.values()
+               for v in st.values() if hasattr(v, "shape"))
+    for p in ours:  # the same Parameter objects, moved in place, as Module.to does
+        p.data = backend.to_device(p.data, device)
+    for grads in seq[4:]:
+        step_tape(opt, grads, device)
+        step_tape(other, grads, device)
+        step_torch(topt, theirs, grads)
+    for p, q, r in zip(ours, moved, theirs):
+        assert p.device == device
+        np.testing.assert_allclose(p.numpy(), r.detach().numpy(), **TOL[np.float32])
+        np.testing.assert_allclose(q.numpy(), r.detach().numpy(), **TOL[np.float32])
+    torch_loaded = build(optim, case, unflatten(case, [tape.tensor(p.data) for p in ours]))
+    torch_loaded.load_state_dict(topt.state_dict())
+    assert all(backend.device_of(v) == device for st in torch_loaded.state.values()
+               for v in st.values() if hasattr(v, "shape"))
 
 
 @pytest.mark.skipif(backend.cupy_or_none() is None, reason="needs CuPy and a CUDA GPU")

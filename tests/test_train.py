@@ -20,18 +20,21 @@ _spec.loader.exec_module(train)
 
 
 @pytest.mark.parametrize("model, at_least", [("mlp", 0.95), ("cnn", 0.97)])
-def test_training_on_digits_reaches_its_accuracy_within_a_minute(tmp_path, model, at_least):
+def test_training_on_digits_reaches_its_accuracy_within_a_minute(tmp_path, model, at_least,
+                                                                 device):
     start = time.perf_counter()
-    accuracy = train.main(["--model", model, "--out", str(tmp_path), "--no-progress"])
+    accuracy = train.main(["--model", model, "--out", str(tmp_path), "--no-progress",
+                           "--device", device])
     assert time.perf_counter() - start < 60
     assert accuracy >= at_least
     saved = tmp_path / f"{model}-digits.safetensors"
     assert saved.exists() and (tmp_path / f"{model}-digits.png").stat().st_size > 1000
-    # the saved model gives the same test accuracy
-    again = tape.nn.load_model(saved)
+    # the saved model (written from the device's arrays) gives the same test accuracy
+    again = tape.nn.load_model(saved, device=device)
+    assert all(p.device == device for p in again.parameters())
     _, test = tape.data.datasets.load_digits()
     loader = tape.data.DataLoader(test, batch_size=512)
-    assert train.evaluate(again, loader, "cpu") == pytest.approx(accuracy)
+    assert train.evaluate(again, loader, device) == pytest.approx(accuracy)
 
 
 def test_random_shift_moves_each_image_by_at_most_one_pixel():
