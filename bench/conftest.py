@@ -13,6 +13,8 @@ import platform
 
 import pytest
 
+import tape  # noqa: F401  (first, as in a user's script: the kernels' runtime fixes apply)
+
 try:
     import torch
 
