@@ -4,19 +4,11 @@ GPU rows skip, with the reason, where CuPy or a CUDA GPU is missing (as in CI).
 """
 
 import pytest
-
-from tape import backend
-
-
-def gpu_skip_reason():
-    """Why the GPU rows cannot run here, or None when they can."""
-    if backend.cupy_or_none() is None:
-        return "no CUDA GPU with CuPy here (pip install 'tape[cuda12x]' on a GPU machine)"
-    return None
+from devices import DEVICES, gpu_skip_reason
 
 
-@pytest.fixture(params=["cpu", "cuda"])
+@pytest.fixture(params=DEVICES)
 def device(request):
-    if request.param == "cuda" and gpu_skip_reason():
+    if request.param == "cuda" and gpu_skip_reason():  # a row given "cuda" without the mark
         pytest.skip(gpu_skip_reason())
     return request.param

@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from devices import GPU
 from optable import BATCH_ROWS, ROWS, TOL32, TOL64
 
 import tape
@@ -45,16 +46,17 @@ def _cases(rows, dtypes, gpu_rows=(), gpu_dtypes=()):
     """Parameters ``(row, [dtype,] device)``: every row on the CPU, ``gpu_rows`` on the GPU.
     The device goes to the ``device`` fixture (indirect), which skips GPU rows without one."""
     def skip(r):
-        return pytest.mark.skip(reason=r.skip_second) if r.skip_second else ()
+        return (pytest.mark.skip(reason=r.skip_second),) if r.skip_second else ()
 
     out = []
     for device, rs, ds in (("cpu", rows, dtypes), ("cuda", gpu_rows, gpu_dtypes)):
-        suffix = "" if device == "cpu" else "-cuda"
+        suffix, marks = ("", ()) if device == "cpu" else ("-cuda", (GPU,))
         for r in rs:
             if ds is None:  # no dtype parameter
-                out.append(pytest.param(r, device, id=r.name + suffix, marks=skip(r)))
+                out.append(pytest.param(r, device, id=r.name + suffix, marks=(*skip(r), *marks)))
             else:
-                out += [pytest.param(r, d, device, id=f"{r.name}-{d}{suffix}") for d in ds]
+                out += [pytest.param(r, d, device, id=f"{r.name}-{d}{suffix}", marks=marks)
+                        for d in ds]
     return out
 
 
