@@ -141,6 +141,23 @@ def test_tensor_dataset_batches_equal_per_item_stacking():
             np.testing.assert_array_equal(a, b)
 
 
+def test_batches_on_a_device(device):
+    """Batches move with .to(device); a dataset already on the device batches there, in
+    the same order as on the CPU."""
+    x, y = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32), np.arange(20)
+    on_cpu = _epoch(DataLoader(TensorDataset(x, y), 6, shuffle=True, seed=1))
+    for xb, yb in DataLoader(TensorDataset(x, y), 6):
+        assert xb.to(device).device == device and yb.to(device).device == device
+    there = TensorDataset(tape.tensor(x, device=device), tape.tensor(y, device=device))
+    batches = list(DataLoader(there, 6, shuffle=True, seed=1))
+    assert all(t.device == device for batch in batches for t in batch)
+    for got, want in zip([tuple(t.numpy() for t in b) for b in batches], on_cpu):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    items = DataLoader(there, 4, collate_fn=default_collate)  # item by item, stacked there
+    assert all(t.device == device for batch in items for t in batch)
+
+
 def test_loader_argument_errors():
     ds = TensorDataset(np.arange(3))
     for bad in [0, -1, 1.5, True]:
