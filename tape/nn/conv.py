@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from kernels import pair
 
 from .. import functional as F
-from . import init
-from .layers import _empty
+from .layers import _empty, reset_weight_and_bias
 from .module import Module
 from .parameter import Parameter
 
@@ -35,11 +32,7 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        reset_weight_and_bias(self.weight, self.bias)
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,

@@ -25,6 +25,16 @@ def _empty(shape, device=None, dtype=None):
     return backend.to_device(np.empty(shape, dtype=np.dtype(dtype or np.float32)), device)
 
 
+def reset_weight_and_bias(weight, bias):
+    """torch's default for Linear and Conv2d: weight kaiming_uniform_(a=sqrt(5)), that is
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the bias uniform in the same bounds."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(bias, -bound, bound)
+
+
 # ----- linear and reshaping -----
 class Linear(Module):
     """``y = x @ weight.T + bias``; weight (out_features, in_features), initialised
@@ -41,11 +51,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        reset_weight_and_bias(self.weight, self.bias)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)

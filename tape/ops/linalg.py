@@ -77,7 +77,8 @@ def _parse(spec, shapes):
         out = out.replace("...", ell)
     else:
         letters = "".join(expanded)
-        out = ell + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ell))
+        once = (c for c in set(letters) if letters.count(c) == 1 and c not in ell)
+        out = ell + "".join(sorted(once))
     return expanded, out
 
 

@@ -31,7 +31,8 @@ def normalize_axes(axis, ndim, op="reduction"):
     for a in axes:
         if not isinstance(a, (int, np.integer)):
             raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {a!r}")
-        if not -builtins.max(ndim, 1) <= a < builtins.max(ndim, 1):  # a 0-d tensor accepts axis 0 or -1, as torch
+        # a 0-d tensor accepts axis 0 or -1, as torch
+        if not -builtins.max(ndim, 1) <= a < builtins.max(ndim, 1):
             raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
         if ndim and int(a) % ndim - ndim in out:
             raise ValueError(f"{op}: axis {a} appears more than once in {axis!r}")

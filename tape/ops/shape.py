@@ -33,8 +33,9 @@ def reshape(x, shape):
     old = _shape_of(x)
     size = int(np.prod(old, dtype=np.int64))
     known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
-    if (any(s < -1 for s in shape) or sum(s == -1 for s in shape) > 1
-            or (-1 not in shape and known != size) or (-1 in shape and (known == 0 or size % known))):
+    unknown = sum(s == -1 for s in shape)
+    if (any(s < -1 for s in shape) or unknown > 1 or (not unknown and known != size)
+            or (unknown and (known == 0 or size % known))):
         raise ValueError(
             f"reshape: cannot reshape a tensor of shape {old} ({size} elements) into {shape}"
             " (sizes must multiply to the same count; at most one may be -1)"
@@ -136,6 +137,10 @@ def _gather(x, index, nb=0):
     return _to_lead_first(_to_lead_last(x, nb)[index], nb)
 
 
+def _is_mask(i):
+    return getattr(i, "dtype", None) is not None and i.dtype.kind == "b"
+
+
 def _is_basic(index):
     return all(isinstance(i, (int, np.integer, slice)) or i is None for i in index)
 
@@ -146,7 +151,7 @@ def _scatter_add(g, index, shape, nb=0):
     lead = g.shape[:nb]
     out = xp.zeros(tuple(shape) + lead, dtype=g.dtype)
     values = _to_lead_last(g, nb)
-    if _is_basic(index) or (len(index) == 1 and getattr(index[0], "dtype", None) == bool):
+    if _is_basic(index) or (len(index) == 1 and _is_mask(index[0])):
         out[index] = values
     elif xp is np and len(index) == 1 and out.size:  # rows picked by one integer array:
         idx = np.asarray(index[0]).reshape(-1, 1) % out.shape[0]  # one bincount is 2-3x
@@ -198,7 +203,7 @@ def normalize_index(index, ndim, device="cpu"):
                 i = backend.to_device(i, device)
         out.append(i)
     used = sum(
-        0 if (i is None or i is Ellipsis) else (i.ndim if getattr(i, "dtype", None) == bool else 1)
+        0 if (i is None or i is Ellipsis) else (i.ndim if _is_mask(i) else 1)
         for i in out
     )
     if used > ndim:
