@@ -15,7 +15,37 @@ class _Container(Module):
         return {}
 
 
-class Sequential(_Container):
+class _Listed(_Container):
+    """What Sequential and ModuleList share: modules numbered "0", "1", ... in order."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def _renumber(self, items):
+        self._modules.clear()
+        for i, m in enumerate(items):
+            self.add_module(str(i), m)
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        items = list(self._modules.values())
+        items.insert(index, module)
+        self._renumber(items)
+        return self
+
+
+class Sequential(_Listed):
     """Modules applied one after the other; ``Sequential(*modules)`` names them "0", "1",
     ...; ``Sequential(OrderedDict(name=module, ...))`` keeps the given names.
 
@@ -62,36 +92,11 @@ class Sequential(_Container):
         for k in keys:
             del self._modules[k]
         if all(k.isdigit() for k in self._modules):  # renumber, as torch
-            items = list(self._modules.values())
-            self._modules.clear()
-            for i, m in enumerate(items):
-                self._modules[str(i)] = m
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
-    def insert(self, index, module):
-        items = list(self._modules.values())
-        items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.add_module(str(i), m)
-        return self
+            self._renumber(list(self._modules.values()))
 
 
-class ModuleList(_Container):
+
+class ModuleList(_Listed):
     """A list of modules whose parameters the parent module sees ("0", "1", ...)."""
 
     def __init__(self, modules=None):
@@ -117,11 +122,6 @@ class ModuleList(_Container):
                  for a, b, r in groups]
         return "ModuleList(\n  " + "\n  ".join(lines) + "\n)"
 
-    def _renumber(self, items):
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.add_module(str(i), m)
-
     def __getitem__(self, idx):
         items = list(self._modules.values())
         if isinstance(idx, slice):
@@ -137,28 +137,8 @@ class ModuleList(_Container):
         del items[idx]
         self._renumber(items)
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __iadd__(self, modules):
         return self.extend(modules)
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
-    def insert(self, index, module):
-        items = list(self._modules.values())
-        items.insert(index, module)
-        self._renumber(items)
 
 
 class ModuleDict(_Container):
