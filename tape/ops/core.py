@@ -74,7 +74,8 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
                 ad = a.data
                 if isinstance(b, Tensor):
                     bd = b.data
-                elif type(b) is float and type(ad) is _ndarray and ad.dtype.kind == "f":
+                elif (type(b) is float or type(b) is int) and type(ad) is _ndarray and \
+                        ad.dtype.kind == "f":
                     bd = _array(b, ad.dtype)  # _constant(b, ad), inlined: x * 0.5 is common
                 else:
                     bd = b
