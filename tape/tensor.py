@@ -92,6 +92,13 @@ class Tensor:
     def __dlpack_device__(self):
         return self.data.__dlpack_device__()
 
+    def __setitem__(self, index, value):
+        raise TypeError(
+            "tensors cannot be changed in place: a tape may hold this one for a gradient. "
+            "Build a new tensor instead (tape.where(mask, value, x), tape.concatenate...), or, "
+            "outside any tape, assign to the array: x.data[index] = value"
+        )
+
     def __len__(self):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")

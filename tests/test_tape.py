@@ -1176,3 +1176,11 @@ def test_an_unwatched_source_gets_none_even_beside_a_watched_one():
     with tape.Tape() as t:
         y = (v * x).sum()
     assert t.gradient(y, [x]) == [None]
+
+
+def test_item_assignment_explains_the_alternatives():
+    x = tape.tensor([1.0, 2.0])
+    with pytest.raises(TypeError, match=r"cannot be changed in place.*x\.data\[index\]"):
+        x[0] = 5.0
+    x.data[0] = 5.0  # the documented escape hatch, outside any tape
+    assert x.numpy()[0] == 5.0
