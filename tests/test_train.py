@@ -48,3 +48,29 @@ def test_random_shift_moves_each_image_by_at_most_one_pixel():
     ys, xs = np.nonzero(out[:, 0].reshape(50, 64) == 1.0)
     rows, cols = np.divmod(xs, 8)
     assert set(rows) <= {3, 4, 5} and set(cols) <= {3, 4, 5} and len(set(rows)) > 1
+
+
+def _write_idx(path, array):
+    import struct
+
+    with open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 8, array.ndim))
+        f.write(struct.pack(">" + "I" * array.ndim, *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_training_reads_idx_files_from_data_dir(tmp_path, dataset):
+    """--dataset mnist/fashion-mnist with --data-dir: the IDX files, no download."""
+    rng = np.random.default_rng(0)
+    for split, n in [("train", 128), ("t10k", 32)]:
+        labels = rng.integers(0, 10, n)
+        images = np.zeros((n, 28, 28))
+        for i, c in enumerate(labels):  # a bar whose height says the class
+            images[i, 2 + 2 * c: 6 + 2 * c, 4:24] = 255
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
+    accuracy = train.main(["--dataset", dataset, "--data-dir", str(tmp_path), "--epochs", "3",
+                           "--model", "mlp", "--no-progress", "--out", str(tmp_path)])
+    assert accuracy > 0.5  # ten bars at different heights: easy once it has learnt
+    assert (tmp_path / f"mlp-{dataset}.safetensors").exists()
