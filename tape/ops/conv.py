@@ -20,7 +20,7 @@ from .. import backend
 from ..tensor import Tensor
 from .core import Op
 from .linalg import _matmul, einsum
-from .shape import _transpose, concatenate, getitem, reshape
+from .shape import _transpose, concatenate, getitem, reshape, swapaxes
 
 
 def _shape(x):
@@ -77,6 +77,22 @@ col2im = Op("col2im", _col2im, _col2im_vjp)
 
 
 # ----- conv2d -----
+def _weight_grad(g, ans, w, cols):
+    """dW = g @ cols.T, computed as (cols @ g.T).T: OpenBLAS is 10-30% faster on these
+    long-and-thin products (K = N*Hout*Wout is the long axis)."""
+    if g.ndim != 2:  # jacobian cotangents with batch axes: the plain form
+        return _matmul(g, swapaxes(cols, -1, -2))
+    return swapaxes(_matmul(cols, swapaxes(g, -1, -2)), -1, -2)
+
+
+_conv_gemm = Op(
+    "conv_gemm",
+    np.matmul,
+    _weight_grad,
+    lambda g, ans, w, cols: _matmul(swapaxes(w, -1, -2), g),
+)
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
@@ -104,7 +120,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         xg = x if groups == 1 else getitem(x, (slice(None), slice(gi * cin, (gi + 1) * cin)))
         wg = weight if groups == 1 else getitem(weight, slice(gi * cout, (gi + 1) * cout))
         cols = im2col(xg, k=k, stride=stride, padding=padding, dilation=dilation)
-        y = _matmul(reshape(wg, shape=(cout, -1)), cols)  # one GEMM: (Cout, N*Hout*Wout)
+        y = _conv_gemm(reshape(wg, shape=(cout, -1)), cols)  # one GEMM: (Cout, N*Hout*Wout)
         outs.append(_transpose(reshape(y, shape=(cout, xs[0], ho, wo)), axes=(1, 0, 2, 3)))
     out = outs[0] if groups == 1 else concatenate(outs, axis=1)
     if bias is not None:
