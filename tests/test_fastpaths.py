@@ -1,0 +1,55 @@
+"""The CPU fast paths give exactly what the plain numpy calls they replace give."""
+
+import numpy as np
+import pytest
+
+import tape
+from tape.ops.elementwise import _where
+from tape.ops.shape import _scatter_add
+
+
+def _specials(shape, dtype, seed):
+    a = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    a.flat[:5] = [np.inf, -np.inf, np.nan, -0.0, 0.0]
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shapes", [((6, 5), (6, 5), (6, 5)), ((6, 1), (6, 5), (5,)), ((5,), (6, 5), ())]
+)
+def test_where_select_is_bit_exact(dtype, shapes):
+    cs, xs, ys = shapes
+    cond = np.random.default_rng(0).random(cs) > 0.5
+    x = _specials(xs, dtype, 1)
+    y = _specials(ys, dtype, 2) if ys else dtype(-0.0)
+    for a, b in [(x, y), (x, 0), (0, x), (x, 2.5)]:
+        got, want = _where(cond, a, b), np.where(cond, a, b)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.array_equal(got.view(np.uint8), np.ascontiguousarray(want).view(np.uint8))
+
+
+def test_where_falls_back_for_other_dtypes():
+    cond = np.array([True, False])
+    assert _where(cond, np.array([1, 2]), 0).tolist() == [1, 0]
+    assert _where(cond.astype(np.int8), np.array([1.0, 2.0]), 0.0).tolist() == [1.0, 0.0]
+
+
+def test_scatter_add_by_rows_matches_add_at():
+    rng = np.random.default_rng(0)
+    idx = rng.integers(-50, 50, 300)  # negative and repeated
+    g = rng.standard_normal((300, 7)).astype(np.float32)
+    want = np.zeros((50, 7), np.float32)
+    np.add.at(want, (idx,), g)
+    got = _scatter_add(g, (idx,), (50, 7))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_python_numbers_beside_float_tensors_keep_numpy_promotion():
+    x32 = tape.tensor([1.0, 2.0])
+    assert (x32 * 2).dtype == np.float32 and (2.5 * x32).dtype == np.float32
+    assert (x32 ** 2).dtype == np.float32
+    xi = tape.tensor([1, 2])
+    assert (xi * 2).dtype == np.int64 and (xi * 2.5).dtype == np.float64
+    np.testing.assert_array_equal((x32 * 0.1).numpy(), x32.numpy() * 0.1)
