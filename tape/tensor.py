@@ -148,6 +148,7 @@ def wrap(array, requires_grad=False) -> Tensor:
 
 # ----- operators and methods: thin delegations to the ops -----
 from .ops import elementwise as _ew  # noqa: E402  (the ops import Tensor from this module)
+from .ops import indexing as _ix  # noqa: E402
 from .ops import linalg as _la  # noqa: E402
 from .ops import nn as _nn  # noqa: E402
 from .ops import reduce as _rd  # noqa: E402
@@ -189,7 +190,7 @@ _methods = {
     "__and__": _binary(_ew.logical_and),
     "__or__": _binary(_ew.logical_or),
     "__invert__": _ew.logical_not,
-    "__getitem__": lambda self, index: _sh.getitem(self, index),
+    "__getitem__": lambda self, index: _ix.getitem(self, index),
     # elementwise
     "exp": _ew.exp,
     "log": _ew.log,

@@ -5,7 +5,7 @@ import pytest
 
 import tape
 from tape.ops.elementwise import _where
-from tape.ops.shape import _scatter_add
+from tape.ops.indexing import _scatter_add
 
 
 def _specials(shape, dtype, seed):

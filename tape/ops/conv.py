@@ -20,7 +20,8 @@ from .. import backend
 from ..tensor import Tensor
 from .core import Op
 from .linalg import _matmul, einsum
-from .shape import _transpose, concatenate, getitem, reshape, swapaxes
+from .indexing import getitem
+from .shape import _transpose, concatenate, reshape, swapaxes
 
 
 def _shape(x):
