@@ -23,7 +23,8 @@ from .functional import (  # noqa: F401
     pad, permute, prod, relu, reshape, sigmoid, sin, softmax, softplus, split, sqrt, squeeze,
     stack, std, sum, swapaxes, tanh, transpose, unsqueeze, var, where,
 )
-from .tape import Tape, detect_anomaly, no_grad  # noqa: F401
+from .modes import detect_anomaly, no_grad  # noqa: F401
+from .tape import Tape  # noqa: F401
 from .testing import GradcheckError, gradcheck  # noqa: F401
 from .io import load, save  # noqa: F401
 from . import data, nn, optim  # noqa: F401,E402

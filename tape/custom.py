@@ -11,7 +11,7 @@ import functools
 
 from . import backend
 from .ops.core import Op
-from .tape import no_grad
+from .modes import no_grad
 from .tensor import Tensor, wrap
 
 
