@@ -24,8 +24,9 @@ def _check_float(x, role):
             "wrap arrays with tape.tensor(...)"
         )
     if x.dtype.kind != "f":
+        what = "with respect to" if role == "sources" else "the"
         raise TypeError(
-            f"cannot differentiate with respect to an integer or boolean tensor ({role} of dtype "
+            f"cannot differentiate {what} an integer or boolean tensor ({role} of dtype "
             f"{x.dtype}, shape {x.shape}); gradients are defined for floating-point tensors only. "
             "Create it with dtype=tape.float32 or cast it with .astype(tape.float32)."
         )
