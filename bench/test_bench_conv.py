@@ -59,7 +59,8 @@ def test_conv2d_torch(benchmark, torch_module, shape):
 def test_conv2d_gradients_agree(torch_module):
     torch = torch_module
     x, w, g = _data(4, 3, 5, 8)
-    ours = _tape_conv_step(tape.tensor(x, requires_grad=True), tape.tensor(w, requires_grad=True), g)
+    xs, ws = tape.tensor(x, requires_grad=True), tape.tensor(w, requires_grad=True)
+    ours = _tape_conv_step(xs, ws, g)
     xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
     theirs = _torch_conv_step(torch, xt, wt, torch.tensor(g))
     for a, b in zip(ours, theirs):

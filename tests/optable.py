@@ -52,7 +52,8 @@ def _dims(axis):
 
 
 def _alias(axis, keepdims, dim, keepdim):
-    return _dims(dim if dim is not None else axis), bool(keepdim if keepdim is not None else keepdims)
+    keep = keepdim if keepdim is not None else keepdims
+    return _dims(dim if dim is not None else axis), bool(keep)
 
 
 def _tensor_like(v, x):
@@ -621,7 +622,8 @@ BATCH_ROWS = [
     Row("exp", lambda m, x: m.exp(x), ((3, 4),)),
     Row("softmax", lambda m, x: m.softmax(x, axis=-1), ((3, 5),)),
     Row("log_softmax_3d", lambda m, x: m.log_softmax(x, axis=1), ((2, 3, 4),)),
-    Row("matmul_const", lambda m, x: x @ m.const(np.arange(8.0).reshape(4, 2) / 8, like=x), ((3, 4),)),
+    Row("matmul_const", lambda m, x: x @ m.const(np.arange(8.0).reshape(4, 2) / 8, like=x),
+        ((3, 4),)),
     Row("sum_keep", lambda m, x: m.sum(x * x, axis=1, keepdims=True), ((3, 4),)),
     Row("normalize", lambda m, x: (x - m.mean(x, axis=1, keepdims=True))
         / m.std(x, axis=1, keepdims=True), ((3, 4),)),

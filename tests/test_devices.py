@@ -65,7 +65,8 @@ def test_mixing_devices_names_both():
     from tape.ops import core
 
     op = core.Op("add", refuse, lambda g, ans, a, b: g, lambda g, ans, a, b: g)
-    with pytest.raises(RuntimeError, match=r"add: inputs are on different devices \(cpu and cuda\)"):
+    match = r"add: inputs are on different devices \(cpu and cuda\)"
+    with pytest.raises(RuntimeError, match=match):
         op(a, b)
 
 

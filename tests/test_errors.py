@@ -241,7 +241,8 @@ CASES = [
         lambda: t23().reshape(4, 2), ValueError, rf"reshape.*{S23}.*\(4, ?2\)", id="reshape-size",
     ),
     pytest.param(
-        lambda: t23().reshape(-1, -1), ValueError, r"reshape.*(unknown|-1)", id="reshape-two-minus-1",
+        lambda: t23().reshape(-1, -1), ValueError, r"reshape.*(unknown|-1)",
+        id="reshape-two-minus-1",
     ),
     pytest.param(
         lambda: t23().reshape(-2, 3), ValueError, r"reshape.*-2", id="reshape-negative-size",
@@ -266,7 +267,8 @@ CASES = [
         id="einsum-operand-count",
     ),
     # ----- axes -----
-    pytest.param(lambda: t23().sum(axis=2), ValueError, r"sum.*axis 2.*out of range", id="sum-axis"),
+    pytest.param(lambda: t23().sum(axis=2), ValueError, r"sum.*axis 2.*out of range",
+                 id="sum-axis"),
     pytest.param(
         lambda: t23().mean(axis=-3), ValueError, r"mean.*axis -3.*out of range", id="mean-axis",
     ),
@@ -383,7 +385,8 @@ CASES = [
         _list_targets_single_array, (TypeError, ValueError), r"output_gradients.*2 targets",
         id="output-gradients-not-a-list",
     ),
-    pytest.param(_jacobian_of_a_list, TypeError, r"target.*Tensor.*list", id="jacobian-list-target"),
+    pytest.param(_jacobian_of_a_list, TypeError, r"target.*Tensor.*list",
+                 id="jacobian-list-target"),
     pytest.param(
         _batch_jacobian_mismatch, ValueError, r"batch_jacobian.*\(5, 3\).*\(4, 3\)",
         id="batch-jacobian-batch",

@@ -180,14 +180,17 @@ def _gradient_penalty(model_t, model_torch, loss_of, dtype="float64", device="cp
 
 
 def test_gradient_penalty_through_linear_tanh(device):
-    make = lambda nn: nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 1))
+    def make(nn):
+        return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 1))
+
     ours, theirs = _pair(make, "float64")
     _gradient_penalty(ours, theirs, lambda y, ns: y.sum(), device=device)
 
 
 def test_gradient_penalty_through_cross_entropy_and_layer_norm(device):
-    make = lambda nn: nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.GELU(),
-                                    nn.Linear(6, 3))
+    def make(nn):
+        return nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.GELU(), nn.Linear(6, 3))
+
     ours, theirs = _pair(make, "float64")
     target = np.array([0, 2, 1, 1, 0])
 

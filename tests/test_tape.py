@@ -332,7 +332,7 @@ def test_reset_forgets_what_was_recorded():
         t.reset()
         assert len(t._entries) == 0
         assert t.watched_variables() == ()
-        z = x * 3.0
+        x * 3.0  # recorded after the reset: watches x again
     assert t.gradient(y, x) is None  # recorded before the reset: forgotten
     assert [id(v) for v in t.watched_variables()] == [id(x)]
 
