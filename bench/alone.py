@@ -1,0 +1,131 @@
+"""Each library alone in its own process: the same workloads as the pytest-benchmark
+suites, without the other library's thread pools in the process.
+
+    python bench/alone.py tape
+    python bench/alone.py torch
+
+Prints the median time of each workload (after 10 warm-up steps). Run it on an idle
+machine, twice: this kind of VM moves by 20-40% between runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+CONV_SHAPES = [(64, 1, 8, 28), (64, 16, 32, 14), (32, 64, 128, 8)]
+
+
+def median_ms(fn, n=60):
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[10:])) * 1e3
+
+
+def mlp(m):
+    return m.Sequential(m.Linear(784, 256), m.ReLU(), m.Linear(256, 256), m.ReLU(),
+                        m.Linear(256, 10))
+
+
+def lenet(m):
+    return m.Sequential(
+        m.Conv2d(1, 8, 3, padding=1), m.ReLU(), m.MaxPool2d(2),
+        m.Conv2d(8, 16, 3, padding=1), m.ReLU(), m.MaxPool2d(2),
+        m.Flatten(), m.Linear(784, 128), m.ReLU(), m.Linear(128, 10),
+    )
+
+
+def run_tape():
+    import tape
+    import tape.functional as F
+    import tape.nn as nn
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, make, shape in [("mlp", mlp, (128, 784)), ("lenet", lenet, (64, 1, 28, 28))]:
+        model = make(nn)
+        params = list(model.parameters())
+        opt, loss_fn = tape.optim.SGD(params, lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
+        x = tape.tensor(rng.standard_normal(shape).astype(np.float32))
+        y = tape.tensor(rng.integers(0, 10, shape[0]))
+
+        def step():
+            with tape.Tape() as t:
+                loss = loss_fn(model(x), y)
+            opt.step(t.gradient(loss, params))
+
+        out[f"{name} step"] = median_ms(step)
+    for n, cin, cout, hw in CONV_SHAPES:
+        x = tape.tensor(rng.standard_normal((n, cin, hw, hw)).astype(np.float32),
+                        requires_grad=True)
+        w = tape.tensor(rng.standard_normal((cout, cin, 3, 3)).astype(np.float32),
+                        requires_grad=True)
+        g = rng.standard_normal((n, cout, hw, hw)).astype(np.float32)
+
+        def conv():
+            with tape.Tape() as t:
+                y = F.conv2d(x, w, padding=1)
+            t.gradient(y, [x, w], output_gradients=g)
+
+        out[f"conv2d {(n, cin, cout, hw)}"] = median_ms(conv)
+    x = tape.tensor(np.linspace(-1, 1, 4, dtype=np.float32), requires_grad=True)
+
+    def chain():
+        with tape.Tape() as t:
+            y = x
+            for _ in range(50):
+                y = (y * 0.999 + 0.001).tanh() - y * 0.5
+            s = y.sum()
+        t.gradient(s, x)
+
+    out["250-op chain"] = median_ms(chain, 300)
+    return out
+
+
+def run_torch():
+    import torch
+
+    torch.set_num_threads(2)
+    nn, F = torch.nn, torch.nn.functional
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, make, shape in [("mlp", mlp, (128, 784)), ("lenet", lenet, (64, 1, 28, 28))]:
+        model = make(nn)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.tensor(rng.standard_normal(shape).astype(np.float32))
+        y = torch.tensor(rng.integers(0, 10, shape[0]))
+
+        def step():
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        out[f"{name} step"] = median_ms(step)
+    for n, cin, cout, hw in CONV_SHAPES:
+        x = torch.randn(n, cin, hw, hw, requires_grad=True)
+        w = torch.randn(cout, cin, 3, 3, requires_grad=True)
+        g = torch.randn(n, cout, hw, hw)
+        out[f"conv2d {(n, cin, cout, hw)}"] = median_ms(
+            lambda: torch.autograd.grad(F.conv2d(x, w, padding=1), [x, w], g))
+    x = torch.linspace(-1, 1, 4, requires_grad=True)
+
+    def chain():
+        y = x
+        for _ in range(50):
+            y = (y * 0.999 + 0.001).tanh() - y * 0.5
+        torch.autograd.grad(y.sum(), x)
+
+    out["250-op chain"] = median_ms(chain, 300)
+    return out
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "tape"
+    results = run_tape() if which == "tape" else run_torch()
+    for name, ms in results.items():
+        print(f"{which:5s} alone  {name:32s} {ms:8.3f} ms")
