@@ -8,7 +8,19 @@ import functools
 from .tape import _local
 
 
-class no_grad:
+class _Mode:
+    """A context manager that also decorates: each call of the function gets a fresh one."""
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(_Mode):
     """Records nothing on any tape inside it. A context manager and a decorator."""
 
     def __enter__(self):
@@ -21,16 +33,8 @@ class no_grad:
         _local.stack = self._saved
         return False
 
-    def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with no_grad():
-                return fn(*args, **kwargs)
 
-        return wrapper
-
-
-class detect_anomaly:
+class detect_anomaly(_Mode):
     """The first op whose forward or gradient produces NaN or inf raises
     ``FloatingPointError``, naming the op and the source line that created it."""
 
@@ -46,11 +50,3 @@ class detect_anomaly:
         _local.anomaly -= 1
         core.debug_mode(False)
         return False
-
-    def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with detect_anomaly():
-                return fn(*args, **kwargs)
-
-        return wrapper

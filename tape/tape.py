@@ -134,10 +134,6 @@ class Tape:
                 del stack[i]
                 return
 
-    @property
-    def _recording(self):
-        return any(t is self for t in _local.stack)
-
     def _watch_one(self, x):
         self._watched.add(id(x))
         self._variables[id(x)] = x
