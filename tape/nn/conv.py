@@ -5,9 +5,8 @@ from __future__ import annotations
 from kernels import pair
 
 from .. import functional as F
-from .layers import _empty, reset_weight_and_bias
+from .layers import add_weight_and_bias, reset_weight_and_bias
 from .module import Module
-from .parameter import Parameter
 
 
 class Conv2d(Module):
@@ -23,13 +22,8 @@ class Conv2d(Module):
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride = pair(kernel_size), pair(stride)
         self.padding, self.dilation, self.groups = pair(padding), pair(dilation), int(groups)
-        shape = (out_channels, in_channels // groups) + self.kernel_size
-        self.weight = Parameter(_empty(shape, device, dtype))
-        if bias:
-            self.bias = Parameter(_empty((out_channels,), device, dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        shape = (self.out_channels, self.in_channels // groups) + self.kernel_size
+        add_weight_and_bias(self, shape, bias, device, dtype)
 
     def reset_parameters(self):
         reset_weight_and_bias(self.weight, self.bias)

@@ -25,6 +25,17 @@ def _empty(shape, device=None, dtype=None):
     return backend.to_device(np.empty(shape, dtype=np.dtype(dtype or np.float32)), device)
 
 
+def add_weight_and_bias(module, weight_shape, bias, device=None, dtype=None):
+    """Give ``module`` a ``weight`` of ``weight_shape`` and, if ``bias``, a ``bias`` as long
+    as its first axis (or a registered None), then initialise them (Linear, Conv2d)."""
+    module.weight = Parameter(_empty(weight_shape, device, dtype))
+    if bias:
+        module.bias = Parameter(_empty(tuple(weight_shape[:1]), device, dtype))
+    else:
+        module.register_parameter("bias", None)
+    module.reset_parameters()
+
+
 def reset_weight_and_bias(weight, bias):
     """torch's default for Linear and Conv2d: weight kaiming_uniform_(a=sqrt(5)), that is
     U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the bias uniform in the same bounds."""
@@ -43,12 +54,7 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.weight = Parameter(_empty((out_features, in_features), device, dtype))
-        if bias:
-            self.bias = Parameter(_empty((out_features,), device, dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        add_weight_and_bias(self, (self.out_features, self.in_features), bias, device, dtype)
 
     def reset_parameters(self):
         reset_weight_and_bias(self.weight, self.bias)
