@@ -44,13 +44,17 @@ from .shapes import (
     pool_geometry,
 )
 
-__all__ = [
+KERNELS = (
     "im2col",
     "col2im",
     "max_pool2d_forward",
     "max_pool2d_backward",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
+)
+
+__all__ = [
+    *KERNELS,
     "register",
     "unregister",
     "get",
@@ -62,15 +66,6 @@ __all__ = [
     "pair",
     "KERNELS",
 ]
-
-KERNELS = (
-    "im2col",
-    "col2im",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
-)
 
 runtime.configure()  # thread-pool and malloc traps (PERFORMANCE.md); idempotent
 
