@@ -14,8 +14,7 @@ import sys
 import time
 
 import numpy as np
-
-CONV_SHAPES = [(64, 1, 8, 28), (64, 16, 32, 14), (32, 64, 128, 8)]
+from workloads import CONV_SHAPES, lenet, mlp  # the same workloads as the suites
 
 
 def median_ms(fn, n=60):
@@ -25,19 +24,6 @@ def median_ms(fn, n=60):
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times[10:])) * 1e3
-
-
-def mlp(m):
-    return m.Sequential(m.Linear(784, 256), m.ReLU(), m.Linear(256, 256), m.ReLU(),
-                        m.Linear(256, 10))
-
-
-def lenet(m):
-    return m.Sequential(
-        m.Conv2d(1, 8, 3, padding=1), m.ReLU(), m.MaxPool2d(2),
-        m.Conv2d(8, 16, 3, padding=1), m.ReLU(), m.MaxPool2d(2),
-        m.Flatten(), m.Linear(784, 128), m.ReLU(), m.Linear(128, 10),
-    )
 
 
 def run_tape():

@@ -9,8 +9,7 @@ import pytest
 
 import tape
 import tape.functional as F
-
-CONV_SHAPES = [(64, 1, 8, 28), (64, 16, 32, 14), (32, 64, 128, 8)]  # N, Cin, Cout, H=W
+from workloads import CONV_SHAPES
 
 
 def conv_flops(n, cin, cout, hw):

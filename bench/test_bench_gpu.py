@@ -16,7 +16,8 @@ Run: ``python -m pytest bench/test_bench_gpu.py --benchmark-only --ratio-json=PA
 import numpy as np
 import pytest
 from test_bench_conv import CONV_SHAPES, POOL, _data, conv_flops
-from test_bench_models import _batch, _lenet, _mlp, _tape_step, _torch_step
+from test_bench_models import _batch, _tape_step, _torch_step
+from workloads import lenet, mlp
 
 import tape
 import tape.functional as F
@@ -26,7 +27,7 @@ cp = backend.cupy_or_none()
 pytestmark = pytest.mark.skipif(
     cp is None, reason="no CUDA GPU with CuPy here (pip install 'tape[cuda12x]' on a GPU machine)")
 
-MODELS = {"lenet": (_lenet, (256, 1, 28, 28)), "mlp": (_mlp, (128, 784))}
+MODELS = {"lenet": (lenet, (256, 1, 28, 28)), "mlp": (mlp, (128, 784))}
 WARMUP = 3  # untimed calls first: cupy compiles its kernels on first use
 
 

@@ -10,22 +10,9 @@ import pytest
 
 import tape
 import tape.nn as nn
+from workloads import lenet, mlp
 
-
-def _mlp(m):
-    return m.Sequential(m.Linear(784, 256), m.ReLU(), m.Linear(256, 256), m.ReLU(),
-                        m.Linear(256, 10))
-
-
-def _lenet(m):
-    return m.Sequential(
-        m.Conv2d(1, 8, 3, padding=1), m.ReLU(), m.MaxPool2d(2),
-        m.Conv2d(8, 16, 3, padding=1), m.ReLU(), m.MaxPool2d(2),
-        m.Flatten(), m.Linear(784, 128), m.ReLU(), m.Linear(128, 10),
-    )
-
-
-CASES = {"mlp": (_mlp, (128, 784)), "lenet": (_lenet, (64, 1, 28, 28))}
+CASES = {"mlp": (mlp, (128, 784)), "lenet": (lenet, (64, 1, 28, 28))}
 
 
 def _batch(shape, seed=0):
