@@ -103,7 +103,7 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
 
         def op(*args, **params):
             arrays = tuple(a.data if isinstance(a, Tensor) else a for a in args)
-            if not any(isinstance(a, Tensor) for a in args):
+            if all(x is a for x, a in zip(arrays, args)):  # no Tensor among the inputs
                 return forward(*arrays, **params)
             try:
                 out = forward(*arrays, **params)
