@@ -53,7 +53,7 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
                 return forward(x, **params)
             xd = x.data
             try:
-                out = forward(xd, **params)
+                out = forward(xd, **params) if params else forward(xd)
             except (ValueError, TypeError) as e:  # free in Python >= 3.11 when nothing raises
                 raise _named(name, (xd,), e) from None
             if type(out) is _ndarray:  # _output(out), inlined
@@ -74,18 +74,15 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
                 ad = a.data
                 if isinstance(b, Tensor):
                     bd = b.data
-                elif (type(b) is float or type(b) is int) and type(ad) is _ndarray and \
-                        ad.dtype.kind == "f":
-                    bd = _array(b, ad.dtype)  # _constant(b, ad), inlined: x * 0.5 is common
                 else:
-                    bd = b
+                    bd = _constant(b, ad)  # x * 0.5 is common
             elif isinstance(b, Tensor):
                 bd = b.data
                 ad = _constant(a, bd)
             else:
                 return forward(a, b, **params)
             try:
-                out = forward(ad, bd, **params)
+                out = forward(ad, bd, **params) if params else forward(ad, bd)
             except (ValueError, TypeError) as e:
                 raise _named(name, (ad, bd), e) from None
             if type(out) is _ndarray:  # _output(out), inlined
@@ -129,10 +126,25 @@ def _constant(c, like):
     """A Python number beside a floating-point array, as a 0-d array of its dtype.
 
     The same value numpy's promotion rules would use, but numpy handles a 0-d array
-    twice as fast as a Python scalar, and the rules reuse it in the replay."""
-    if (type(c) is float or type(c) is int) and type(like) is _ndarray and like.dtype.kind == "f":
-        return _array(c, like.dtype)
-    return c
+    twice as fast as a Python scalar, and the rules reuse it in the replay. The arrays
+    of the constants a program uses (x * 0.5, y + 1) are made once, read-only."""
+    if (type(c) is not float and type(c) is not int) or type(like) is not _ndarray:
+        return c
+    key = (c, like.dtype)
+    array = _constants.get(key)
+    if array is not None:
+        return array
+    if like.dtype.kind != "f":
+        return c
+    array = _array(c, like.dtype)
+    # 0.0 == -0.0 as keys but not as factors; nan != nan would never hit.
+    if c != 0 and c == c and len(_constants) < 1024:
+        array.flags.writeable = False
+        _constants[key] = array
+    return array
+
+
+_constants = {}
 
 
 def _named(name, arrays, error):

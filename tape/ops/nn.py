@@ -6,6 +6,8 @@ beside its rules; the rules are written with ops, so they differentiate again.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend
@@ -33,15 +35,15 @@ def _axis(x, axis, dim, op="softmax"):
 def _softmax(x, axis):
     if np.ndim(x) == 0:
         return np.ones_like(x)
-    z = np.exp(x - np.max(x, axis=axis, keepdims=True))  # stable for large inputs
-    return z / np.sum(z, axis=axis, keepdims=True)
+    z = np.exp(x - x.max(axis=axis, keepdims=True))  # stable for large inputs
+    return z / z.sum(axis=axis, keepdims=True)
 
 
 def _log_softmax(x, axis):
     if np.ndim(x) == 0:
         return np.zeros_like(x)
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 _softmax_op = Op(
@@ -84,7 +86,7 @@ def _linear_dx(g, ans, x, w, b=None):
 def _linear_dw(g, ans, x, w, b=None):
     nb = g.ndim - ans.ndim
     out_f, in_f = w.shape
-    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    rows = math.prod(x.shape[:-1])
     g2 = reshape(g, shape=g.shape[:nb] + (rows, out_f))
     return _matmul(swapaxes(g2, -1, -2), reshape(x, shape=(rows, in_f)))
 
@@ -226,7 +228,7 @@ def _embedding_grad_forward(g, idx, num):
     xp = backend.xp(g)
     dim = g.shape[-1]
     lead = g.shape[: g.ndim - idx.ndim - 1]
-    n_lead = int(np.prod(lead, dtype=np.int64))
+    n_lead = math.prod(lead)
     flat = (xp.arange(n_lead).reshape(-1, 1, 1) * (num * dim)
             + idx.reshape(1, -1, 1) * dim + xp.arange(dim).reshape(1, 1, -1))
     sums = xp.bincount(flat.reshape(-1), weights=g.reshape(-1), minlength=n_lead * num * dim)

@@ -8,13 +8,14 @@ when the cotangent carries extra leading batch axes (jacobians).
 from __future__ import annotations
 
 import builtins
+import math
 
 import numpy as np
 
 from ..tensor import Tensor
 from .core import Op
 from .elementwise import cast, exp, where
-from .shape import broadcast_to, reshape
+from .shape import _reshape, broadcast_to
 
 
 def normalize_axes(axis, ndim, op="reduction"):
@@ -62,7 +63,7 @@ def _kept(g, ans, x, axes, keepdims):
     kshape = list(x.shape)
     for a in axes:
         kshape[a] = 1
-    return reshape(g, shape=lead + tuple(kshape))
+    return _reshape(g, shape=lead + tuple(kshape))  # a valid shape: no checks needed
 
 
 def _spread(g, ans, x, axes, keepdims):
@@ -72,7 +73,7 @@ def _spread(g, ans, x, axes, keepdims):
 
 
 def _count(x, axes):
-    return int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    return math.prod([x.shape[a] for a in axes])
 
 
 def _dof(x, axes, ddof):
@@ -84,12 +85,12 @@ def _dof(x, axes, ddof):
 # ----- sums and means -----
 _sum = Op(
     "sum",
-    lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims),
+    lambda x, axes, keepdims: x.sum(axis=axes, keepdims=keepdims),
     lambda g, ans, x, axes, keepdims: _spread(g, ans, x, axes, keepdims),
 )
 _mean = Op(
     "mean",
-    lambda x, axes, keepdims: np.mean(x, axis=axes, keepdims=keepdims),
+    lambda x, axes, keepdims: x.mean(axis=axes, keepdims=keepdims),
     lambda g, ans, x, axes, keepdims: _spread(g, ans, x, axes, keepdims) / _count(x, axes),
 )
 
@@ -101,8 +102,8 @@ def _extreme_vjp(g, ans, x, axes, keepdims):
     return _kept(g, ans, x, axes, keepdims) * mask / _sum(mask, axes=axes, keepdims=True)
 
 
-_max = Op("max", lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims), _extreme_vjp)
-_min = Op("min", lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), _extreme_vjp)
+_max = Op("max", lambda x, axes, keepdims: x.max(axis=axes, keepdims=keepdims), _extreme_vjp)
+_min = Op("min", lambda x, axes, keepdims: x.min(axis=axes, keepdims=keepdims), _extreme_vjp)
 
 
 # ----- products: exact with zeros (product of the others), and to second order -----

@@ -6,6 +6,8 @@ gradient to its input. Indexing lives in ``indexing.py``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import backend
@@ -22,7 +24,7 @@ def _lead(g, ans):
 # ----- reshaping and transposing -----
 _reshape = Op(
     "reshape",
-    lambda x, shape: np.reshape(x, shape),
+    lambda x, shape: x.reshape(shape),
     lambda g, ans, x, shape: _reshape(g, shape=_lead(g, ans) + x.shape),
 )
 
@@ -31,8 +33,8 @@ def reshape(x, shape):
     """``x`` with a new shape (an int or a tuple; one axis may be -1), as numpy and torch."""
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     old = _shape_of(x)
-    size = int(np.prod(old, dtype=np.int64))
-    known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+    size = math.prod(old)
+    known = math.prod([s for s in shape if s != -1])
     unknown = sum(s == -1 for s in shape)
     if (any(s < -1 for s in shape) or unknown > 1 or (not unknown and known != size)
             or (unknown and (known == 0 or size % known))):
@@ -56,7 +58,7 @@ def _transpose_vjp(g, ans, x, axes):
     return _transpose(g, axes=tuple(range(nb)) + tuple(nb + int(i) for i in inverse))
 
 
-_transpose = Op("transpose", lambda x, axes: np.transpose(x, axes), _transpose_vjp)
+_transpose = Op("transpose", lambda x, axes: x.transpose(axes), _transpose_vjp)
 
 
 def transpose(x, *axes):
@@ -252,7 +254,7 @@ def flatten(x, start_dim=0, end_dim=-1):
     s, e = _axis(start_dim, len(shape), "flatten"), _axis(end_dim, len(shape), "flatten")
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-    merged = int(np.prod(shape[s : e + 1], dtype=np.int64))
+    merged = math.prod(shape[s : e + 1])
     return reshape(x, shape=shape[:s] + (merged,) + shape[e + 1 :])
 
 
