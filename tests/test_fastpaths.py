@@ -53,3 +53,31 @@ def test_python_numbers_beside_float_tensors_keep_numpy_promotion():
     xi = tape.tensor([1, 2])
     assert (xi * 2).dtype == np.int64 and (xi * 2.5).dtype == np.float64
     np.testing.assert_array_equal((x32 * 0.1).numpy(), x32.numpy() * 0.1)
+
+
+@pytest.mark.parametrize("c", [0.5, -0.0, 0.0, float("nan"), float("inf"), 3, -2, 1e300])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cached_constants_give_what_numpy_gives(c, dtype):
+    """A Python number beside a tensor becomes a cached 0-d array with numpy's value and
+    sign (x * -0.0 is not x * 0.0), the first time and every time after."""
+    xn = np.array([1.5, -2.0, 0.0, np.inf], dtype)
+    x = tape.tensor(xn)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cn = np.array(c, dtype)  # NEP 50: a Python number takes the array's dtype
+        for _ in range(2):
+            for got, want in [(x * c, xn * cn), (c - x, cn - xn), (x + c, xn + cn)]:
+                assert got.dtype == dtype
+                assert np.array_equal(got.numpy().view(np.uint8), want.view(np.uint8))
+
+
+def test_cached_constants_are_read_only_and_bounded():
+    from tape.ops import core
+
+    x = tape.tensor([1.0, 2.0])
+    with tape.Tape():
+        x * 0.25
+    cached = core._constants[(0.25, np.dtype(np.float32))]
+    assert not cached.flags.writeable
+    for i in range(3000):  # a learning rate that changes every step must not grow it forever
+        x * (1.0 + i / 7)
+    assert len(core._constants) <= 1024

@@ -74,8 +74,12 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
                 ad = a.data
                 if isinstance(b, Tensor):
                     bd = b.data
+                elif type(b) is float and type(ad) is _ndarray:  # x * 0.5: _constant inlined
+                    bd = _constants.get((b, ad.dtype))
+                    if bd is None:
+                        bd = _constant(b, ad)
                 else:
-                    bd = _constant(b, ad)  # x * 0.5 is common
+                    bd = _constant(b, ad)
             elif isinstance(b, Tensor):
                 bd = b.data
                 ad = _constant(a, bd)
