@@ -23,6 +23,13 @@ CASES = [
      [(1, 3, 7, 5), (2, 3, 1, 1)]),
     ("conv2d then tanh", lambda x, w: F.conv2d(x, w).tanh(), lambda x, w: TF.conv2d(x, w).tanh(),
      [(1, 2, 4, 4), (2, 2, 2, 2)]),
+    # 3x3, stride 1, >= 8 input channels: the Winograd route on the CPU (im2col on the GPU)
+    ("winograd pad1 bias odd", lambda x, w, b: F.conv2d(x, w, b, padding=1),
+     lambda x, w, b: TF.conv2d(x, w, b, padding=1), [(2, 8, 5, 6), (3, 8, 3, 3), (3,)]),
+    ("winograd pad0 batch1 then tanh", lambda x, w: F.conv2d(x, w).tanh(),
+     lambda x, w: TF.conv2d(x, w).tanh(), [(1, 9, 7, 4), (2, 9, 3, 3)]),
+    ("winograd pad (2,1) groups", lambda x, w: F.conv2d(x, w, padding=(2, 1), groups=2) ** 2,
+     lambda x, w: TF.conv2d(x, w, padding=(2, 1), groups=2) ** 2, [(1, 16, 3, 4), (4, 8, 3, 3)]),
     ("max_pool2d 2x2", lambda x: F.max_pool2d(x, 2) ** 2, lambda x: TF.max_pool2d(x, 2) ** 2,
      [(2, 3, 6, 6)]),
     ("max_pool2d k3 s1 p1", lambda x: F.max_pool2d(x, 3, 1, 1) ** 2,
@@ -118,3 +125,44 @@ def test_max_pool2d_return_indices_match_torch(device):
 def test_bad_shapes_raise_clearly(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+WINOGRAD_CASES = [c for c in CASES if c[0].startswith("winograd")]
+
+
+@pytest.mark.parametrize("name, fn, torch_fn, shapes", WINOGRAD_CASES,
+                         ids=[c[0] for c in WINOGRAD_CASES])
+def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(name, fn, torch_fn, shapes,
+                                                                  monkeypatch):
+    """The rows above only test Winograd if conv2d takes that route; and both routes give
+    the same values and gradients."""
+    from tape.ops import conv
+
+    if conv._wino is None:
+        pytest.skip("numba is not installed: every convolution takes the im2col route")
+    results = {}
+    for route, min_channels in [("winograd", 8), ("im2col", 10**9)]:
+        monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", min_channels)
+        xs, _ = _inputs(shapes, np.float64)
+        with tape.Tape() as t:
+            y = fn(*xs)
+            loss = (y * y).sum()
+        ops = {entry[0].name for entry in t._entries}
+        assert ("winograd_gemm" in ops) == (route == "winograd"), ops
+        results[route] = [y] + t.gradient(loss, xs)
+    for a, b in zip(results["winograd"], results["im2col"]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
+    from tape.ops import conv
+
+    monkeypatch.setattr(conv, "_wino", None)
+    x = tape.tensor(np.ones((1, 8, 4, 4)), requires_grad=True)
+    w = tape.tensor(np.ones((2, 8, 3, 3)), requires_grad=True)
+    with tape.Tape() as t:
+        y = F.conv2d(x, w, padding=1)
+        loss = y.sum()
+    assert "winograd_gemm" not in {entry[0].name for entry in t._entries}
+    # each weight sees the input in (3 + 4 + 3) ** 2 = 100 of its placements
+    assert y.numpy()[0, 0, 1, 1] == 72.0 and t.gradient(loss, w).numpy().sum() == 2 * 8 * 100
