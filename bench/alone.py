@@ -17,23 +17,28 @@ import numpy as np
 from workloads import CONV_SHAPES, lenet, mlp  # the same workloads as the suites
 
 
-def median_ms(fn, n=60):
+MODELS = [("mlp", mlp, (128, 784)), ("lenet", lenet, (64, 1, 28, 28))]
+
+
+def median_ms(fn, n=60, warm=10):
+    """Median of ``n`` calls, in ms, after ``warm`` untimed ones."""
+    for _ in range(warm):
+        fn()
     times = []
     for _ in range(n):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times[10:])) * 1e3
+    return float(np.median(times)) * 1e3
 
 
-def run_tape():
+def tape_steps():
+    """{workload name: a function running one step of it on tape}."""
     import tape
     import tape.functional as F
     import tape.nn as nn
 
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, make, shape in [("mlp", mlp, (128, 784)), ("lenet", lenet, (64, 1, 28, 28))]:
+    def training_step(make, shape):
         model = make(nn)
         params = list(model.parameters())
         opt, loss_fn = tape.optim.SGD(params, lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
@@ -45,7 +50,10 @@ def run_tape():
                 loss = loss_fn(model(x), y)
             opt.step(t.gradient(loss, params))
 
-        out[f"{name} step"] = median_ms(step)
+        return step
+
+    rng = np.random.default_rng(0)
+    out = {f"{name} step": training_step(make, shape) for name, make, shape in MODELS}
     for n, cin, cout, hw in CONV_SHAPES:
         x = tape.tensor(rng.standard_normal((n, cin, hw, hw)).astype(np.float32),
                         requires_grad=True)
@@ -53,12 +61,12 @@ def run_tape():
                         requires_grad=True)
         g = rng.standard_normal((n, cout, hw, hw)).astype(np.float32)
 
-        def conv():
+        def conv(x=x, w=w, g=g):
             with tape.Tape() as t:
                 y = F.conv2d(x, w, padding=1)
             t.gradient(y, [x, w], output_gradients=g)
 
-        out[f"conv2d {(n, cin, cout, hw)}"] = median_ms(conv)
+        out[f"conv2d {(n, cin, cout, hw)}"] = conv
     x = tape.tensor(np.linspace(-1, 1, 4, dtype=np.float32), requires_grad=True)
 
     def chain():
@@ -69,18 +77,17 @@ def run_tape():
             s = y.sum()
         t.gradient(s, x)
 
-    out["250-op chain"] = median_ms(chain, 300)
+    out["250-op chain"] = chain
     return out
 
 
-def run_torch():
+def torch_steps():
+    """{workload name: a function running one step of it on PyTorch (2 threads)}."""
     import torch
 
     torch.set_num_threads(2)
     nn, F = torch.nn, torch.nn.functional
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, make, shape in [("mlp", mlp, (128, 784)), ("lenet", lenet, (64, 1, 28, 28))]:
+    def training_step(make, shape):
         model = make(nn)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         x = torch.tensor(rng.standard_normal(shape).astype(np.float32))
@@ -91,13 +98,16 @@ def run_torch():
             F.cross_entropy(model(x), y).backward()
             opt.step()
 
-        out[f"{name} step"] = median_ms(step)
+        return step
+
+    rng = np.random.default_rng(0)
+    out = {f"{name} step": training_step(make, shape) for name, make, shape in MODELS}
     for n, cin, cout, hw in CONV_SHAPES:
         x = torch.randn(n, cin, hw, hw, requires_grad=True)
         w = torch.randn(cout, cin, 3, 3, requires_grad=True)
         g = torch.randn(n, cout, hw, hw)
-        out[f"conv2d {(n, cin, cout, hw)}"] = median_ms(
-            lambda: torch.autograd.grad(F.conv2d(x, w, padding=1), [x, w], g))
+        out[f"conv2d {(n, cin, cout, hw)}"] = (
+            lambda x=x, w=w, g=g: torch.autograd.grad(F.conv2d(x, w, padding=1), [x, w], g))
     x = torch.linspace(-1, 1, 4, requires_grad=True)
 
     def chain():
@@ -106,12 +116,17 @@ def run_torch():
             y = (y * 0.999 + 0.001).tanh() - y * 0.5
         torch.autograd.grad(y.sum(), x)
 
-    out["250-op chain"] = median_ms(chain, 300)
+    out["250-op chain"] = chain
     return out
+
+
+def steps_of(which):
+    return tape_steps() if which == "tape" else torch_steps()
 
 
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "tape"
-    results = run_tape() if which == "tape" else run_torch()
+    results = {name: median_ms(fn, 290 if "chain" in name else 50)
+               for name, fn in steps_of(which).items()}
     for name, ms in results.items():
         print(f"{which:5s} alone  {name:32s} {ms:8.3f} ms")
