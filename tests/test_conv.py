@@ -166,3 +166,25 @@ def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
     assert "winograd_gemm" not in {entry[0].name for entry in t._entries}
     # each weight sees the input in (3 + 4 + 3) ** 2 = 100 of its placements
     assert y.numpy()[0, 0, 1, 1] == 72.0 and t.gradient(loss, w).numpy().sum() == 2 * 8 * 100
+
+
+def test_a_drop_in_im2col_takes_every_convolution():
+    """With an im2col selected by kernels.use, conv2d runs it even where it would take the
+    Winograd route, so that an experiment with the kernel measures the kernel."""
+    import kernels
+
+    x = tape.tensor(np.random.default_rng(0).standard_normal((1, 8, 5, 5)), requires_grad=True)
+    w = tape.tensor(np.random.default_rng(1).standard_normal((2, 8, 3, 3)), requires_grad=True)
+    from tape.ops import conv
+
+    if conv._wino is None:
+        pytest.skip("numba is not installed: every convolution takes the im2col route")
+    routes = {}
+    for impl in ["numba", "reference"]:
+        with kernels.use("im2col", impl), tape.Tape() as t:
+            y = F.conv2d(x, w, padding=1)
+        routes[impl] = {entry[0].name for entry in t._entries}
+        routes[impl + " y"] = y.numpy()
+    assert "winograd_gemm" in routes["numba"]
+    assert "winograd_gemm" not in routes["reference"] and "im2col" in routes["reference"]
+    np.testing.assert_allclose(routes["numba y"], routes["reference y"], rtol=1e-12, atol=1e-12)

@@ -90,15 +90,20 @@ try:
 except ImportError:  # no numba: every convolution takes the im2col route
     _wino = None
 
-WINOGRAD_MIN_CHANNELS = 8  # fewer input channels: im2col + one GEMM is faster (bench/)
+WINOGRAD_MIN_CHANNELS = 8  # fewer input channels: im2col + one GEMM is faster (bench/);
+# set it higher than any channel count to turn the Winograd route off.
 
 
 def _winograd_applies(x, w, k, stride, dilation, cin):
+    """3x3, stride 1, enough channels, numpy float arrays of one dtype, and the built-in
+    im2col in effect: a drop-in im2col (``kernels.use``, or registered as the default)
+    takes every convolution, so that experiments with it measure what they mean to."""
     xd, wd = (x.data if isinstance(x, Tensor) else x), (w.data if isinstance(w, Tensor) else w)
     return (_wino is not None and k == (3, 3) and stride == (1, 1) and dilation == (1, 1)
             and cin >= WINOGRAD_MIN_CHANNELS and type(xd) is np.ndarray
             and type(wd) is np.ndarray and xd.dtype == wd.dtype
-            and xd.dtype in (np.float32, np.float64))
+            and xd.dtype in (np.float32, np.float64)
+            and kernels.get("im2col", "cpu") is kernels.get("im2col", "cpu", impl="numba"))
 
 
 def _to_lead_major(v, lead):
