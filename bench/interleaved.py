@@ -16,6 +16,7 @@ import json
 
 import numpy as np
 from alone import median_ms, tape_steps, torch_steps
+from conftest import environment  # the same record of machine and versions as the suites
 
 
 def main():
@@ -39,7 +40,7 @@ def main():
               f"ratio {r['ratio']:.2f} ({ratios.min():.2f}-{ratios.max():.2f})", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({"environment": environment(), "interleaved": results}, f, indent=2)
 
 
 if __name__ == "__main__":
