@@ -34,6 +34,15 @@ def is_cupy(array) -> bool:
     return type(array).__module__.startswith("cupy")
 
 
+def as_array(x):
+    """``x`` itself when it is an array (numpy or cupy), else ``np.asarray(x)``: so that a
+    forward can call the array's own methods, numpy's module functions (``np.sum``...)
+    costing about 1 us of Python each on top."""
+    if type(x) is np.ndarray or is_cupy(x):
+        return x
+    return np.asarray(x)
+
+
 def device_of(array) -> str:
     """'cuda' for a cupy array, 'cpu' for anything else."""
     return "cuda" if is_cupy(array) else "cpu"

@@ -81,3 +81,13 @@ def test_cached_constants_are_read_only_and_bounded():
     for i in range(3000):  # a learning rate that changes every step must not grow it forever
         x * (1.0 + i / 7)
     assert len(core._constants) <= 1024
+
+
+def test_forwards_calling_array_methods_still_take_numbers_and_lists():
+    """The reductions and reshapes call the array's own methods (numpy's module functions
+    cost ~1 us more); raw numbers and lists, which ops accept untracked, still work."""
+    import tape.functional as F
+
+    assert F.sum(3.0) == 3.0 and F.max([1.0, 5.0]) == 5.0 and F.mean([1.0, 2.0]) == 1.5
+    assert F.reshape([1.0, 2.0, 3.0, 4.0], (2, 2)).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    np.testing.assert_allclose(F.softmax([0.0, 0.0]), [0.5, 0.5])

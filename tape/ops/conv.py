@@ -80,11 +80,12 @@ col2im = Op("col2im", _col2im, _col2im_vjp)
 
 
 # ----- Winograd F(2x2, 3x3): 3x3 stride-1 convolutions on the CPU -----
-# Four linear maps between (N, C, H, W) planes and the transformed (16, T, C) layout,
-# each the other's adjoint in pairs (as im2col and col2im): a convolution is
-# winograd_output(winograd_input(x) @ winograd_weight(w)), and its gradients, of any
-# order, come from the tape. The kernels take no leading batch axes: the forwards here
-# fold a jacobian's leading axes into N (and Cout) and unfold them after.
+# Three linear maps, each an op paired with its adjoint op (as im2col and col2im): the
+# input and weight transforms and the output transform. A convolution is
+# winograd_output(winograd_input(x) @ winograd_weight(w)) (kernels/cpu/winograd.py
+# says why that is the same), and its gradients, of any order, come from the tape. The
+# kernels take no leading batch axes: the forwards here fold a jacobian's leading axes
+# into N (and Cout) and unfold them after.
 try:
     from kernels.cpu import winograd as _wino
 except ImportError:  # no numba: every convolution takes the im2col route
@@ -161,6 +162,14 @@ def _winograd_weight_adjoint(du):
     return _unfold(_wino.weight_transform_adjoint(du), lead)
 
 
+def _winograd_weight_grad(g, ans, v, u):
+    """dU = V^T dM, computed as (dM^T V)^T: OpenBLAS is up to 2x faster on that form of
+    these 16 short, wide products (T is the long axis)."""
+    if type(g) is np.ndarray:
+        return np.matmul(g.swapaxes(-1, -2), v).swapaxes(-1, -2)
+    return _matmul(swapaxes(v, -1, -2), g)
+
+
 winograd_input = Op(
     "winograd_input", _winograd_input,
     lambda g, ans, x, padding: winograd_input_adjoint(
@@ -170,6 +179,18 @@ winograd_input_adjoint = Op(
     "winograd_input_adjoint", _winograd_input_adjoint,
     lambda g, ans, dv, x_shape, padding: winograd_input(g, padding=padding),
 )
+winograd_weight = Op(
+    "winograd_weight", _winograd_weight, lambda g, ans, w: winograd_weight_adjoint(g)
+)
+winograd_weight_adjoint = Op(
+    "winograd_weight_adjoint", _winograd_weight_adjoint, lambda g, ans, du: winograd_weight(g)
+)
+_winograd_gemm = Op(  # (16, T, Cin) @ (16, Cin, Cout): 16 GEMMs over the channels
+    "winograd_gemm",
+    np.matmul,
+    lambda g, ans, v, u: _matmul(g, swapaxes(u, -1, -2)),
+    _winograd_weight_grad,
+)
 winograd_output = Op(
     "winograd_output", _winograd_output,
     lambda g, ans, m, n, out_hw: winograd_output_adjoint(g),
@@ -177,26 +198,6 @@ winograd_output = Op(
 winograd_output_adjoint = Op(
     "winograd_output_adjoint", _winograd_output_adjoint,
     lambda g, ans, gy: winograd_output(g, n=gy.shape[-4], out_hw=tuple(gy.shape[-2:])),
-)
-def _winograd_weight_grad(g, ans, v, u):
-    """dU = V^T dM, computed as (dM^T V)^T: OpenBLAS is up to 2x faster on that form of
-    these 16 short, wide products (T is the long axis)."""
-    if type(g) is np.ndarray:
-        return np.matmul(g.swapaxes(-1, -2), v).swapaxes(-1, -2)
-    return _matmul(swapaxes(v, -1, -2), g)
-
-
-_winograd_gemm = Op(
-    "winograd_gemm",
-    np.matmul,
-    lambda g, ans, v, u: _matmul(g, swapaxes(u, -1, -2)),
-    _winograd_weight_grad,
-)
-winograd_weight = Op(
-    "winograd_weight", _winograd_weight, lambda g, ans, w: winograd_weight_adjoint(g)
-)
-winograd_weight_adjoint = Op(
-    "winograd_weight_adjoint", _winograd_weight_adjoint, lambda g, ans, du: winograd_weight(g)
 )
 
 

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import backend
+from ..backend import as_array
 from ..tensor import Tensor
 from .core import Op
 from .elementwise import exp, sqrt, where
@@ -35,6 +36,7 @@ def _axis(x, axis, dim, op="softmax"):
 def _softmax(x, axis):
     if np.ndim(x) == 0:
         return np.ones_like(x)
+    x = as_array(x)
     z = np.exp(x - x.max(axis=axis, keepdims=True))  # stable for large inputs
     return z / z.sum(axis=axis, keepdims=True)
 
@@ -42,6 +44,7 @@ def _softmax(x, axis):
 def _log_softmax(x, axis):
     if np.ndim(x) == 0:
         return np.zeros_like(x)
+    x = as_array(x)
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 

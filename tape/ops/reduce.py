@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ..backend import as_array
 from ..tensor import Tensor
 from .core import Op
 from .elementwise import cast, exp, where
@@ -85,12 +86,12 @@ def _dof(x, axes, ddof):
 # ----- sums and means -----
 _sum = Op(
     "sum",
-    lambda x, axes, keepdims: x.sum(axis=axes, keepdims=keepdims),
+    lambda x, axes, keepdims: as_array(x).sum(axis=axes, keepdims=keepdims),
     lambda g, ans, x, axes, keepdims: _spread(g, ans, x, axes, keepdims),
 )
 _mean = Op(
     "mean",
-    lambda x, axes, keepdims: x.mean(axis=axes, keepdims=keepdims),
+    lambda x, axes, keepdims: as_array(x).mean(axis=axes, keepdims=keepdims),
     lambda g, ans, x, axes, keepdims: _spread(g, ans, x, axes, keepdims) / _count(x, axes),
 )
 
@@ -102,8 +103,10 @@ def _extreme_vjp(g, ans, x, axes, keepdims):
     return _kept(g, ans, x, axes, keepdims) * mask / _sum(mask, axes=axes, keepdims=True)
 
 
-_max = Op("max", lambda x, axes, keepdims: x.max(axis=axes, keepdims=keepdims), _extreme_vjp)
-_min = Op("min", lambda x, axes, keepdims: x.min(axis=axes, keepdims=keepdims), _extreme_vjp)
+_max = Op("max", lambda x, axes, keepdims: as_array(x).max(axis=axes, keepdims=keepdims),
+          _extreme_vjp)
+_min = Op("min", lambda x, axes, keepdims: as_array(x).min(axis=axes, keepdims=keepdims),
+          _extreme_vjp)
 
 
 # ----- products: exact with zeros (product of the others), and to second order -----

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import backend
+from ..backend import as_array
 from ..tensor import Tensor
 from .core import Op
 from .indexing import gather, getitem
@@ -24,7 +25,7 @@ def _lead(g, ans):
 # ----- reshaping and transposing -----
 _reshape = Op(
     "reshape",
-    lambda x, shape: x.reshape(shape),
+    lambda x, shape: as_array(x).reshape(shape),
     lambda g, ans, x, shape: _reshape(g, shape=_lead(g, ans) + x.shape),
 )
 
@@ -58,7 +59,7 @@ def _transpose_vjp(g, ans, x, axes):
     return _transpose(g, axes=tuple(range(nb)) + tuple(nb + int(i) for i in inverse))
 
 
-_transpose = Op("transpose", lambda x, axes: x.transpose(axes), _transpose_vjp)
+_transpose = Op("transpose", lambda x, axes: as_array(x).transpose(axes), _transpose_vjp)
 
 
 def transpose(x, *axes):
