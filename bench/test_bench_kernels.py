@@ -140,6 +140,16 @@ calls = {
     "avg_pool2d_backward": lambda: kernels.avg_pool2d_backward(
         np.ones((8, 4, 6, 6), np.float32), x.shape, 2, 2, 0),
 }
+from kernels.cpu import winograd as wg  # conv2d's Winograd route (3x3, stride 1)
+m = np.ones((16, 8 * 6 * 6, 4), np.float32)  # (16, T, C) for x with padding 1
+calls.update({
+    "winograd_input": lambda: wg.transformed_input(x, (1, 1)),
+    "winograd_input_adjoint": lambda: wg.input_adjoint(m, x.shape, (1, 1)),
+    "winograd_output": lambda: wg.output(m, 8, (12, 12)),
+    "winograd_output_adjoint": lambda: wg.transformed_grad(x),
+    "winograd_weight": lambda: wg.weight_transform(np.ones((4, 4, 3, 3), np.float32)),
+    "winograd_weight_adjoint": lambda: wg.weight_transform_adjoint(m[:, :4]),
+})
 first = {}
 for name, call in calls.items():
     t = time.perf_counter()
