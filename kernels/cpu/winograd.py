@@ -1,31 +1,24 @@
 """Winograd F(2x2, 3x3): a 3x3 stride-1 convolution with 2.25x fewer multiplications.
 
-Each 2x2 block of outputs ("tile") comes from a 4x4 block of the padded input ``d``:
-``Y = At [(G w Gt) * (Bt d B)] A``. Across channels the elementwise product becomes 16
-GEMMs, one per position of the 4x4 transformed tile, so the work is
+Each 2x2 block of outputs (a "tile") comes from a 4x4 block ``d`` of the padded input:
+``Y = A^T [(G w G^T) * (B^T d B)] A``. Across channels the elementwise product becomes
+16 GEMMs, one per position in the 4x4 transformed tile:
 
-    V = input_transform(x)      (16, T, C)    T = N * tiles_h * tiles_w
-    M = V @ U                   (16, T, Cout) U = weight_transform(w), (16, C, Cout)
-    y = output_transform(M)     (N, Cout, H, W)
+    V = transformed_input(x)        (16, T, Cin)   T = N * tiles_h * tiles_w
+    U = weight_transform(w)         (16, Cin, Cout)
+    y = output(V @ U, N, (H, W))    (N, Cout, H, W)
 
-and, the whole map being linear, its gradients are the adjoints in reverse order:
-``dM = output_transform_adjoint(g)``, ``dx = input_transform_adjoint(dM @ U^T)``,
+Every map is linear, so the gradients are the adjoints in reverse order:
+``dM = transformed_grad(g)``, ``dx = input_adjoint(dM @ U^T)``,
 ``dw = weight_transform_adjoint(V^T @ dM)``. Lavin & Gray, "Fast Algorithms for
-Convolutional Neural Networks" (2015), give the matrices.
-
-Only the first three are kernels here (the GEMMs are numpy's); ``transformed_input``,
-``input_adjoint``, ``output``, ``transformed_grad``, ``weight_transform`` and
-``weight_transform_adjoint`` are the maps and their adjoints, on whole arrays.
+Convolutional Neural Networks" (2015), give the matrices B, G and A; the one-line
+helpers below apply them to a column. The GEMMs are numpy's (tape/ops/conv.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-
-# G (4x3): the weight transform, U = G w G^T.
-G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-
 
 @njit(cache=True, inline="always")
 def _bt(a0, a1, a2, a3):
@@ -210,7 +203,8 @@ def transformed_grad(g):
 
 @njit(cache=True, inline="always")
 def _g(a0, a1, a2, h):
-    """G times a column of three (``h``: 0.5 in the arrays' dtype)."""
+    """G times a column of three, G = [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]
+    (``h``: 0.5 in the arrays' dtype, so float32 stays float32)."""
     return a0, h * (a0 + a1 + a2), h * (a0 - a1 + a2), a2
 
 
@@ -225,7 +219,7 @@ def _weight_transform(w, u, h):
     o_, c_ = w.shape[0], w.shape[1]
     for c in prange(c_):
         for o in range(o_):
-            r0 = _g(w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2], h)  # row a of w times G^T
+            r0 = _g(w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2], h)  # (w G^T)[a, :]
             r1 = _g(w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2], h)
             r2 = _g(w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2], h)
             for j in range(4):
