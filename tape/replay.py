@@ -112,7 +112,7 @@ def run(tape, grads, sources, lead):
     anomaly = _local.anomaly
     check_broadcast = tape.check_broadcast
     nb = len(lead)
-    pop, get = grads.pop, grads.get
+    pop = grads.pop
     results = {}
     for k in range(n - 1, -1, -1):
         op, inputs, arrays, out, params, where = entries[k]
@@ -145,24 +145,12 @@ def run(tape, grads, sources, lead):
                 gi = vjp[i](g, ans, *args, **params)
             if gi is None:
                 continue
-            # Fit the gradient to its input: undo broadcasting, keep the input's dtype.
-            data = a.data
-            if gi.shape != (lead + data.shape if nb else data.shape):
-                if check_broadcast and id(a) in tape._variables:
-                    _warn_broadcast(op, a, gi.shape[nb:], where)
-                gi = sum_to(gi, shape=data.shape, nb=nb)
-            if gi.dtype is not data.dtype and gi.dtype != data.dtype:
-                gi = cast(gi, dtype=data.dtype)
+            if check_broadcast and gi.shape[nb:] != a.shape and id(a) in tape._variables:
+                _warn_broadcast(op, a, gi.shape[nb:], where)
+            gi = _accumulate(grads, a, gi, nb)
             if anomaly:
                 _check_finite(gi, op, where)
-            aid = id(a)
-            prev = get(aid)
-            grads[aid] = gi if prev is None else prev + gi
-
-    for sid in source_ids:
-        if sid not in results and sid in grads:
-            results[sid] = grads[sid]
-    return [results.get(id(s)) for s in sources]
+    return _results(results, grads, source_ids, sources)
 
 
 def _run_first_order(entries, n, grads, dep, source_ids, sources):
@@ -205,24 +193,33 @@ def _run_first_order(entries, n, grads, dep, source_ids, sources):
                 _accumulate(grads, a, gis[i])
             elif vjp[i] is not None:
                 _accumulate(grads, a, vjp[i](g, ans, *arrays, **params))
-    for sid in source_ids:
-        if sid not in results and sid in grads:
-            results[sid] = grads[sid]
-    return [results.get(id(s)) for s in sources]
+    return _results(results, grads, source_ids, sources)
 
 
-def _accumulate(grads, a, gi):
-    """Add ``gi`` to input ``a``'s gradient, fitted to its shape and dtype first."""
+def _accumulate(grads, a, gi, nb=0):
+    """Add ``gi`` to input ``a``'s gradient, fitted to it first: broadcasting undone (the
+    one place that does it; ``nb`` leading jacobian axes kept) and the input's dtype.
+    Returns the fitted ``gi``."""
     if gi is None:
-        return
+        return None
     data = a.data
-    if gi.shape != data.shape:
-        gi = sum_to(gi, shape=data.shape)
+    if (gi.shape[nb:] if nb else gi.shape) != data.shape:
+        gi = sum_to(gi, shape=data.shape, nb=nb)
     if gi.dtype is not data.dtype and gi.dtype != data.dtype:
         gi = cast(gi, dtype=data.dtype)
     aid = id(a)
     prev = grads.get(aid)
     grads[aid] = gi if prev is None else prev + gi
+    return gi
+
+
+def _results(results, grads, source_ids, sources):
+    """Each source's gradient, in order: recorded as the loop passed its entry (a source
+    that is also an op's output), else what accumulated for it (None if nothing)."""
+    for sid in source_ids:
+        if sid not in results and sid in grads:
+            results[sid] = grads[sid]
+    return [results.get(id(s)) for s in sources]
 
 
 def _depends_on_sources(tape, entries, n, source_ids):
