@@ -30,6 +30,9 @@ CASES = [
      lambda x, w: TF.conv2d(x, w).tanh(), [(1, 9, 7, 4), (2, 9, 3, 3)]),
     ("winograd pad (2,1) groups", lambda x, w: F.conv2d(x, w, padding=(2, 1), groups=2) ** 2,
      lambda x, w: TF.conv2d(x, w, padding=(2, 1), groups=2) ** 2, [(1, 16, 3, 4), (4, 8, 3, 3)]),
+    # channels past WINOGRAD_FUSED_MAX_CHANNELS: the batched GEMMs instead of the fused kernels
+    ("winograd batched many channels", lambda x, w: F.conv2d(x, w, padding=1).tanh(),
+     lambda x, w: TF.conv2d(x, w, padding=1).tanh(), [(1, 64, 2, 3), (40, 64, 3, 3)]),
     ("max_pool2d 2x2", lambda x: F.max_pool2d(x, 2) ** 2, lambda x: TF.max_pool2d(x, 2) ** 2,
      [(2, 3, 6, 6)]),
     ("max_pool2d k3 s1 p1", lambda x: F.max_pool2d(x, 3, 1, 1) ** 2,
@@ -134,24 +137,35 @@ WINOGRAD_CASES = [c for c in CASES if c[0].startswith("winograd")]
                          ids=[c[0] for c in WINOGRAD_CASES])
 def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(name, fn, torch_fn, shapes,
                                                                   monkeypatch):
-    """The rows above only test Winograd if conv2d takes that route; and both routes give
-    the same values and gradients."""
+    """The rows above only test Winograd if conv2d takes that route; and its two forms (the
+    fused kernels, the batched GEMMs) and im2col give the same values and gradients."""
     from tape.ops import conv
 
     if conv._wino is None:
         pytest.skip("numba is not installed: every convolution takes the im2col route")
+    default = {entry[0].name for entry in _recorded(fn, shapes)[0]._entries}
+    assert ("winograd_gemm" in default) == ("batched" in name), default
+    assert ("winograd_conv" in default) == ("batched" not in name), default
     results = {}
-    for route, min_channels in [("winograd", 8), ("im2col", 10**9)]:
+    for route, min_channels, fused_max, op in [("fused", 8, 10**9, "winograd_conv"),
+                                               ("batched", 8, 0, "winograd_gemm"),
+                                               ("im2col", 10**9, 0, "im2col")]:
         monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", min_channels)
-        xs, _ = _inputs(shapes, np.float64)
-        with tape.Tape() as t:
-            y = fn(*xs)
-            loss = (y * y).sum()
-        ops = {entry[0].name for entry in t._entries}
-        assert ("winograd_gemm" in ops) == (route == "winograd"), ops
+        monkeypatch.setattr(conv, "WINOGRAD_FUSED_MAX_CHANNELS", fused_max)
+        t, xs, y, loss = _recorded(fn, shapes)
+        assert op in {entry[0].name for entry in t._entries}, route
         results[route] = [y] + t.gradient(loss, xs)
-    for a, b in zip(results["winograd"], results["im2col"]):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+    for route in ["fused", "batched"]:
+        for a, b in zip(results[route], results["im2col"]):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def _recorded(fn, shapes):
+    xs, _ = _inputs(shapes, np.float64)
+    with tape.Tape() as t:
+        y = fn(*xs)
+        loss = (y * y).sum()
+    return t, xs, y, loss
 
 
 def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
@@ -163,7 +177,7 @@ def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
     with tape.Tape() as t:
         y = F.conv2d(x, w, padding=1)
         loss = y.sum()
-    assert "winograd_gemm" not in {entry[0].name for entry in t._entries}
+    assert "im2col" in {entry[0].name for entry in t._entries}
     # each weight sees the input in (3 + 4 + 3) ** 2 = 100 of its placements
     assert y.numpy()[0, 0, 1, 1] == 72.0 and t.gradient(loss, w).numpy().sum() == 2 * 8 * 100
 
@@ -185,6 +199,7 @@ def test_a_drop_in_im2col_takes_every_convolution():
             y = F.conv2d(x, w, padding=1)
         routes[impl] = {entry[0].name for entry in t._entries}
         routes[impl + " y"] = y.numpy()
-    assert "winograd_gemm" in routes["numba"]
-    assert "winograd_gemm" not in routes["reference"] and "im2col" in routes["reference"]
+    assert "winograd_conv" in routes["numba"]
+    assert not {"winograd_conv", "winograd_gemm"} & routes["reference"]
+    assert "im2col" in routes["reference"]
     np.testing.assert_allclose(routes["numba y"], routes["reference y"], rtol=1e-12, atol=1e-12)

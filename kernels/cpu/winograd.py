@@ -17,8 +17,12 @@ helpers below apply them to a column. The GEMMs are numpy's (tape/ops/conv.py).
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 from numba import njit, prange
+
+HAS_SCIPY = importlib.util.find_spec("scipy") is not None  # numba's np.dot needs its BLAS
 
 @njit(cache=True, inline="always")
 def _bt(a0, a1, a2, a3):
@@ -57,111 +61,136 @@ def tiles(size):
     return (size + 1) // 2
 
 
+# One image at a time: ``t0`` is the image's first tile in the (16, T, C) array. The
+# per-image kernels run them for all images at once (one work item each), the fused
+# convolution below for its chunk of images.
+
+
+@njit(cache=True, inline="always")
+def _input_image(x, n, v, t0, ph, pw, th, tw):
+    _, c_, h_, w_ = x.shape
+    d = np.zeros((2 * th + 2, 2 * tw + 2, c_), x.dtype)
+    for c in range(c_):
+        for i in range(h_):
+            for j in range(w_):
+                d[i + ph, j + pw, c] = x[n, c, i, j]
+    for ty in range(th):
+        y0 = 2 * ty
+        for tx in range(tw):
+            t = t0 + ty * tw + tx
+            x0 = 2 * tx
+            for c in range(c_):
+                p0 = _bt(d[y0, x0, c], d[y0, x0 + 1, c], d[y0, x0 + 2, c], d[y0, x0 + 3, c])
+                p1 = _bt(d[y0 + 1, x0, c], d[y0 + 1, x0 + 1, c], d[y0 + 1, x0 + 2, c],
+                         d[y0 + 1, x0 + 3, c])
+                p2 = _bt(d[y0 + 2, x0, c], d[y0 + 2, x0 + 1, c], d[y0 + 2, x0 + 2, c],
+                         d[y0 + 2, x0 + 3, c])
+                p3 = _bt(d[y0 + 3, x0, c], d[y0 + 3, x0 + 1, c], d[y0 + 3, x0 + 2, c],
+                         d[y0 + 3, x0 + 3, c])
+                for j in range(4):
+                    q = _bt(p0[j], p1[j], p2[j], p3[j])
+                    v[j, t, c] = q[0]
+                    v[4 + j, t, c] = q[1]
+                    v[8 + j, t, c] = q[2]
+                    v[12 + j, t, c] = q[3]
+
+
+@njit(cache=True, inline="always")
+def _input_adjoint_image(dv, t0, dx, n, ph, pw, th, tw):
+    _, c_, h_, w_ = dx.shape
+    d = np.zeros((2 * th + 2, 2 * tw + 2, c_), dx.dtype)
+    for ty in range(th):
+        y0 = 2 * ty
+        for tx in range(tw):
+            t = t0 + ty * tw + tx
+            x0 = 2 * tx
+            for c in range(c_):
+                r0 = _b(dv[0, t, c], dv[1, t, c], dv[2, t, c], dv[3, t, c])
+                r1 = _b(dv[4, t, c], dv[5, t, c], dv[6, t, c], dv[7, t, c])
+                r2 = _b(dv[8, t, c], dv[9, t, c], dv[10, t, c], dv[11, t, c])
+                r3 = _b(dv[12, t, c], dv[13, t, c], dv[14, t, c], dv[15, t, c])
+                for j in range(4):
+                    q = _b(r0[j], r1[j], r2[j], r3[j])
+                    d[y0, x0 + j, c] += q[0]
+                    d[y0 + 1, x0 + j, c] += q[1]
+                    d[y0 + 2, x0 + j, c] += q[2]
+                    d[y0 + 3, x0 + j, c] += q[3]
+    for c in range(c_):
+        for i in range(h_):
+            for j in range(w_):
+                dx[n, c, i, j] = d[i + ph, j + pw, c]
+
+
+@njit(cache=True, inline="always")
+def _output_image(m, t0, y, n, th, tw):
+    _, c_, ho, wo = y.shape
+    o = np.empty((2 * th, 2 * tw, c_), y.dtype)
+    for ty in range(th):
+        y0 = 2 * ty
+        for tx in range(tw):
+            t = t0 + ty * tw + tx
+            x0 = 2 * tx
+            for c in range(c_):
+                s0 = _at(m[0, t, c], m[1, t, c], m[2, t, c], m[3, t, c])
+                s1 = _at(m[4, t, c], m[5, t, c], m[6, t, c], m[7, t, c])
+                s2 = _at(m[8, t, c], m[9, t, c], m[10, t, c], m[11, t, c])
+                s3 = _at(m[12, t, c], m[13, t, c], m[14, t, c], m[15, t, c])
+                for b in range(2):
+                    q = _at(s0[b], s1[b], s2[b], s3[b])
+                    o[y0, x0 + b, c] = q[0]
+                    o[y0 + 1, x0 + b, c] = q[1]
+    for c in range(c_):
+        for i in range(ho):
+            for j in range(wo):
+                y[n, c, i, j] = o[i, j, c]
+
+
+@njit(cache=True, inline="always")
+def _output_adjoint_image(g, n, dm, t0, th, tw):
+    _, c_, ho, wo = g.shape
+    o = np.zeros((2 * th, 2 * tw, c_), g.dtype)  # zero past the output: whole tiles
+    for c in range(c_):
+        for i in range(ho):
+            for j in range(wo):
+                o[i, j, c] = g[n, c, i, j]
+    for ty in range(th):
+        y0 = 2 * ty
+        for tx in range(tw):
+            t = t0 + ty * tw + tx
+            x0 = 2 * tx
+            for c in range(c_):
+                r0 = _a(o[y0, x0, c], o[y0, x0 + 1, c])
+                r1 = _a(o[y0 + 1, x0, c], o[y0 + 1, x0 + 1, c])
+                for j in range(4):
+                    q = _a(r0[j], r1[j])
+                    dm[j, t, c] = q[0]
+                    dm[4 + j, t, c] = q[1]
+                    dm[8 + j, t, c] = q[2]
+                    dm[12 + j, t, c] = q[3]
+
+
 @njit(parallel=True, cache=True)
 def _input(x, v, ph, pw, th, tw):
-    n_, c_, h_, w_ = x.shape
-    for n in prange(n_):
-        d = np.zeros((2 * th + 2, 2 * tw + 2, c_), x.dtype)
-        for c in range(c_):
-            for i in range(h_):
-                for j in range(w_):
-                    d[i + ph, j + pw, c] = x[n, c, i, j]
-        for ty in range(th):
-            y0 = 2 * ty
-            for tx in range(tw):
-                t = (n * th + ty) * tw + tx
-                x0 = 2 * tx
-                for c in range(c_):
-                    p0 = _bt(d[y0, x0, c], d[y0, x0 + 1, c], d[y0, x0 + 2, c], d[y0, x0 + 3, c])
-                    p1 = _bt(d[y0 + 1, x0, c], d[y0 + 1, x0 + 1, c], d[y0 + 1, x0 + 2, c],
-                             d[y0 + 1, x0 + 3, c])
-                    p2 = _bt(d[y0 + 2, x0, c], d[y0 + 2, x0 + 1, c], d[y0 + 2, x0 + 2, c],
-                             d[y0 + 2, x0 + 3, c])
-                    p3 = _bt(d[y0 + 3, x0, c], d[y0 + 3, x0 + 1, c], d[y0 + 3, x0 + 2, c],
-                             d[y0 + 3, x0 + 3, c])
-                    for j in range(4):
-                        q = _bt(p0[j], p1[j], p2[j], p3[j])
-                        v[j, t, c] = q[0]
-                        v[4 + j, t, c] = q[1]
-                        v[8 + j, t, c] = q[2]
-                        v[12 + j, t, c] = q[3]
+    for n in prange(x.shape[0]):
+        _input_image(x, n, v, n * th * tw, ph, pw, th, tw)
 
 
 @njit(parallel=True, cache=True)
 def _input_adjoint(dv, dx, ph, pw, th, tw):
-    n_, c_, h_, w_ = dx.shape
-    for n in prange(n_):
-        d = np.zeros((2 * th + 2, 2 * tw + 2, c_), dx.dtype)
-        for ty in range(th):
-            y0 = 2 * ty
-            for tx in range(tw):
-                t = (n * th + ty) * tw + tx
-                x0 = 2 * tx
-                for c in range(c_):
-                    r0 = _b(dv[0, t, c], dv[1, t, c], dv[2, t, c], dv[3, t, c])
-                    r1 = _b(dv[4, t, c], dv[5, t, c], dv[6, t, c], dv[7, t, c])
-                    r2 = _b(dv[8, t, c], dv[9, t, c], dv[10, t, c], dv[11, t, c])
-                    r3 = _b(dv[12, t, c], dv[13, t, c], dv[14, t, c], dv[15, t, c])
-                    for j in range(4):
-                        q = _b(r0[j], r1[j], r2[j], r3[j])
-                        d[y0, x0 + j, c] += q[0]
-                        d[y0 + 1, x0 + j, c] += q[1]
-                        d[y0 + 2, x0 + j, c] += q[2]
-                        d[y0 + 3, x0 + j, c] += q[3]
-        for c in range(c_):
-            for i in range(h_):
-                for j in range(w_):
-                    dx[n, c, i, j] = d[i + ph, j + pw, c]
+    for n in prange(dx.shape[0]):
+        _input_adjoint_image(dv, n * th * tw, dx, n, ph, pw, th, tw)
 
 
 @njit(parallel=True, cache=True)
 def _output(m, y, th, tw):
-    n_, c_, ho, wo = y.shape
-    for n in prange(n_):
-        o = np.empty((2 * th, 2 * tw, c_), y.dtype)
-        for ty in range(th):
-            y0 = 2 * ty
-            for tx in range(tw):
-                t = (n * th + ty) * tw + tx
-                x0 = 2 * tx
-                for c in range(c_):
-                    s0 = _at(m[0, t, c], m[1, t, c], m[2, t, c], m[3, t, c])
-                    s1 = _at(m[4, t, c], m[5, t, c], m[6, t, c], m[7, t, c])
-                    s2 = _at(m[8, t, c], m[9, t, c], m[10, t, c], m[11, t, c])
-                    s3 = _at(m[12, t, c], m[13, t, c], m[14, t, c], m[15, t, c])
-                    for b in range(2):
-                        q = _at(s0[b], s1[b], s2[b], s3[b])
-                        o[y0, x0 + b, c] = q[0]
-                        o[y0 + 1, x0 + b, c] = q[1]
-        for c in range(c_):
-            for i in range(ho):
-                for j in range(wo):
-                    y[n, c, i, j] = o[i, j, c]
+    for n in prange(y.shape[0]):
+        _output_image(m, n * th * tw, y, n, th, tw)
 
 
 @njit(parallel=True, cache=True)
 def _output_adjoint(g, dm, th, tw):
-    n_, c_, ho, wo = g.shape
-    for n in prange(n_):
-        o = np.zeros((2 * th, 2 * tw, c_), g.dtype)  # zero past the output: whole tiles
-        for c in range(c_):
-            for i in range(ho):
-                for j in range(wo):
-                    o[i, j, c] = g[n, c, i, j]
-        for ty in range(th):
-            y0 = 2 * ty
-            for tx in range(tw):
-                t = (n * th + ty) * tw + tx
-                x0 = 2 * tx
-                for c in range(c_):
-                    r0 = _a(o[y0, x0, c], o[y0, x0 + 1, c])
-                    r1 = _a(o[y0 + 1, x0, c], o[y0 + 1, x0 + 1, c])
-                    for j in range(4):
-                        q = _a(r0[j], r1[j])
-                        dm[j, t, c] = q[0]
-                        dm[4 + j, t, c] = q[1]
-                        dm[8 + j, t, c] = q[2]
-                        dm[12 + j, t, c] = q[3]
+    for n in prange(g.shape[0]):
+        _output_adjoint_image(g, n, dm, n * th * tw, th, tw)
 
 
 def transformed_input(x, padding):
@@ -196,6 +225,94 @@ def transformed_grad(g):
     dm = np.empty((16, n * th * tw, c), g.dtype)
     _output_adjoint(np.ascontiguousarray(g), dm, th, tw)
     return dm
+
+
+# ----- the fused convolution: transforms and GEMMs per chunk of images -----
+# The route above makes each of its nine steps one pass over the whole batch: its arrays
+# (16, T, C) are several MB, so every transform streams them from L3 and every kernel
+# wakes numba's or OpenBLAS's threads. For few channels that traffic costs more than the
+# GEMMs. Here one work item takes a chunk of images through every step while its arrays
+# stay in the core's L2, calling BLAS from inside the kernel (numba's np.dot, which
+# calls SciPy's BLAS). Each GEMM is then small enough that OpenBLAS runs it on the
+# calling thread (it splits only products with M*N*K above 2**18).
+
+
+def images_per_chunk(n, tiles_per_image, cin, cout, itemsize):
+    """Images per work item: as many as keep V, dV and dM (the backward's three arrays)
+    within 512 KiB, half of this machine's L2 per core, and each GEMM single-threaded."""
+    per_image = 16 * tiles_per_image * (2 * cin + cout) * itemsize
+    by_gemm = (1 << 18) // max(1, tiles_per_image * cin * cout)
+    return max(1, min(n, (1 << 19) // per_image, by_gemm))
+
+
+@njit(parallel=True, cache=True)
+def _fused_forward(x, u, y, ph, pw, th, tw, b):
+    n_, c_, o_ = x.shape[0], x.shape[1], u.shape[2]
+    p = th * tw
+    for chunk in prange((n_ + b - 1) // b):
+        n0 = chunk * b
+        nb = min(b, n_ - n0)
+        v = np.empty((16, nb * p, c_), x.dtype)
+        m = np.empty((16, nb * p, o_), x.dtype)
+        for i in range(nb):
+            _input_image(x, n0 + i, v, i * p, ph, pw, th, tw)
+        for k in range(16):
+            np.dot(v[k], u[k], m[k])
+        for i in range(nb):
+            _output_image(m, i * p, y, n0 + i, th, tw)
+
+
+@njit(parallel=True, cache=True)
+def _fused_backward(g, x, ut, dx, du, ph, pw, th, tw, b):
+    """``ut`` is U transposed, (16, Cout, Cin); ``du`` gets one partial sum per chunk."""
+    n_, c_, o_ = x.shape[0], x.shape[1], ut.shape[1]
+    p = th * tw
+    for chunk in prange((n_ + b - 1) // b):
+        n0 = chunk * b
+        nb = min(b, n_ - n0)
+        v = np.empty((16, nb * p, c_), x.dtype)
+        dm = np.empty((16, nb * p, o_), x.dtype)
+        dv = np.empty((16, nb * p, c_), x.dtype)
+        for i in range(nb):
+            _output_adjoint_image(g, n0 + i, dm, i * p, th, tw)
+            _input_image(x, n0 + i, v, i * p, ph, pw, th, tw)  # V again: cheaper than saved
+        for k in range(16):
+            np.dot(dm[k], ut[k], dv[k])  # dV = dM U^T
+            np.dot(v[k].T, dm[k], du[chunk, k])  # dU = V^T dM, this chunk's share
+        for i in range(nb):
+            _input_adjoint_image(dv, i * p, dx, n0 + i, ph, pw, th, tw)
+
+
+def _geometry(x_shape, u_shape, padding, dtype, chunk):
+    n, c, h, w = x_shape
+    th, tw = tiles(h + 2 * padding[0] - 2), tiles(w + 2 * padding[1] - 2)
+    if chunk is None:
+        chunk = images_per_chunk(n, th * tw, c, u_shape[2], np.dtype(dtype).itemsize)
+    return th, tw, chunk
+
+
+def fused_forward(x, u, padding, chunk=None):
+    """The convolution of ``x`` (N, C, H, W) with transformed weights ``u`` (16, C, Cout):
+    ``output(transformed_input(x) @ u)`` in one pass, (N, Cout, Hout, Wout). ``chunk``:
+    images per work item (default: ``images_per_chunk``'s)."""
+    n, _, h, w = x.shape
+    th, tw, b = _geometry(x.shape, u.shape, padding, x.dtype, chunk)
+    y = np.empty((n, u.shape[2], h + 2 * padding[0] - 2, w + 2 * padding[1] - 2), x.dtype)
+    _fused_forward(np.ascontiguousarray(x), np.ascontiguousarray(u), y, padding[0], padding[1],
+                   th, tw, b)
+    return y
+
+
+def fused_backward(g, x, u, padding, chunk=None):
+    """Both gradients of ``fused_forward`` for the output gradient ``g``: ``dx`` (the
+    shape of ``x``) and ``dU`` (the shape of ``u``)."""
+    th, tw, b = _geometry(x.shape, u.shape, padding, x.dtype, chunk)
+    dx = np.empty(x.shape, x.dtype)
+    du = np.empty((-(-x.shape[0] // b),) + u.shape, x.dtype)
+    ut = np.ascontiguousarray(u.swapaxes(1, 2))
+    _fused_backward(np.ascontiguousarray(g), np.ascontiguousarray(x), ut, dx, du,
+                    padding[0], padding[1], th, tw, b)
+    return dx, du.sum(axis=0)
 
 
 # ----- the weight transform and its adjoint -----

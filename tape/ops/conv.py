@@ -93,6 +93,8 @@ except ImportError:  # no numba: every convolution takes the im2col route
 
 WINOGRAD_MIN_CHANNELS = 8  # fewer input channels: im2col + one GEMM is faster (bench/);
 # set it higher than any channel count to turn the Winograd route off.
+WINOGRAD_FUSED_MAX_CHANNELS = 48  # harmonic mean of Cin and Cout up to which the fused
+# kernels (one pass per chunk of images) beat the batched GEMMs (bench/); 0 turns them off.
 
 
 def _winograd_applies(x, w, k, stride, dilation, cin):
@@ -105,6 +107,15 @@ def _winograd_applies(x, w, k, stride, dilation, cin):
             and type(wd) is np.ndarray and xd.dtype == wd.dtype
             and xd.dtype in (np.float32, np.float64)
             and kernels.get("im2col", "cpu") is kernels.get("im2col", "cpu", impl="numba"))
+
+
+def _fused_applies(x, cin, cout):
+    """Few channels, where the transforms' memory traffic costs more than the GEMMs; and
+    SciPy installed (numba's np.dot calls its BLAS). Each of one image's GEMMs small
+    enough to run on one thread."""
+    tiles = _wino.tiles(_shape(x)[2]) * _wino.tiles(_shape(x)[3])
+    return (2 * cin * cout <= WINOGRAD_FUSED_MAX_CHANNELS * (cin + cout)
+            and tiles * cin * cout <= 1 << 18 and _wino.HAS_SCIPY)
 
 
 def _to_lead_major(v, lead):
@@ -191,6 +202,23 @@ _winograd_gemm = Op(  # (16, T, Cin) @ (16, Cin, Cout): 16 GEMMs over the channe
     lambda g, ans, v, u: _matmul(g, swapaxes(u, -1, -2)),
     _winograd_weight_grad,
 )
+
+
+def _winograd_conv_vjp(g, ans, x, u, padding):
+    """dx and dU together. On plain arrays (first order, no jacobian axes) one fused pass
+    computes both; otherwise the same maps as ops, so that the outer tape records them."""
+    if type(g) is np.ndarray and g.ndim == 4:
+        return _wino.fused_backward(g, x, u, padding)
+    dm = winograd_output_adjoint(g)
+    dx = winograd_input_adjoint(_matmul(dm, swapaxes(u, -1, -2)), x_shape=tuple(x.shape),
+                                padding=padding)
+    return dx, _winograd_weight_grad(dm, None, winograd_input(x, padding=padding), u)
+
+
+winograd_conv = Op(  # the whole convolution of (N, Cin, H, W) with U (16, Cin, Cout)
+    "winograd_conv", lambda x, u, padding: _wino.fused_forward(x, u, padding),
+    joint=_winograd_conv_vjp,
+)
 winograd_output = Op(
     "winograd_output", _winograd_output,
     lambda g, ans, m, n, out_hw: winograd_output_adjoint(g),
@@ -255,6 +283,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         xg = x if groups == 1 else getitem(x, (slice(None), slice(gi * cin, (gi + 1) * cin)))
         wg = weight if groups == 1 else getitem(weight, slice(gi * cout, (gi + 1) * cout))
         if _winograd_applies(xg, wg, k, stride, dilation, cin):
+            if _fused_applies(xg, cin, cout):
+                outs.append(winograd_conv(xg, winograd_weight(wg), padding=padding))
+                continue
             m = _winograd_gemm(winograd_input(xg, padding=padding), winograd_weight(wg))
             outs.append(winograd_output(m, n=xs[0], out_hw=(ho, wo)))
             continue

@@ -1,6 +1,7 @@
 """The Winograd F(2x2, 3x3) transforms (kernels/cpu/winograd.py): each map against its
 adjoint by inner products, and the whole convolution and its two gradients against
-torch, on a grid of sizes (odd, even, batch 1), paddings and dtypes."""
+torch, on a grid of sizes (odd, even, batch 1), paddings and dtypes; the fused kernels
+against the same maps run one by one, for chunks of any size."""
 
 from __future__ import annotations
 
@@ -77,3 +78,36 @@ def test_convolution_and_gradients_match_torch(shape, dtype, tol):
         want = want.detach().numpy()
         assert got.dtype == dtype and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=tol * 10, atol=tol * 10 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2, 5])
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(5, 8, 16, 14, 13, (1, 1))],
+                         ids=IDS + ["5x8x16x14x13-p11"])
+def test_fused_kernels_equal_the_maps_one_by_one(shape, dtype, tol, chunk):
+    """fused_forward and fused_backward: the same products as the batched route, whether
+    a work item takes one image, several, or all (the last chunk short or not)."""
+    n, cin, cout, h, w, padding = shape
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+    u = rng.standard_normal((16, cin, cout)).astype(dtype)
+    g = rng.standard_normal((n, cout) + _out_hw(h, w, padding)).astype(dtype)
+    v = winograd.transformed_input(x, padding)
+    dm = winograd.transformed_grad(g)
+    want = [winograd.output(v @ u, n, _out_hw(h, w, padding)),
+            winograd.input_adjoint(dm @ u.swapaxes(-1, -2), x.shape, padding),
+            v.swapaxes(-1, -2) @ dm]
+    got = [winograd.fused_forward(x, u, padding, chunk)]
+    got += winograd.fused_backward(g, x, u, padding, chunk)
+    for a, b in zip(got, want):
+        assert a.dtype == dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+
+
+def test_images_per_chunk_keeps_a_chunk_in_l2_and_each_gemm_on_one_thread():
+    assert winograd.images_per_chunk(64, 49, 16, 32, 4) == 2  # (64,16->32,14): 200 KB each
+    assert winograd.images_per_chunk(3, 1, 1, 1, 4) == 3  # never more than the batch
+    assert winograd.images_per_chunk(8, 3136, 64, 64, 4) == 1  # never fewer than one
+    for n, p, cin, cout in [(64, 49, 16, 32), (32, 16, 64, 128), (16, 49, 32, 32)]:
+        b = winograd.images_per_chunk(n, p, cin, cout, 4)
+        assert b * p * cin * cout <= 1 << 18 and 16 * b * p * (2 * cin + cout) * 4 <= 1 << 19
