@@ -149,6 +149,8 @@ calls.update({
     "winograd_output_adjoint": lambda: wg.transformed_grad(x),
     "winograd_weight": lambda: wg.weight_transform(np.ones((4, 4, 3, 3), np.float32)),
     "winograd_weight_adjoint": lambda: wg.weight_transform_adjoint(m[:, :4]),
+    "winograd_fused_forward": lambda: wg.fused_forward(x, m[:, :4, :4], (1, 1)),
+    "winograd_fused_backward": lambda: wg.fused_backward(x, x, m[:, :4, :4], (1, 1)),
 })
 first = {}
 for name, call in calls.items():

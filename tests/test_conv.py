@@ -182,6 +182,23 @@ def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
     assert y.numpy()[0, 0, 1, 1] == 72.0 and t.gradient(loss, w).numpy().sum() == 2 * 8 * 100
 
 
+def test_without_scipy_few_channels_take_the_batched_winograd_route(monkeypatch):
+    from tape.ops import conv
+
+    if conv._wino is None:
+        pytest.skip("numba is not installed: every convolution takes the im2col route")
+    x = tape.tensor(np.random.default_rng(0).standard_normal((2, 8, 5, 5)), requires_grad=True)
+    w = tape.tensor(np.random.default_rng(1).standard_normal((4, 8, 3, 3)), requires_grad=True)
+    routes = {}
+    for has_scipy in [True, False]:
+        monkeypatch.setattr(conv._wino, "HAS_SCIPY", has_scipy)
+        with tape.Tape() as t:
+            y = F.conv2d(x, w, padding=1)
+        routes[has_scipy] = {entry[0].name for entry in t._entries}, y.numpy()
+    assert "winograd_conv" in routes[True][0] and "winograd_gemm" in routes[False][0]
+    np.testing.assert_allclose(routes[True][1], routes[False][1], rtol=1e-12, atol=1e-12)
+
+
 def test_a_drop_in_im2col_takes_every_convolution():
     """With an im2col selected by kernels.use, conv2d runs it even where it would take the
     Winograd route, so that an experiment with the kernel measures the kernel."""

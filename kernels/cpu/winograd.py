@@ -13,6 +13,10 @@ Every map is linear, so the gradients are the adjoints in reverse order:
 ``dw = weight_transform_adjoint(V^T @ dM)``. Lavin & Gray, "Fast Algorithms for
 Convolutional Neural Networks" (2015), give the matrices B, G and A; the one-line
 helpers below apply them to a column. The GEMMs are numpy's (tape/ops/conv.py).
+
+For few channels ``fused_forward(x, U)`` and ``fused_backward(g, x, U)`` (dx and dU) do
+the same in one pass each, a chunk of images at a time, with the GEMMs called from
+inside the kernel: see "the fused convolution" below for when and why.
 """
 
 from __future__ import annotations

@@ -86,6 +86,11 @@ col2im = Op("col2im", _col2im, _col2im_vjp)
 # says why that is the same), and its gradients, of any order, come from the tape. The
 # kernels take no leading batch axes: the forwards here fold a jacobian's leading axes
 # into N (and Cout) and unfold them after.
+# For few channels the three passes over the batch cost more in memory traffic than the
+# GEMMs do: there ``winograd_conv`` (input transform, GEMMs and output transform in one
+# fused kernel) takes U = winograd_weight(w), and its rule computes dx and dU in one fused
+# pass on first-order arrays; under an outer tape or for jacobians it is the maps above,
+# as ops, so higher orders come from the tape as before.
 try:
     from kernels.cpu import winograd as _wino
 except ImportError:  # no numba: every convolution takes the im2col route
