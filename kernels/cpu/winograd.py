@@ -28,6 +28,7 @@ from numba import njit, prange
 
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None  # numba's np.dot needs its BLAS
 
+
 @njit(cache=True, inline="always")
 def _bt(a0, a1, a2, a3):
     """B^T times a column of four."""
@@ -67,7 +68,8 @@ def tiles(size):
 
 # One image at a time: ``t0`` is the image's first tile in the (16, T, C) array. The
 # per-image kernels run them for all images at once (one work item each), the fused
-# convolution below for its chunk of images.
+# convolution below for its chunk of images. Inlined into their callers: called as
+# functions, the two that write 16 planes ran 3-5x slower (no longer vectorised).
 
 
 @njit(cache=True, inline="always")
@@ -237,8 +239,9 @@ def transformed_grad(g):
 # wakes numba's or OpenBLAS's threads. For few channels that traffic costs more than the
 # GEMMs. Here one work item takes a chunk of images through every step while its arrays
 # stay in the core's L2, calling BLAS from inside the kernel (numba's np.dot, which
-# calls SciPy's BLAS). Each GEMM is then small enough that OpenBLAS runs it on the
-# calling thread (it splits only products with M*N*K above 2**18).
+# calls SciPy's BLAS). Each GEMM is kept small enough that OpenBLAS runs it on the
+# calling thread (it splits only products with M*N*K above 2**18; split from inside
+# numba's OpenMP loop, it warns that it may hang, and ran up to 5x slower).
 
 
 def images_per_chunk(n, tiles_per_image, cin, cout, itemsize):
@@ -279,7 +282,7 @@ def _fused_backward(g, x, ut, dx, du, ph, pw, th, tw, b):
         dv = np.empty((16, nb * p, c_), x.dtype)
         for i in range(nb):
             _output_adjoint_image(g, n0 + i, dm, i * p, th, tw)
-            _input_image(x, n0 + i, v, i * p, ph, pw, th, tw)  # V again: cheaper than saved
+            _input_image(x, n0 + i, v, i * p, ph, pw, th, tw)  # V again, not kept in L3
         for k in range(16):
             np.dot(dm[k], ut[k], dv[k])  # dV = dM U^T
             np.dot(v[k].T, dm[k], du[chunk, k])  # dU = V^T dM, this chunk's share

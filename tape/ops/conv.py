@@ -114,11 +114,11 @@ def _winograd_applies(x, w, k, stride, dilation, cin):
             and kernels.get("im2col", "cpu") is kernels.get("im2col", "cpu", impl="numba"))
 
 
-def _fused_applies(x, cin, cout):
+def _fused_applies(out_hw, cin, cout):
     """Few channels, where the transforms' memory traffic costs more than the GEMMs; and
     SciPy installed (numba's np.dot calls its BLAS). Each of one image's GEMMs small
     enough to run on one thread."""
-    tiles = _wino.tiles(_shape(x)[2]) * _wino.tiles(_shape(x)[3])
+    tiles = _wino.tiles(out_hw[0]) * _wino.tiles(out_hw[1])
     return (2 * cin * cout <= WINOGRAD_FUSED_MAX_CHANNELS * (cin + cout)
             and tiles * cin * cout <= 1 << 18 and _wino.HAS_SCIPY)
 
@@ -288,7 +288,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         xg = x if groups == 1 else getitem(x, (slice(None), slice(gi * cin, (gi + 1) * cin)))
         wg = weight if groups == 1 else getitem(weight, slice(gi * cout, (gi + 1) * cout))
         if _winograd_applies(xg, wg, k, stride, dilation, cin):
-            if _fused_applies(xg, cin, cout):
+            if _fused_applies((ho, wo), cin, cout):
                 outs.append(winograd_conv(xg, winograd_weight(wg), padding=padding))
                 continue
             m = _winograd_gemm(winograd_input(xg, padding=padding), winograd_weight(wg))
