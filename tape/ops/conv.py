@@ -178,6 +178,11 @@ def _winograd_weight_adjoint(du):
     return _unfold(_wino.weight_transform_adjoint(du), lead)
 
 
+def _winograd_input_grad(g, ans, v, u):
+    """dV = dM U^T."""
+    return _matmul(g, swapaxes(u, -1, -2))
+
+
 def _winograd_weight_grad(g, ans, v, u):
     """dU = V^T dM, computed as (dM^T V)^T: OpenBLAS is up to 2x faster on that form of
     these 16 short, wide products (T is the long axis)."""
@@ -204,20 +209,21 @@ winograd_weight_adjoint = Op(
 _winograd_gemm = Op(  # (16, T, Cin) @ (16, Cin, Cout): 16 GEMMs over the channels
     "winograd_gemm",
     np.matmul,
-    lambda g, ans, v, u: _matmul(g, swapaxes(u, -1, -2)),
+    _winograd_input_grad,
     _winograd_weight_grad,
 )
 
 
 def _winograd_conv_vjp(g, ans, x, u, padding):
     """dx and dU together. On plain arrays (first order, no jacobian axes) one fused pass
-    computes both; otherwise the same maps as ops, so that the outer tape records them."""
+    computes both; otherwise the batched route's rules, as ops, so that the outer tape
+    records them."""
     if type(g) is np.ndarray and g.ndim == 4:
         return _wino.fused_backward(g, x, u, padding)
-    dm = winograd_output_adjoint(g)
-    dx = winograd_input_adjoint(_matmul(dm, swapaxes(u, -1, -2)), x_shape=tuple(x.shape),
+    dm, v = winograd_output_adjoint(g), winograd_input(x, padding=padding)
+    dx = winograd_input_adjoint(_winograd_input_grad(dm, None, v, u), x_shape=tuple(x.shape),
                                 padding=padding)
-    return dx, _winograd_weight_grad(dm, None, winograd_input(x, padding=padding), u)
+    return dx, _winograd_weight_grad(dm, None, v, u)
 
 
 winograd_conv = Op(  # the whole convolution of (N, Cin, H, W) with U (16, Cin, Cout)
