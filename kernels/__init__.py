@@ -35,6 +35,7 @@ from typing import Callable
 
 from . import reference, runtime
 from .shapes import (
+    KERNELS,
     check_avg_pool_grad,
     check_cols,
     check_max_pool_grad,
@@ -42,15 +43,6 @@ from .shapes import (
     conv_output_shape,
     pair,
     pool_geometry,
-)
-
-KERNELS = (
-    "im2col",
-    "col2im",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
 )
 
 __all__ = [

@@ -16,6 +16,7 @@ import importlib
 import numpy as np
 
 from .shapes import (
+    KERNELS,
     check_avg_pool_grad,
     check_cols,
     check_max_pool_grad,
@@ -23,14 +24,7 @@ from .shapes import (
     pool_geometry,
 )
 
-__all__ = [
-    "im2col",
-    "col2im",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
-]
+__all__ = list(KERNELS)
 
 
 def _xp(a):

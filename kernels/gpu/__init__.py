@@ -6,6 +6,7 @@ Importing this package never imports cupy; the first kernel call does.
 
 from __future__ import annotations
 
+from ..shapes import KERNELS
 from .launch import CupyBackend
 from .ops import KernelOps
 
@@ -18,12 +19,4 @@ max_pool2d_backward = _ops.max_pool2d_backward
 avg_pool2d_forward = _ops.avg_pool2d_forward
 avg_pool2d_backward = _ops.avg_pool2d_backward
 
-__all__ = [
-    "im2col",
-    "col2im",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
-    "KernelOps",
-]
+__all__ = [*KERNELS, "KernelOps"]
