@@ -1,10 +1,14 @@
-"""The raw kernels against their PyTorch twins (CPU, 2 threads), on (64, 32, 28, 28).
+"""The raw kernels: every registered CPU implementation against the others, on
+(64, 32, 28, 28).
 
-Each workload runs twice with the same ``benchmark.group``: ``[kernels]`` calls
-``kernels.<name>`` (default implementation, numba), ``[torch]`` the ATen op that does the
-same job (unfold/fold; max_pool2d_with_indices and its backward; avg_pool2d and its
-backward), so the ratio printed by bench/conftest.py compares kernel with kernel, without
-autograd. Run: ``python -m pytest bench/test_bench_kernels.py --benchmark-only``.
+Each kernel and case is one ``benchmark.group`` with one benchmark per implementation
+that ``kernels.available()`` lists for the CPU when the suite is collected: the built-in
+numba kernels, the numpy reference, and any drop-in implementation you register. To time
+your own against the built-in ones, put its ``kernels.register`` calls in a module and
+name it in ``KERNELS_TEST_PLUGINS`` (as for the conformance suite, kernels/README.md):
+
+    PYTHONPATH=path/to/dir KERNELS_TEST_PLUGINS=my_kernels \
+        python -m pytest bench/test_bench_kernels.py --benchmark-only
 
 Also here: the first call of each kernel in a fresh process, served from numba's on-disk
 cache, must take < 0.5 s.
@@ -12,6 +16,7 @@ cache, must take < 0.5 s.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -23,103 +28,47 @@ import pytest
 
 import kernels
 
+for _module in filter(None, os.environ.get("KERNELS_TEST_PLUGINS", "").split(",")):
+    importlib.import_module(_module.strip())
+
 SHAPE = (64, 32, 28, 28)
-SIDES = ["kernels", "torch"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONV = {"2x2 s2": (2, 2, 2, 0, 1), "3x3 s1 p1": (3, 3, 1, 1, 1)}
+POOL = {"2x2 s2": (2, 2, 0), "3x3 s1 p1": (3, 1, 1)}
 
 
 def _x(seed=0, shape=SHAPE):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-def _torch(request):
-    return request.getfixturevalue("torch_module")  # skips when torch is missing
+def _impls(name):
+    return kernels.available()[name]["cpu"]
 
 
-# ----- im2col / col2im -----
-
-CONV = {"2x2 s2": (2, 2, 2, 0, 1), "3x3 s1 p1": (3, 3, 1, 1, 1)}
-
-
-@pytest.mark.parametrize("side", SIDES)
-@pytest.mark.parametrize("conv", list(CONV))
-def test_im2col(benchmark, request, side, conv):
-    kh, kw, s, p, d = CONV[conv]
-    x = _x()
-    benchmark.group = f"kernels: im2col {conv} {SHAPE}"
-    if side == "kernels":
-        benchmark(kernels.im2col, x, kh, kw, s, p, d)
-    else:
-        torch = _torch(request)
-        tx = torch.from_numpy(x)
-        benchmark(torch.nn.functional.unfold, tx, (kh, kw), dilation=d, padding=p, stride=s)
+def _cases():
+    """(kernel, case, impl, make) rows: ``make()`` returns the call to time."""
+    rows = []
+    for case, (kh, kw, s, p, d) in CONV.items():
+        cols = kernels.im2col(_x(), kh, kw, s, p, d)
+        rows += [("im2col", case, lambda a=(kh, kw, s, p, d): (_x(), *a))]
+        rows += [("col2im", case, lambda c=cols, a=(kh, kw, s, p, d): (c, SHAPE, *a))]
+    for case, (k, s, p) in POOL.items():
+        out, arg = kernels.max_pool2d_forward(_x(), k, s, p)
+        g = _x(1, out.shape)
+        rows += [("max_pool2d_forward", case, lambda a=(k, s, p): (_x(), *a)),
+                 ("max_pool2d_backward", case, lambda g=g, i=arg: (g, i, SHAPE)),
+                 ("avg_pool2d_forward", case, lambda a=(k, s, p): (_x(), *a)),
+                 ("avg_pool2d_backward", case, lambda g=g, a=(k, s, p): (g, SHAPE, *a))]
+    return [(name, case, impl, args) for name, case, args in rows for impl in _impls(name)]
 
 
-@pytest.mark.parametrize("side", SIDES)
-@pytest.mark.parametrize("conv", list(CONV))
-def test_col2im(benchmark, request, side, conv):
-    kh, kw, s, p, d = CONV[conv]
-    cols = kernels.im2col(_x(), kh, kw, s, p, d)
-    cols = np.random.default_rng(1).standard_normal(cols.shape).astype(np.float32)
-    benchmark.group = f"kernels: col2im {conv} {SHAPE}"
-    if side == "kernels":
-        benchmark(kernels.col2im, cols, SHAPE, kh, kw, s, p, d)
-    else:
-        torch = _torch(request)
-        k, nl = cols.shape  # torch's fold wants (N, C*kh*kw, L)
-        tc = torch.from_numpy(np.ascontiguousarray(cols.reshape(k, SHAPE[0], -1)
-                                                   .transpose(1, 0, 2)))
-        benchmark(torch.nn.functional.fold, tc, SHAPE[2:], (kh, kw), dilation=d, padding=p,
-                  stride=s)
-
-
-# ----- pooling -----
-
-
-def _pool_pair(torch, kind):
-    """(forward, backward) callables for 2x2/2 pooling on SHAPE: ours when ``torch`` is
-    None, else the ATen twins."""
-    x = _x()
-    g = _x(1, (64, 32, 14, 14))
-    if torch is None:
-        if kind == "max":
-            _, arg = kernels.max_pool2d_forward(x, 2, 2, 0)
-            return (lambda: kernels.max_pool2d_forward(x, 2, 2, 0),
-                    lambda: kernels.max_pool2d_backward(g, arg, SHAPE))
-        return (lambda: kernels.avg_pool2d_forward(x, 2, 2, 0),
-                lambda: kernels.avg_pool2d_backward(g, SHAPE, 2, 2, 0))
-    aten = torch.ops.aten
-    tx, tg = torch.from_numpy(x), torch.from_numpy(g)
-    if kind == "max":
-        _, idx = aten.max_pool2d_with_indices(tx, [2, 2], [2, 2])
-        return (lambda: aten.max_pool2d_with_indices(tx, [2, 2], [2, 2]),
-                lambda: aten.max_pool2d_with_indices_backward(tg, tx, [2, 2], [2, 2], [0, 0],
-                                                              [1, 1], False, idx))
-    return (lambda: aten.avg_pool2d(tx, [2, 2], [2, 2]),
-            lambda: aten.avg_pool2d_backward(tg, tx, [2, 2], [2, 2], [0, 0], False, True, None))
-
-
-@pytest.mark.parametrize("side", SIDES)
-@pytest.mark.parametrize("phase", ["fwd", "bwd", "fwd+bwd"])
-@pytest.mark.parametrize("kind", ["max", "avg"])
-def test_pool2d(benchmark, request, side, phase, kind):
-    fwd, bwd = _pool_pair(_torch(request) if side == "torch" else None, kind)
-    benchmark.group = f"kernels: {kind}_pool2d 2x2 {phase} {SHAPE}"
-    if phase == "fwd":
-        benchmark(fwd)
-    elif phase == "bwd":
-        benchmark(bwd)
-    else:
-        benchmark(lambda: (fwd(), bwd()))
-
-
-def test_twins_agree(torch_module):
-    """The two sides of each pooling benchmark compute the same thing."""
-    for kind in ("max", "avg"):
-        for ours, theirs in zip(_pool_pair(None, kind), _pool_pair(torch_module, kind)):
-            a, b = ours(), theirs()
-            a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
-            np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("name, case, impl, args", _cases(),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_kernel(benchmark, name, case, impl, args):
+    benchmark.group = f"kernels: {name} {case} {SHAPE}"
+    call_args = args()
+    with kernels.use(name, impl):
+        benchmark(getattr(kernels, name), *call_args)
 
 
 # ----- cold start from numba's cache -----
@@ -183,52 +132,3 @@ def test_first_call_from_numba_cache_under_half_a_second(benchmark):
     benchmark.extra_info.update(result)
     slow = {k: round(v, 3) for k, v in result["first_call"].items() if v >= 0.5}
     assert not slow, f"first calls slower than 0.5 s despite the cache: {slow}"
-
-
-# ----- the thread-pool / page-fault traps (kernels/runtime.py) -----
-
-TRAP = """
-import json, os, sys, time
-import numpy as np          # numpy (and OpenBLAS's pool) first: the fix must still work
-import kernels
-rng = np.random.default_rng(0)
-out = {}
-for n, c, hw, cout in [(64, 1, 28, 8), (64, 16, 14, 32), (32, 64, 8, 128)]:
-    x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
-    w = rng.standard_normal((cout, c * 9)).astype(np.float32)
-    dy = rng.standard_normal((cout, n * hw * hw)).astype(np.float32)
-    def step():  # im2col, then GEMMs, then col2im: a conv2d forward + backward
-        cols = kernels.im2col(x, 3, 3, 1, 1, 1)
-        w @ cols
-        dy @ cols.T
-        kernels.col2im(w.T @ dy, x.shape, 3, 3, 1, 1, 1)
-    step()
-    ts = []
-    for _ in range(60):
-        t = time.perf_counter()
-        step()
-        ts.append(time.perf_counter() - t)
-    out[f"{n}x{c}x{hw}x{hw}->{cout}"] = float(np.median(ts))
-print(json.dumps(out))
-"""
-
-
-def _trap_run(fixed):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "NUMBA_THREADING_LAYER")}
-    if not fixed:
-        env["TAPE_KERNELS_NO_RUNTIME_FIX"] = "1"
-    res = subprocess.run([sys.executable, "-c", TRAP], capture_output=True, text=True,
-                         cwd=ROOT, env=env, timeout=300, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.parametrize("fix", ["with_runtime_fix", "without_runtime_fix"])
-def test_runtime_fix_im2col_gemm_alternating(benchmark, fix):
-    """Median conv-step times (im2col/GEMM/col2im alternating) in a fresh process, with and
-    without kernels.runtime's fixes; see extra_info (seconds) and the printed table."""
-    result = benchmark.pedantic(_trap_run, args=(fix == "with_runtime_fix",), rounds=1,
-                                iterations=1)
-    benchmark.group = "kernels: runtime fix, conv steps in a subprocess"
-    benchmark.extra_info.update(result)
-    print(f"\n{fix}: " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in result.items()))

@@ -24,6 +24,10 @@ Writing a drop-in implementation is one registration (see kernels/README.md)::
 
 Implementations receive the public arguments with ``stride``/``padding``/``dilation``
 (and pooling's ``k``) already validated and normalised to ``(h, w)`` tuples of ints.
+
+The CPU kernels run on tape's own threads (``kernels.num_threads()``, set with
+``kernels.set_num_threads(n)`` or ``TAPE_NUM_THREADS``); importing ``kernels`` changes
+nothing else in the process (kernels/cpu/threads.py says why).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import importlib.util
 import threading
 from typing import Callable
 
-from . import reference, runtime
+from . import reference
+from .cpu.threads import num_threads, set_num_threads
 from .shapes import (
     KERNELS,
     check_avg_pool_grad,
@@ -57,9 +62,9 @@ __all__ = [
     "conv_output_shape",
     "pair",
     "KERNELS",
+    "num_threads",
+    "set_num_threads",
 ]
-
-runtime.configure()  # thread-pool and malloc traps (PERFORMANCE.md); idempotent
 
 # ----- registry -----
 

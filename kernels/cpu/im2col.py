@@ -10,17 +10,17 @@ cannot prove non-negative, which blocks LLVM's vectoriser and made these loops ~
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
 from .. import reference
 from ..shapes import check_cols, conv_geometry
-from ._threads import parallel_threads
+from .jit import inline, kernel
+from .threads import parallel_for
 
 _FLOATS = (np.float32, np.float64)
 U = np.uintp
 
 
-@njit(cache=True, inline="always")
+@inline
 def valid_range(off, stride, size, n_out):
     """Output indices o in [lo, hi) with 0 <= o*stride + off < size."""
     lo = 0 if off >= 0 else (-off + stride - 1) // stride
@@ -36,14 +36,11 @@ def valid_range(off, stride, size, n_out):
 # ----- im2col -----
 
 
-@njit(parallel=True, cache=True)
-def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
-    n_, c_, h_, w_ = x.shape
-    xf = x.reshape(-1)
-    cf = cols.reshape(-1)
+@kernel
+def _im2col(start, stop, xf, cf, n_, c_, h_, w_, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
     plane = ho * wo
     kk = kh * kw
-    for t in prange(c_ * kk * n_):  # one (row, image) block of Hout*Wout contiguous outputs
+    for t in range(start, stop):  # one (row, image) block of Hout*Wout contiguous outputs
         row = t // n_
         n = t - row * n_
         c = row // kk
@@ -91,20 +88,22 @@ def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
 # ----- col2im -----
 
 
-@njit(parallel=True, cache=True)
-def _col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+def _col2im_blocks(n_, c_):
+    """Images per block of col2im's work items: at least 16 items where possible."""
+    nblk = max(1, min(n_, (16 + c_ - 1) // c_))
+    return nblk, (n_ + nblk - 1) // nblk
+
+
+@kernel
+def _col2im(start, stop, cf, df, n_, c_, h_, w_, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo,
+            nblk, bs):
     # One work item = one channel c and a block of images: it owns those dx planes (no
     # races), zeroes them, then streams each of its kh*kw cols rows in long contiguous runs,
     # adding into the planes while they sit in cache. (One item per (n, c) plane read kh*kw
     # short runs 200 kB apart per plane and was 1.6x slower.)
-    n_, c_, h_, w_ = dx.shape
-    cf = cols.reshape(-1)
-    df = dx.reshape(-1)
     plane = ho * wo
     hw = h_ * w_
-    nblk = max(1, min(n_, (16 + c_ - 1) // c_))  # at least 16 work items where possible
-    bs = (n_ + nblk - 1) // nblk
-    for t in prange(c_ * nblk):
+    for t in range(start, stop):
         c = t // nblk
         n0 = (t - c * nblk) * bs
         n1 = min(n_, n0 + bs)
@@ -143,8 +142,8 @@ def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
     x = np.ascontiguousarray(x)
     cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
     if cols.size:
-        with parallel_threads(cols.size):
-            _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+        parallel_for(_im2col, c * kh * kw * n, x.reshape(-1), cols.reshape(-1), n, c, h, w,
+                     kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, work=cols.size)
     return cols
 
 
@@ -158,6 +157,7 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
     cols = np.ascontiguousarray(cols)
     dx = np.empty((n, c, h, w), dtype=cols.dtype)
     if dx.size:
-        with parallel_threads(cols.size):
-            _col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+        nblk, bs = _col2im_blocks(n, c)
+        parallel_for(_col2im, c * nblk, cols.reshape(-1), dx.reshape(-1), n, c, h, w,
+                     kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, nblk, bs, work=cols.size)
     return dx

@@ -1,19 +1,19 @@
 """numba max / average pooling (NCHW) for float32 and float64; other dtypes use the reference.
 
 Max pooling stores, for each output, the flat index into its input H*W plane (as torch);
-the backward scatters with it. Every kernel runs one (n, c) plane per parallel iteration,
-so the scatters never race.
+the backward scatters with it. Every kernel's work item is one (n, c) plane, so the
+scatters never race.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
 from .. import reference
 from ..shapes import check_avg_pool_grad, check_max_pool_grad, pool_geometry
-from ._threads import parallel_threads
 from .im2col import valid_range
+from .jit import inline, kernel
+from .threads import parallel_for
 
 _FLOATS = (np.float32, np.float64)
 U = np.uintp
@@ -22,22 +22,17 @@ U = np.uintp
 # ----- max pooling -----
 
 
-@njit(cache=True, inline="always")
+@inline
 def _take(v, best):
     """Whether ``v`` replaces the running max: strictly greater (first max wins) or NaN."""
     return v > best or v != v
 
 
-@njit(parallel=True, cache=True)
-def _max_fwd_2x2(x, out, arg):
+@kernel
+def _max_fwd_2x2(start, stop, xf, of, af, h_, w_, ho, wo):
     """2x2 windows, stride 2, no padding: the common CNN case, unrolled and branch-free
     (~2x a version sharing its loop with the general paths, ~5x the general loop)."""
-    n_, c_, h_, w_ = x.shape
-    ho, wo = out.shape[2], out.shape[3]
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    af = arg.reshape(-1)
-    for t in prange(n_ * c_):
+    for t in range(start, stop):
         xb = t * h_ * w_
         ob = t * ho * wo
         for oh in range(ho):
@@ -64,14 +59,9 @@ def _max_fwd_2x2(x, out, arg):
                 af[U(ob + oh * wo + ow)] = bi
 
 
-@njit(parallel=True, cache=True)
-def _max_fwd(x, out, arg, kh, kw, sh, sw, ph, pw):
-    n_, c_, h_, w_ = x.shape
-    ho, wo = out.shape[2], out.shape[3]
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    af = arg.reshape(-1)
-    for t in prange(n_ * c_):  # one (image, channel) plane per iteration
+@kernel
+def _max_fwd(start, stop, xf, of, af, h_, w_, ho, wo, kh, kw, sh, sw, ph, pw):
+    for t in range(start, stop):  # one (image, channel) plane per iteration
         xb = t * h_ * w_
         ob = t * ho * wo
         if sw == 1:  # row-wise: the inner loop runs along contiguous memory (~4x faster)
@@ -113,14 +103,9 @@ def _max_fwd(x, out, arg, kh, kw, sh, sw, ph, pw):
                     af[U(ob + oh * wo + ow)] = bi
 
 
-@njit(parallel=True, cache=True)
-def _max_bwd(g, arg, dx, bad):
-    n_, c_, hw = dx.shape
-    m = g.shape[2]
-    gf = g.reshape(-1)
-    af = arg.reshape(-1)
-    df = dx.reshape(-1)
-    for t in prange(n_ * c_):
+@kernel
+def _max_bwd(start, stop, gf, af, df, bad, hw, m):
+    for t in range(start, stop):
         xb = t * hw
         for q in range(xb, xb + hw):
             df[U(q)] = 0
@@ -141,11 +126,11 @@ def max_pool2d_forward(x, k, stride=None, padding=0):
     out = np.empty((n, c, ho, wo), dtype=x.dtype)
     arg = np.empty((n, c, ho, wo), dtype=np.int64)
     if out.size:
-        with parallel_threads(x.size):
-            if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-                _max_fwd_2x2(x, out, arg)
-            else:
-                _max_fwd(x, out, arg, kh, kw, sh, sw, ph, pw)
+        flat = (x.reshape(-1), out.reshape(-1), arg.reshape(-1), h, w, ho, wo)
+        if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+            parallel_for(_max_fwd_2x2, n * c, *flat, work=x.size)
+        else:
+            parallel_for(_max_fwd, n * c, *flat, kh, kw, sh, sw, ph, pw, work=x.size)
     return out, arg
 
 
@@ -154,13 +139,12 @@ def max_pool2d_backward(grad_out, argmax, x_shape):
     if grad_out.dtype not in _FLOATS:
         return reference.max_pool2d_backward(grad_out, argmax, x_shape)
     n, c, h, w, m = check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
-    g = np.ascontiguousarray(grad_out).reshape(n, c, m)
-    a = np.ascontiguousarray(argmax, dtype=np.int64).reshape(n, c, m)
+    g = np.ascontiguousarray(grad_out).reshape(-1)
+    a = np.ascontiguousarray(argmax, dtype=np.int64).reshape(-1)
     dx = np.empty((n, c, h * w), dtype=grad_out.dtype)
     bad = np.zeros(n * c, dtype=np.uint8)
     if dx.size:
-        with parallel_threads(dx.size):
-            _max_bwd(g, a, dx, bad)
+        parallel_for(_max_bwd, n * c, g, a, dx.reshape(-1), bad, h * w, m, work=dx.size)
     if bad.any():
         raise ValueError(
             f"max_pool2d_backward: argmax holds indices outside [0, {h * w}) for x_shape "
@@ -172,14 +156,10 @@ def max_pool2d_backward(grad_out, argmax, x_shape):
 # ----- average pooling -----
 
 
-@njit(parallel=True, cache=True)
-def _avg_fwd_2x2(x, out, area):
+@kernel
+def _avg_fwd_2x2(start, stop, xf, of, h_, w_, ho, wo, area):
     """2x2 windows, stride 2, no padding, unrolled (~4x the general loop)."""
-    n_, c_, h_, w_ = x.shape
-    ho, wo = out.shape[2], out.shape[3]
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    for t in prange(n_ * c_):
+    for t in range(start, stop):
         xb = t * h_ * w_
         ob = t * ho * wo
         for oh in range(ho):
@@ -192,13 +172,9 @@ def _avg_fwd_2x2(x, out, area):
                 of[U(o + ow)] = s / area
 
 
-@njit(parallel=True, cache=True)
-def _avg_bwd_2x2(g, dx, area):
-    n_, c_, h_, w_ = dx.shape
-    ho, wo = g.shape[2], g.shape[3]
-    gf = g.reshape(-1)
-    df = dx.reshape(-1)
-    for t in prange(n_ * c_):
+@kernel
+def _avg_bwd_2x2(start, stop, gf, df, h_, w_, ho, wo, area):
+    for t in range(start, stop):
         xb = t * h_ * w_
         ob = t * ho * wo
         if h_ != 2 * ho or w_ != 2 * wo:  # odd sizes: the last row/column gets nothing
@@ -216,13 +192,9 @@ def _avg_bwd_2x2(g, dx, area):
                 df[U(r1 + 2 * ow + 1)] = v
 
 
-@njit(parallel=True, cache=True)
-def _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, area):
-    n_, c_, h_, w_ = x.shape
-    ho, wo = out.shape[2], out.shape[3]
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    for t in prange(n_ * c_):
+@kernel
+def _avg_fwd(start, stop, xf, of, h_, w_, ho, wo, kh, kw, sh, sw, ph, pw, area):
+    for t in range(start, stop):
         xb = t * h_ * w_
         ob = t * ho * wo
         for oh in range(ho):
@@ -241,13 +213,9 @@ def _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, area):
                 of[U(ob + oh * wo + ow)] = s / area
 
 
-@njit(parallel=True, cache=True)
-def _avg_bwd(g, dx, kh, kw, sh, sw, ph, pw, area):
-    n_, c_, h_, w_ = dx.shape
-    ho, wo = g.shape[2], g.shape[3]
-    gf = g.reshape(-1)
-    df = dx.reshape(-1)
-    for t in prange(n_ * c_):
+@kernel
+def _avg_bwd(start, stop, gf, df, h_, w_, ho, wo, kh, kw, sh, sw, ph, pw, area):
+    for t in range(start, stop):
         xb = t * h_ * w_
         ob = t * ho * wo
         for q in range(xb, xb + h_ * w_):
@@ -278,11 +246,11 @@ def avg_pool2d_forward(x, k, stride=None, padding=0):
     out = np.empty((n, c, ho, wo), dtype=x.dtype)
     if out.size:
         area = x.dtype.type(kh * kw)
-        with parallel_threads(x.size):
-            if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-                _avg_fwd_2x2(x, out, area)
-            else:
-                _avg_fwd(x, out, kh, kw, sh, sw, ph, pw, area)
+        flat = (x.reshape(-1), out.reshape(-1), h, w, ho, wo)
+        if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+            parallel_for(_avg_fwd_2x2, n * c, *flat, area, work=x.size)
+        else:
+            parallel_for(_avg_fwd, n * c, *flat, kh, kw, sh, sw, ph, pw, area, work=x.size)
     return out
 
 
@@ -297,9 +265,9 @@ def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     dx = np.empty((n, c, h, w), dtype=grad_out.dtype)
     if dx.size:
         area = g.dtype.type(kh * kw)
-        with parallel_threads(dx.size):
-            if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-                _avg_bwd_2x2(g, dx, area)
-            else:
-                _avg_bwd(g, dx, kh, kw, sh, sw, ph, pw, area)
+        flat = (g.reshape(-1), dx.reshape(-1), h, w, ho, wo)
+        if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+            parallel_for(_avg_bwd_2x2, n * c, *flat, area, work=dx.size)
+        else:
+            parallel_for(_avg_bwd, n * c, *flat, kh, kw, sh, sw, ph, pw, area, work=dx.size)
     return dx

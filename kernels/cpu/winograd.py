@@ -24,30 +24,32 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
-from numba import njit, prange
+
+from .jit import inline, kernel
+from .threads import parallel_for
 
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None  # numba's np.dot needs its BLAS
 
 
-@njit(cache=True, inline="always")
+@inline
 def _bt(a0, a1, a2, a3):
     """B^T times a column of four."""
     return a0 - a2, a1 + a2, a2 - a1, a1 - a3
 
 
-@njit(cache=True, inline="always")
+@inline
 def _b(a0, a1, a2, a3):
     """B times a column of four (the adjoint of ``_bt``)."""
     return a0, a1 - a2 + a3, a1 + a2 - a0, -a3
 
 
-@njit(cache=True, inline="always")
+@inline
 def _at(m0, m1, m2, m3):
     """A^T times a column of four: two outputs."""
     return m0 + m1 + m2, m1 - m2 - m3
 
 
-@njit(cache=True, inline="always")
+@inline
 def _a(u0, u1):
     """A times a column of two (the adjoint of ``_at``)."""
     return u0, u0 + u1, u0 - u1, -u1
@@ -72,7 +74,7 @@ def tiles(size):
 # functions, the two that write 16 planes ran 3-5x slower (no longer vectorised).
 
 
-@njit(cache=True, inline="always")
+@inline
 def _input_image(x, n, v, t0, ph, pw, th, tw):
     _, c_, h_, w_ = x.shape
     d = np.zeros((2 * th + 2, 2 * tw + 2, c_), x.dtype)
@@ -101,7 +103,7 @@ def _input_image(x, n, v, t0, ph, pw, th, tw):
                     v[12 + j, t, c] = q[3]
 
 
-@njit(cache=True, inline="always")
+@inline
 def _input_adjoint_image(dv, t0, dx, n, ph, pw, th, tw):
     _, c_, h_, w_ = dx.shape
     d = np.zeros((2 * th + 2, 2 * tw + 2, c_), dx.dtype)
@@ -127,7 +129,7 @@ def _input_adjoint_image(dv, t0, dx, n, ph, pw, th, tw):
                 dx[n, c, i, j] = d[i + ph, j + pw, c]
 
 
-@njit(cache=True, inline="always")
+@inline
 def _output_image(m, t0, y, n, th, tw):
     _, c_, ho, wo = y.shape
     o = np.empty((2 * th, 2 * tw, c_), y.dtype)
@@ -151,7 +153,7 @@ def _output_image(m, t0, y, n, th, tw):
                 y[n, c, i, j] = o[i, j, c]
 
 
-@njit(cache=True, inline="always")
+@inline
 def _output_adjoint_image(g, n, dm, t0, th, tw):
     _, c_, ho, wo = g.shape
     o = np.zeros((2 * th, 2 * tw, c_), g.dtype)  # zero past the output: whole tiles
@@ -175,27 +177,27 @@ def _output_adjoint_image(g, n, dm, t0, th, tw):
                     dm[12 + j, t, c] = q[3]
 
 
-@njit(parallel=True, cache=True)
-def _input(x, v, ph, pw, th, tw):
-    for n in prange(x.shape[0]):
+@kernel
+def _input(start, stop, x, v, ph, pw, th, tw):
+    for n in range(start, stop):
         _input_image(x, n, v, n * th * tw, ph, pw, th, tw)
 
 
-@njit(parallel=True, cache=True)
-def _input_adjoint(dv, dx, ph, pw, th, tw):
-    for n in prange(dx.shape[0]):
+@kernel
+def _input_adjoint(start, stop, dv, dx, ph, pw, th, tw):
+    for n in range(start, stop):
         _input_adjoint_image(dv, n * th * tw, dx, n, ph, pw, th, tw)
 
 
-@njit(parallel=True, cache=True)
-def _output(m, y, th, tw):
-    for n in prange(y.shape[0]):
+@kernel
+def _output(start, stop, m, y, th, tw):
+    for n in range(start, stop):
         _output_image(m, n * th * tw, y, n, th, tw)
 
 
-@njit(parallel=True, cache=True)
-def _output_adjoint(g, dm, th, tw):
-    for n in prange(g.shape[0]):
+@kernel
+def _output_adjoint(start, stop, g, dm, th, tw):
+    for n in range(start, stop):
         _output_adjoint_image(g, n, dm, n * th * tw, th, tw)
 
 
@@ -204,7 +206,8 @@ def transformed_input(x, padding):
     n, c, h, w = x.shape
     th, tw = tiles(h + 2 * padding[0] - 2), tiles(w + 2 * padding[1] - 2)
     v = np.empty((16, n * th * tw, c), x.dtype)
-    _input(np.ascontiguousarray(x), v, padding[0], padding[1], th, tw)
+    parallel_for(_input, n, np.ascontiguousarray(x), v, padding[0], padding[1], th, tw,
+                 work=v.size)
     return v
 
 
@@ -213,14 +216,16 @@ def input_adjoint(dv, x_shape, padding):
     n, c, h, w = x_shape
     th, tw = tiles(h + 2 * padding[0] - 2), tiles(w + 2 * padding[1] - 2)
     dx = np.empty(x_shape, dv.dtype)
-    _input_adjoint(np.ascontiguousarray(dv), dx, padding[0], padding[1], th, tw)
+    parallel_for(_input_adjoint, n, np.ascontiguousarray(dv), dx, padding[0], padding[1], th,
+                 tw, work=dv.size)
     return dx
 
 
 def output(m, n, out_hw):
     """``Y`` (N, Cout, Hout, Wout) of the transformed product ``m`` (16, T, Cout)."""
     y = np.empty((n, m.shape[2]) + tuple(out_hw), m.dtype)
-    _output(np.ascontiguousarray(m), y, tiles(out_hw[0]), tiles(out_hw[1]))
+    parallel_for(_output, n, np.ascontiguousarray(m), y, tiles(out_hw[0]), tiles(out_hw[1]),
+                 work=m.size)
     return y
 
 
@@ -229,19 +234,19 @@ def transformed_grad(g):
     n, c, ho, wo = g.shape
     th, tw = tiles(ho), tiles(wo)
     dm = np.empty((16, n * th * tw, c), g.dtype)
-    _output_adjoint(np.ascontiguousarray(g), dm, th, tw)
+    parallel_for(_output_adjoint, n, np.ascontiguousarray(g), dm, th, tw, work=dm.size)
     return dm
 
 
 # ----- the fused convolution: transforms and GEMMs per chunk of images -----
 # The route above makes each of its nine steps one pass over the whole batch: its arrays
 # (16, T, C) are several MB, so every transform streams them from L3 and every kernel
-# wakes numba's or OpenBLAS's threads. For few channels that traffic costs more than the
-# GEMMs. Here one work item takes a chunk of images through every step while its arrays
-# stay in the core's L2, calling BLAS from inside the kernel (numba's np.dot, which
-# calls SciPy's BLAS). Each GEMM is kept small enough that OpenBLAS runs it on the
-# calling thread (it splits only products with M*N*K above 2**18; split from inside
-# numba's OpenMP loop, it warns that it may hang, and ran up to 5x slower).
+# wakes tape's threads. For few channels that traffic costs more than the GEMMs. Here one
+# work item takes a chunk of images through every step while its arrays stay in the
+# core's L2, calling BLAS from inside the kernel (numba's np.dot, which calls SciPy's
+# BLAS). Each GEMM is kept small enough that OpenBLAS runs it on the calling thread (it
+# splits only products with M*N*K above 2**18): tape's threads do the parallel work, and
+# SciPy's OpenBLAS starts no threads of its own to spin beside them.
 
 
 def images_per_chunk(n, tiles_per_image, cin, cout, itemsize):
@@ -252,11 +257,11 @@ def images_per_chunk(n, tiles_per_image, cin, cout, itemsize):
     return max(1, min(n, (1 << 19) // per_image, by_gemm))
 
 
-@njit(parallel=True, cache=True)
-def _fused_forward(x, u, y, ph, pw, th, tw, b):
+@kernel
+def _fused_forward(start, stop, x, u, y, ph, pw, th, tw, b):
     n_, c_, o_ = x.shape[0], x.shape[1], u.shape[2]
     p = th * tw
-    for chunk in prange((n_ + b - 1) // b):
+    for chunk in range(start, stop):
         n0 = chunk * b
         nb = min(b, n_ - n0)
         v = np.empty((16, nb * p, c_), x.dtype)
@@ -269,12 +274,12 @@ def _fused_forward(x, u, y, ph, pw, th, tw, b):
             _output_image(m, i * p, y, n0 + i, th, tw)
 
 
-@njit(parallel=True, cache=True)
-def _fused_backward(g, x, ut, dx, du, ph, pw, th, tw, b):
+@kernel
+def _fused_backward(start, stop, g, x, ut, dx, du, ph, pw, th, tw, b):
     """``ut`` is U transposed, (16, Cout, Cin); ``du`` gets one partial sum per chunk."""
     n_, c_, o_ = x.shape[0], x.shape[1], ut.shape[1]
     p = th * tw
-    for chunk in prange((n_ + b - 1) // b):
+    for chunk in range(start, stop):
         n0 = chunk * b
         nb = min(b, n_ - n0)
         v = np.empty((16, nb * p, c_), x.dtype)
@@ -305,8 +310,8 @@ def fused_forward(x, u, padding, chunk=None):
     n, _, h, w = x.shape
     th, tw, b = _geometry(x.shape, u.shape, padding, x.dtype, chunk)
     y = np.empty((n, u.shape[2], h + 2 * padding[0] - 2, w + 2 * padding[1] - 2), x.dtype)
-    _fused_forward(np.ascontiguousarray(x), np.ascontiguousarray(u), y, padding[0], padding[1],
-                   th, tw, b)
+    parallel_for(_fused_forward, -(-n // b), np.ascontiguousarray(x), np.ascontiguousarray(u),
+                 y, padding[0], padding[1], th, tw, b, work=x.size + y.size)
     return y
 
 
@@ -317,31 +322,31 @@ def fused_backward(g, x, u, padding, chunk=None):
     dx = np.empty(x.shape, x.dtype)
     du = np.empty((-(-x.shape[0] // b),) + u.shape, x.dtype)
     ut = np.ascontiguousarray(u.swapaxes(1, 2))
-    _fused_backward(np.ascontiguousarray(g), np.ascontiguousarray(x), ut, dx, du,
-                    padding[0], padding[1], th, tw, b)
+    parallel_for(_fused_backward, du.shape[0], np.ascontiguousarray(g), np.ascontiguousarray(x),
+                 ut, dx, du, padding[0], padding[1], th, tw, b, work=g.size + 2 * x.size)
     return dx, du.sum(axis=0)
 
 
 # ----- the weight transform and its adjoint -----
 
 
-@njit(cache=True, inline="always")
+@inline
 def _g(a0, a1, a2, h):
     """G times a column of three, G = [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]
     (``h``: 0.5 in the arrays' dtype, so float32 stays float32)."""
     return a0, h * (a0 + a1 + a2), h * (a0 - a1 + a2), a2
 
 
-@njit(cache=True, inline="always")
+@inline
 def _gt(v0, v1, v2, v3, h):
     """G^T times a column of four (the adjoint of ``_g``)."""
     return v0 + h * (v1 + v2), h * (v1 - v2), h * (v1 + v2) + v3
 
 
-@njit(parallel=True, cache=True)
-def _weight_transform(w, u, h):
-    o_, c_ = w.shape[0], w.shape[1]
-    for c in prange(c_):
+@kernel
+def _weight_transform(start, stop, w, u, h):
+    o_ = w.shape[0]
+    for c in range(start, stop):
         for o in range(o_):
             r0 = _g(w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2], h)  # (w G^T)[a, :]
             r1 = _g(w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2], h)
@@ -354,10 +359,10 @@ def _weight_transform(w, u, h):
                 u[12 + j, c, o] = q[3]
 
 
-@njit(parallel=True, cache=True)
-def _weight_transform_adjoint(du, dw, h):
-    o_, c_ = dw.shape[0], dw.shape[1]
-    for c in prange(c_):
+@kernel
+def _weight_transform_adjoint(start, stop, du, dw, h):
+    o_ = dw.shape[0]
+    for c in range(start, stop):
         for o in range(o_):
             r0 = _gt(du[0, c, o], du[1, c, o], du[2, c, o], du[3, c, o], h)
             r1 = _gt(du[4, c, o], du[5, c, o], du[6, c, o], du[7, c, o], h)
@@ -373,12 +378,14 @@ def _weight_transform_adjoint(du, dw, h):
 def weight_transform(w):
     """``U[4i+j, c, o] = (G w[o, c] G^T)[i, j]``: (Cout, Cin, 3, 3) to (16, Cin, Cout)."""
     u = np.empty((16, w.shape[1], w.shape[0]), w.dtype)
-    _weight_transform(np.ascontiguousarray(w), u, w.dtype.type(0.5))
+    parallel_for(_weight_transform, w.shape[1], np.ascontiguousarray(w), u, w.dtype.type(0.5),
+                 work=u.size)
     return u
 
 
 def weight_transform_adjoint(du):
     """The adjoint of ``weight_transform``: (16, Cin, Cout) to (Cout, Cin, 3, 3)."""
     dw = np.empty((du.shape[2], du.shape[1], 3, 3), du.dtype)
-    _weight_transform_adjoint(du, dw, du.dtype.type(0.5))  # any strides
+    parallel_for(_weight_transform_adjoint, du.shape[1], du, dw, du.dtype.type(0.5),
+                 work=du.size)  # du: any strides
     return dw

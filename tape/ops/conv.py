@@ -21,7 +21,7 @@ from kernels import pair
 from .. import backend
 from ..tensor import Tensor
 from .core import Op
-from .linalg import _matmul, einsum
+from .linalg import _matmul, einsum, gemm
 from .indexing import getitem
 from .shape import _transpose, concatenate, reshape, swapaxes
 
@@ -187,7 +187,7 @@ def _winograd_weight_grad(g, ans, v, u):
     """dU = V^T dM, computed as (dM^T V)^T: OpenBLAS is up to 2x faster on that form of
     these 16 short, wide products (T is the long axis)."""
     if type(g) is np.ndarray:
-        return np.matmul(g.swapaxes(-1, -2), v).swapaxes(-1, -2)
+        return gemm(g.swapaxes(-1, -2), v).swapaxes(-1, -2)
     return _matmul(swapaxes(v, -1, -2), g)
 
 
@@ -208,7 +208,7 @@ winograd_weight_adjoint = Op(
 )
 _winograd_gemm = Op(  # (16, T, Cin) @ (16, Cin, Cout): 16 GEMMs over the channels
     "winograd_gemm",
-    np.matmul,
+    gemm,
     _winograd_input_grad,
     _winograd_weight_grad,
 )
@@ -252,16 +252,16 @@ def _weight_grad(g, ans, w, cols):
     if g.ndim != 2:  # jacobian cotangents with batch axes: the plain form
         return _matmul(g, swapaxes(cols, -1, -2))
     if type(g) is np.ndarray and g.shape[1] > 2 * _CHUNK:
-        total = cols[:, :_CHUNK] @ g[:, :_CHUNK].T
+        total = gemm(cols[:, :_CHUNK], g[:, :_CHUNK].T)
         for i in range(_CHUNK, g.shape[1], _CHUNK):
-            total += cols[:, i: i + _CHUNK] @ g[:, i: i + _CHUNK].T
+            total += gemm(cols[:, i: i + _CHUNK], g[:, i: i + _CHUNK].T)
         return total.T
     return swapaxes(_matmul(cols, swapaxes(g, -1, -2)), -1, -2)
 
 
 _conv_gemm = Op(
     "conv_gemm",
-    np.matmul,
+    gemm,
     _weight_grad,
     lambda g, ans, w, cols: _matmul(swapaxes(w, -1, -2), g),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import string
 
 import numpy as np
+from kernels.cpu.threads import matmul as _threaded_matmul
 
 from .. import backend
 from ..tensor import Tensor
@@ -17,9 +18,17 @@ def _shape(x):
 
 
 # ----- matmul -----
+def gemm(a, b):
+    """``a @ b`` on arrays. numpy's run on tape's threads while tape's kernels are in use
+    (kernels/cpu/threads.py: one pool for kernels and GEMMs, so they never fight)."""
+    if type(a) is np.ndarray and type(b) is np.ndarray:
+        return _threaded_matmul(a, b)
+    return np.matmul(a, b)
+
+
 _matmul = Op(
     "matmul",
-    np.matmul,
+    gemm,
     lambda g, ans, a, b: _matmul(g, swapaxes(b, -1, -2)),
     lambda g, ans, a, b: _matmul(swapaxes(a, -1, -2), g),
 )

@@ -15,7 +15,7 @@ from ..backend import as_array
 from ..tensor import Tensor
 from .core import Op
 from .elementwise import exp, sqrt, where
-from .linalg import _matmul, matmul
+from .linalg import _matmul, gemm, matmul
 from .reduce import _mean, _sum, _var
 from .shape import reshape, swapaxes
 
@@ -76,9 +76,9 @@ def log_softmax(x, axis=None, *, dim=None):
 # ----- linear: x @ weight.T + bias in one entry -----
 def _linear_forward(x, w, b=None):
     if x.ndim > 2:  # one GEMM over all the leading axes
-        y = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
+        y = gemm(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (w.shape[0],))
     else:
-        y = x @ w.T
+        y = gemm(x, w.T)
     return y if b is None else y + b
 
 

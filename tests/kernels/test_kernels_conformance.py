@@ -24,10 +24,7 @@ import kernels
 from kernels import reference
 from kernels.gpu import emulate
 
-try:
-    from kernels.cpu import _threads
-except ImportError:  # no numba: the reference and the emulation still run the table
-    _threads = None
+from kernels.cpu import threads as _threads
 
 # ----- implementations under test -----
 
@@ -78,8 +75,7 @@ TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol
 @pytest.fixture(params=["serial", "parallel"], ids=["1thread", "pool"])
 def threads(request, monkeypatch):
     """Run the numba kernels both on one thread and on the pool, whatever the size."""
-    if _threads is not None:
-        monkeypatch.setattr(_threads, "SMALL_WORK", 1 << 62 if request.param == "serial" else 0)
+    monkeypatch.setattr(_threads, "SMALL_WORK", 1 << 62 if request.param == "serial" else 0)
 
 
 def rng_for(*key):

@@ -1,0 +1,262 @@
+"""tape's own threads for the CPU kernels and GEMMs: the calling thread plus a few helpers.
+
+Why a pool of our own (PERFORMANCE.md, trap 1). After each threaded GEMM, OpenBLAS's
+idle workers spin for about 2**28 cycles (~0.1 s); libgomp's (numba's parallel layer)
+spin too. A second pool's threads then find their core taken: a parallel numba kernel
+right after a GEMM ran no faster than on one thread, or 3-8x slower with libgomp. The
+cures that worked on the pools themselves (a passive libgomp loaded for numba, a short
+OpenBLAS spin timeout, both chosen at import) changed the whole process, and PyTorch in
+the same process ran up to 2x slower. So tape keeps all its parallel work on one pool of
+its own and changes nothing outside it:
+
+* the kernels are serial numba functions over a range of work items
+  (``kernel(start, stop, ...)``, compiled by :func:`kernels.cpu.jit.kernel` without the
+  GIL), and :func:`parallel_for` deals the range out in chunks to the threads as they come
+  free, so a thread whose core is busy with another process simply takes fewer chunks;
+* while tape's kernels are in use (a CNN), tape's GEMMs run on the same threads
+  (:func:`matmul`): split into row or column blocks, each block one single-threaded
+  OpenBLAS call (OpenBLAS is held at one thread for the length of the call, then set
+  back). Otherwise (an MLP) OpenBLAS's own threads do them, as for any numpy user.
+
+The helpers sleep on a lock when idle, and are started on first use. ``TAPE_NUM_THREADS``
+or :func:`set_num_threads` sets how many threads (the caller included) tape uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import itertools
+import os
+import threading
+import time
+
+import numpy as np
+
+SMALL_WORK = 1 << 18  # elements; below this one thread is faster than waking a helper
+CHUNKS_PER_THREAD = 2  # chunks dealt out per thread: balance (a busy core) against per-call cost
+RECENT = 0.25  # seconds: tape's kernels used this recently -> its GEMMs on our threads
+
+
+def _default_threads():
+    env = os.environ.get("TAPE_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class _Team:
+    """The calling thread and ``n - 1`` helpers working through one job's chunks."""
+
+    def __init__(self, n):
+        self.n = n
+        self.helpers = []  # (go, done) locks of each started helper
+        self.busy = threading.Lock()  # one job at a time; a second caller runs alone
+        self.job = None
+        self.last_used = -1.0
+
+    def _start_helpers(self):
+        while len(self.helpers) < self.n - 1:
+            go, done = threading.Lock(), threading.Lock()
+            go.acquire()
+            done.acquire()
+            threading.Thread(target=self._helper, args=(go, done), daemon=True,
+                             name=f"tape-kernels-{len(self.helpers) + 1}").start()
+            self.helpers.append((go, done))
+
+    def _helper(self, go, done):
+        while True:
+            go.acquire()
+            self._work()
+            done.release()
+
+    def _work(self):
+        fn, chunks, args, counter, errors = self.job
+        for i in counter:
+            if i >= len(chunks) or errors:
+                return
+            try:
+                fn(*chunks[i], *args)
+            except BaseException as e:  # re-raised in the calling thread
+                errors.append(e)
+                return
+
+    def run(self, fn, chunks, args):
+        """``fn(start, stop, *args)`` for every ``(start, stop)`` in ``chunks``."""
+        if not self.busy.acquire(blocking=False):  # another thread's job, or nested: alone
+            for start, stop in chunks:
+                fn(start, stop, *args)
+            return
+        try:
+            self._start_helpers()
+            errors = []
+            self.job = (fn, chunks, args, itertools.count(), errors)
+            helpers = self.helpers[: len(chunks) - 1]
+            for go, _ in helpers:
+                go.release()
+            self._work()
+            for _, done in helpers:
+                done.acquire()
+            self.job = None
+            if errors:
+                raise errors[0]
+        finally:
+            self.busy.release()
+
+
+_team = _Team(_default_threads())
+
+
+def _after_fork():
+    """A forked child has only the thread that forked: start a team of its own."""
+    global _team
+    _team = _Team(_team.n)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def num_threads() -> int:
+    """How many threads tape's CPU kernels and GEMMs use (the calling thread included)."""
+    return _team.n
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (the caller included) from now on; 1 runs everything in the caller."""
+    global _team
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: need at least one thread, got {n}")
+    if n != _team.n:
+        old = _team
+        _team = _Team(n)
+        old.n = 0  # its helpers stay asleep; they are daemons and hold no work
+
+
+def chunks(n_items, n_chunks):
+    """``n_chunks`` (or fewer) contiguous, balanced ``(start, stop)`` ranges over n_items."""
+    k = max(1, min(n_items, n_chunks))
+    cuts = [n_items * i // k for i in range(k + 1)]
+    return [(cuts[i], cuts[i + 1]) for i in range(k)]
+
+
+def parallel_for(fn, n_items, *args, work=None):
+    """Run ``fn(start, stop, *args)`` over ``range(n_items)`` split among tape's threads.
+
+    ``fn`` must release the GIL (a ``kernels.cpu.jit.kernel``, or numpy's BLAS calls) and
+    write disjoint output for disjoint ranges. ``work`` (elements touched, default
+    ``n_items``) below ``SMALL_WORK`` runs in the caller: waking a helper costs more.
+    """
+    team = _team
+    if team.n == 1 or n_items < 2 or (n_items if work is None else work) < SMALL_WORK:
+        fn(0, n_items, *args)
+        return
+    team.last_used = time.perf_counter()
+    team.run(fn, chunks(n_items, CHUNKS_PER_THREAD * team.n), args)
+
+
+# ----- GEMMs on the team -----
+
+
+class _OpenBLAS:
+    """numpy's OpenBLAS thread count, read and set through its C API (ctypes)."""
+
+    def __init__(self):
+        self.get = self.set = None
+        for lib in self._libraries():
+            for prefix in ("scipy_openblas", "openblas"):
+                for suffix in ("64_", ""):
+                    get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                    set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                    if get is not None and set_ is not None:
+                        get.restype, set_.restype = ctypes.c_int, None
+                        set_.argtypes = [ctypes.c_int]
+                        self.get, self.set = get, set_
+                        return
+
+    @staticmethod
+    def _libraries():
+        """numpy's BLAS: the OpenBLAS shipped with numpy's wheel, else any loaded one."""
+        root = os.path.dirname(os.path.dirname(np.__file__))
+        paths = sorted(glob.glob(os.path.join(root, "numpy.libs", "*openblas*")))
+        try:
+            with open("/proc/self/maps") as f:
+                paths += sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower()
+                                 and "/" in ln and "scipy.libs" not in ln})
+        except OSError:
+            pass
+        for p in paths:
+            try:
+                yield ctypes.CDLL(p)
+            except OSError:
+                continue
+
+
+_openblas = None
+
+
+def _blas():
+    global _openblas
+    if _openblas is None:
+        _openblas = _OpenBLAS()
+    return _openblas
+
+
+def _gemm_block(start, stop, a, b, out, by_rows):
+    if by_rows:
+        np.matmul(a[start:stop], b, out=out[start:stop])
+    else:
+        np.matmul(a, b[:, start:stop], out=out[:, start:stop])
+
+
+def _batched_block(start, stop, a, b, out):
+    np.matmul(a[start:stop], b[start:stop], out=out[start:stop])
+
+
+def matmul(a, b):
+    """``a @ b`` for numpy arrays, on tape's threads while its kernels are in use.
+
+    Then (or with one thread set) OpenBLAS is held to one thread for the call: 2-D
+    products and 3-D batches of equal length are split into blocks among tape's threads,
+    anything else (or small) runs in the caller. Otherwise numpy's own matmul, threaded
+    by OpenBLAS as for any numpy user.
+    """
+    team = _team
+    if team.n > 1 and time.perf_counter() - team.last_used > RECENT:
+        return a @ b
+    blas = _blas()
+    if blas.set is None:  # not numpy's OpenBLAS: nothing we can hold
+        return a @ b
+    previous = blas.get()
+    blas.set(1)
+    try:
+        job = _gemm_job(a, b, team.n)
+        if job is None:
+            return a @ b
+        fn, n_items, args = job
+        team.last_used = time.perf_counter()
+        team.run(fn, chunks(n_items, team.n), args)
+        return args[2]
+    finally:
+        blas.set(previous)
+
+
+def _gemm_job(a, b, n_threads):
+    """``(block function, blocks, args)`` splitting ``a @ b`` among the threads, or None
+    where that does not pay (small, one thread) or the shapes are not plain 2-D / 3-D."""
+    if (n_threads == 1 or a.ndim != b.ndim or a.dtype != b.dtype or a.dtype.kind != "f"
+            or a.size * b.shape[-1] < SMALL_WORK * 16):
+        return None
+    if a.ndim == 3 and a.shape[0] == b.shape[0] and a.shape[0] >= 2 * n_threads:
+        out = np.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
+        return _batched_block, a.shape[0], (a, b, out)
+    if a.ndim == 2:
+        m, n = a.shape[0], b.shape[1]
+        by_rows = m >= n
+        if (m if by_rows else n) >= 2 * n_threads:
+            return _gemm_block, (m if by_rows else n), (a, b, np.empty((m, n), a.dtype), by_rows)
+    return None
