@@ -29,8 +29,9 @@ LR, MOMENTUM = 0.01, 0.9
 
 
 def conv_name(shape):
+    """"conv2d 64x16x14x14->32": the input's shape, then the output channels."""
     n, cin, cout, hw = shape
-    return f"conv2d ({n},{cin}->{cout},{hw})"
+    return f"conv2d {n}x{cin}x{hw}x{hw}->{cout}"
 
 
 # name -> what it is; the order of the comparison table
@@ -39,8 +40,8 @@ WORKLOADS = {
     "mlp": f"MLP 784-256-256-10, batch {MLP_BATCH}, SGD-momentum step",
     "lenet": f"LeNet (conv 1->8, pool, conv 8->16, pool, 784-128-10), batch {LENET_BATCH}, "
              "SGD-momentum step",
-    **{conv_name(s): f"conv2d 3x3 pad 1 {s[0]}x{s[1]}x{s[3]}x{s[3]} -> {s[2]} channels, "
-                     "fwd + input and weight gradients" for s in CONV_SHAPES},
+    **{conv_name(s): "conv2d 3x3 pad 1, fwd + input and weight gradients"
+       for s in CONV_SHAPES},
     "max_pool2d": f"max_pool2d 2x2 on {POOL_SHAPE}, fwd + grad",
 }
 

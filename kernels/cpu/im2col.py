@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import reference
 from ..shapes import check_cols, conv_geometry
+from . import buffers
 from .jit import inline, kernel
 from .threads import parallel_for
 
@@ -140,7 +141,7 @@ def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
         x.shape, kh, kw, stride, padding, dilation, op="im2col"
     )
     x = np.ascontiguousarray(x)
-    cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
+    cols = buffers.empty((c * kh * kw, n * ho * wo), x.dtype)
     if cols.size:
         parallel_for(_im2col, c * kh * kw * n, x.reshape(-1), cols.reshape(-1), n, c, h, w,
                      kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, work=cols.size)
@@ -155,7 +156,7 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
         cols.shape, x_shape, kh, kw, stride, padding, dilation
     )
     cols = np.ascontiguousarray(cols)
-    dx = np.empty((n, c, h, w), dtype=cols.dtype)
+    dx = buffers.empty((n, c, h, w), cols.dtype)
     if dx.size:
         nblk, bs = _col2im_blocks(n, c)
         parallel_for(_col2im, c * nblk, cols.reshape(-1), dx.reshape(-1), n, c, h, w,

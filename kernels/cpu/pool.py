@@ -12,6 +12,7 @@ import numpy as np
 from .. import reference
 from ..shapes import check_avg_pool_grad, check_max_pool_grad, pool_geometry
 from .im2col import valid_range
+from . import buffers
 from .jit import inline, kernel
 from .threads import parallel_for
 
@@ -123,8 +124,8 @@ def max_pool2d_forward(x, k, stride=None, padding=0):
         return reference.max_pool2d_forward(x, k, stride, padding)
     n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(x.shape, k, stride, padding)
     x = np.ascontiguousarray(x)
-    out = np.empty((n, c, ho, wo), dtype=x.dtype)
-    arg = np.empty((n, c, ho, wo), dtype=np.int64)
+    out = buffers.empty((n, c, ho, wo), x.dtype)
+    arg = buffers.empty((n, c, ho, wo), np.int64)
     if out.size:
         flat = (x.reshape(-1), out.reshape(-1), arg.reshape(-1), h, w, ho, wo)
         if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
@@ -141,7 +142,7 @@ def max_pool2d_backward(grad_out, argmax, x_shape):
     n, c, h, w, m = check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
     g = np.ascontiguousarray(grad_out).reshape(-1)
     a = np.ascontiguousarray(argmax, dtype=np.int64).reshape(-1)
-    dx = np.empty((n, c, h * w), dtype=grad_out.dtype)
+    dx = buffers.empty((n, c, h * w), grad_out.dtype)
     bad = np.zeros(n * c, dtype=np.uint8)
     if dx.size:
         parallel_for(_max_bwd, n * c, g, a, dx.reshape(-1), bad, h * w, m, work=dx.size)
@@ -243,7 +244,7 @@ def avg_pool2d_forward(x, k, stride=None, padding=0):
         x.shape, k, stride, padding, op="avg_pool2d"
     )
     x = np.ascontiguousarray(x)
-    out = np.empty((n, c, ho, wo), dtype=x.dtype)
+    out = buffers.empty((n, c, ho, wo), x.dtype)
     if out.size:
         area = x.dtype.type(kh * kw)
         flat = (x.reshape(-1), out.reshape(-1), h, w, ho, wo)
@@ -262,7 +263,7 @@ def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
         grad_out.shape, x_shape, k, stride, padding
     )
     g = np.ascontiguousarray(grad_out)
-    dx = np.empty((n, c, h, w), dtype=grad_out.dtype)
+    dx = buffers.empty((n, c, h, w), grad_out.dtype)
     if dx.size:
         area = g.dtype.type(kh * kw)
         flat = (g.reshape(-1), dx.reshape(-1), h, w, ho, wo)

@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from . import buffers
+
 SMALL_WORK = 1 << 18  # elements; below this one thread is faster than waking a helper
 CHUNKS_PER_THREAD = 2  # chunks dealt out per thread: balance (a busy core) against per-call cost
 RECENT = 0.25  # seconds: tape's kernels used this recently -> its GEMMs on our threads
@@ -252,11 +254,12 @@ def _gemm_job(a, b, n_threads):
             or a.size * b.shape[-1] < SMALL_WORK * 16):
         return None
     if a.ndim == 3 and a.shape[0] == b.shape[0] and a.shape[0] >= 2 * n_threads:
-        out = np.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
+        out = buffers.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
         return _batched_block, a.shape[0], (a, b, out)
     if a.ndim == 2:
         m, n = a.shape[0], b.shape[1]
         by_rows = m >= n
-        if (m if by_rows else n) >= 2 * n_threads:
-            return _gemm_block, (m if by_rows else n), (a, b, np.empty((m, n), a.dtype), by_rows)
+        blocks = m if by_rows else n
+        if blocks >= 2 * n_threads:
+            return _gemm_block, blocks, (a, b, buffers.empty((m, n), a.dtype), by_rows)
     return None

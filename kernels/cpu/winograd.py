@@ -25,6 +25,7 @@ import importlib.util
 
 import numpy as np
 
+from . import buffers
 from .jit import inline, kernel
 from .threads import parallel_for
 
@@ -205,7 +206,7 @@ def transformed_input(x, padding):
     """``V`` (16, T, C) of ``x`` (N, C, H, W) for a 3x3 convolution with ``padding``."""
     n, c, h, w = x.shape
     th, tw = tiles(h + 2 * padding[0] - 2), tiles(w + 2 * padding[1] - 2)
-    v = np.empty((16, n * th * tw, c), x.dtype)
+    v = buffers.empty((16, n * th * tw, c), x.dtype)
     parallel_for(_input, n, np.ascontiguousarray(x), v, padding[0], padding[1], th, tw,
                  work=v.size)
     return v
@@ -215,7 +216,7 @@ def input_adjoint(dv, x_shape, padding):
     """The adjoint of ``transformed_input``: (16, T, C) back to ``x_shape``."""
     n, c, h, w = x_shape
     th, tw = tiles(h + 2 * padding[0] - 2), tiles(w + 2 * padding[1] - 2)
-    dx = np.empty(x_shape, dv.dtype)
+    dx = buffers.empty(x_shape, dv.dtype)
     parallel_for(_input_adjoint, n, np.ascontiguousarray(dv), dx, padding[0], padding[1], th,
                  tw, work=dv.size)
     return dx
@@ -223,7 +224,7 @@ def input_adjoint(dv, x_shape, padding):
 
 def output(m, n, out_hw):
     """``Y`` (N, Cout, Hout, Wout) of the transformed product ``m`` (16, T, Cout)."""
-    y = np.empty((n, m.shape[2]) + tuple(out_hw), m.dtype)
+    y = buffers.empty((n, m.shape[2]) + tuple(out_hw), m.dtype)
     parallel_for(_output, n, np.ascontiguousarray(m), y, tiles(out_hw[0]), tiles(out_hw[1]),
                  work=m.size)
     return y
@@ -233,7 +234,7 @@ def transformed_grad(g):
     """The adjoint of ``output``: (N, Cout, Hout, Wout) to (16, T, Cout)."""
     n, c, ho, wo = g.shape
     th, tw = tiles(ho), tiles(wo)
-    dm = np.empty((16, n * th * tw, c), g.dtype)
+    dm = buffers.empty((16, n * th * tw, c), g.dtype)
     parallel_for(_output_adjoint, n, np.ascontiguousarray(g), dm, th, tw, work=dm.size)
     return dm
 
@@ -309,7 +310,7 @@ def fused_forward(x, u, padding, chunk=None):
     images per work item (default: ``images_per_chunk``'s)."""
     n, _, h, w = x.shape
     th, tw, b = _geometry(x.shape, u.shape, padding, x.dtype, chunk)
-    y = np.empty((n, u.shape[2], h + 2 * padding[0] - 2, w + 2 * padding[1] - 2), x.dtype)
+    y = buffers.empty((n, u.shape[2], h + 2 * padding[0] - 2, w + 2 * padding[1] - 2), x.dtype)
     parallel_for(_fused_forward, -(-n // b), np.ascontiguousarray(x), np.ascontiguousarray(u),
                  y, padding[0], padding[1], th, tw, b, work=x.size + y.size)
     return y
@@ -319,7 +320,7 @@ def fused_backward(g, x, u, padding, chunk=None):
     """Both gradients of ``fused_forward`` for the output gradient ``g``: ``dx`` (the
     shape of ``x``) and ``dU`` (the shape of ``u``)."""
     th, tw, b = _geometry(x.shape, u.shape, padding, x.dtype, chunk)
-    dx = np.empty(x.shape, x.dtype)
+    dx = buffers.empty(x.shape, x.dtype)
     du = np.empty((-(-x.shape[0] // b),) + u.shape, x.dtype)
     ut = np.ascontiguousarray(u.swapaxes(1, 2))
     parallel_for(_fused_backward, du.shape[0], np.ascontiguousarray(g), np.ascontiguousarray(x),

@@ -17,6 +17,7 @@ import numpy as np
 
 import kernels
 from kernels import pair
+from kernels.cpu import buffers
 
 from .. import backend
 from ..tensor import Tensor
@@ -267,6 +268,26 @@ _conv_gemm = Op(
 )
 
 
+def _swap_leading(y):
+    """(A, B, H, W) -> (B, A, H, W); for numpy arrays a C-contiguous copy from tape's
+    buffers (the activations that follow run in one pass over contiguous memory)."""
+    if type(y) is not np.ndarray:
+        return backend.xp(y).ascontiguousarray(y.transpose(1, 0, 2, 3))
+    out = buffers.empty((y.shape[1], y.shape[0]) + y.shape[2:], y.dtype)
+    np.copyto(out, y.transpose(1, 0, 2, 3))
+    return out
+
+
+def _swap_leading_vjp(g, ans, y):
+    if g.ndim == 4:
+        return swap_leading(g)
+    nb = g.ndim - 4  # jacobian axes in front: swap the two after them
+    return _transpose(g, axes=tuple(range(nb)) + (nb + 1, nb, nb + 2, nb + 3))
+
+
+swap_leading = Op("swap_leading", _swap_leading, _swap_leading_vjp)
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
 
@@ -302,7 +323,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             continue
         cols = im2col(xg, k=k, stride=stride, padding=padding, dilation=dilation)
         y = _conv_gemm(reshape(wg, shape=(cout, -1)), cols)  # one GEMM: (Cout, N*Hout*Wout)
-        outs.append(_transpose(reshape(y, shape=(cout, xs[0], ho, wo)), axes=(1, 0, 2, 3)))
+        outs.append(swap_leading(reshape(y, shape=(cout, xs[0], ho, wo))))
     out = outs[0] if groups == 1 else concatenate(outs, axis=1)
     if bias is not None:
         out = out + reshape(bias, shape=(1, ws[0], 1, 1))

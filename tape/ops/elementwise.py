@@ -10,18 +10,42 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from kernels.cpu import buffers
+from kernels.cpu import elementwise as _cpu
 
 from .. import backend
 from ..tensor import Tensor
 from .core import Op
 
+_ndarray = np.ndarray
+_BIG = 1 << 15  # elements: smaller results come from malloc without page faults anyway
+
+
+def _buffered(ufunc):
+    """``ufunc`` with large float results written into tape's reused buffers
+    (kernels/cpu/buffers.py); anything else as numpy computes it."""
+
+    def forward(a, b):
+        if type(a) is _ndarray:
+            if a.size >= _BIG and a.dtype.kind == "f" and (
+                    type(b) is float or type(b) is _ndarray and b.dtype == a.dtype):
+                return ufunc(a, b, out=buffers.empty(np.broadcast_shapes(a.shape, np.shape(b)),
+                                                     a.dtype))
+        elif type(b) is _ndarray and b.size >= _BIG and b.dtype.kind == "f" and (
+                type(a) is float):
+            return ufunc(a, b, out=buffers.empty(b.shape, b.dtype))
+        return ufunc(a, b)
+
+    return forward
+
+
 # ----- arithmetic -----
-add = Op("add", np.add, lambda g, ans, a, b: g, lambda g, ans, a, b: g)
-sub = Op("sub", np.subtract, lambda g, ans, a, b: g, lambda g, ans, a, b: -g)
-mul = Op("mul", np.multiply, lambda g, ans, a, b: g * b, lambda g, ans, a, b: g * a)
+add = Op("add", _buffered(np.add), lambda g, ans, a, b: g, lambda g, ans, a, b: g)
+sub = Op("sub", _buffered(np.subtract), lambda g, ans, a, b: g, lambda g, ans, a, b: -g)
+mul = Op("mul", _buffered(np.multiply), lambda g, ans, a, b: g * b, lambda g, ans, a, b: g * a)
 div = Op(
     "div",
-    np.true_divide,
+    _buffered(np.true_divide),
     lambda g, ans, a, b: g / b,
     lambda g, ans, a, b: -g * a / (b * b),
 )
@@ -66,7 +90,18 @@ def _sigmoid_vjp(g, ans, x):
 
 
 sigmoid = Op("sigmoid", _sigmoid, _sigmoid_vjp)
-relu = Op("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x > 0, g, 0))
+def _relu(x):
+    return _cpu.relu(x) if _cpu.applies(x) else np.maximum(x, 0)
+
+
+def _relu_vjp(g, ans, x):
+    """g where the output is positive (a NaN input gets no gradient, as ``x > 0``)."""
+    if _cpu.applies(g, ans):  # first order, no jacobian axes: one pass on tape's threads
+        return _cpu.relu_grad(g, ans)
+    return where(x > 0, g, 0)
+
+
+relu = Op("relu", _relu, _relu_vjp)
 _leaky_relu = Op(
     "leaky_relu",
     lambda x, negative_slope=0.01: _where(x > 0, x, x * negative_slope),
