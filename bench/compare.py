@@ -107,11 +107,10 @@ def worker(side, workload, seconds, device="cpu"):
     """Time ``workload`` on ``side`` in this process; print one JSON line."""
     info = {}
     if side == "torch-after-tape":  # a user who imported tape and trained with it first
-        tape_steps = STEPS["tape"]()
         for name in ("mlp", "lenet", *(conv_name(s) for s in CONV_SHAPES), "max_pool2d"):
-            measure(tape_steps[name], 0.2, warm_seconds=0.1, min_steps=3)
+            measure(STEPS["tape"](name), 0.2, warm_seconds=0.1, min_steps=3)
         side = "torch"
-    step = STEPS[side](device)[workload]
+    step = STEPS[side](workload, device)
     median, n = measure(step, seconds)
     if "torch" in sys.modules:
         torch = sys.modules["torch"]

@@ -2,7 +2,7 @@
 bench/compare.py measures against PyTorch."""
 
 import pytest
-from workloads import CONV_SHAPES, POOL_SHAPE, conv_name, tape_steps
+from workloads import CONV_SHAPES, POOL_SHAPE, conv_name, tape_step
 
 
 def conv_flops(n, cin, cout, hw):
@@ -10,18 +10,13 @@ def conv_flops(n, cin, cout, hw):
     return 3 * 2 * n * cout * cin * 9 * hw * hw
 
 
-@pytest.fixture(scope="module")
-def steps():
-    return tape_steps()
-
-
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=conv_name)
-def test_conv2d(benchmark, steps, shape):
+def test_conv2d(benchmark, shape):
     benchmark.group = f"{conv_name(shape)} fwd+grad"
     benchmark.extra_info["gflops"] = conv_flops(*shape) / 1e9
-    benchmark(steps[conv_name(shape)])
+    benchmark(tape_step(conv_name(shape)))
 
 
-def test_max_pool2d(benchmark, steps):
+def test_max_pool2d(benchmark):
     benchmark.group = f"max_pool2d 2x2 fwd+grad {POOL_SHAPE}"
-    benchmark(steps["max_pool2d"])
+    benchmark(tape_step("max_pool2d"))

@@ -7,7 +7,7 @@ Everything here skips, with the reason, without CuPy and a CUDA GPU.
 """
 
 import pytest
-from workloads import CONV_SHAPES, MODELS, conv_name, model_shape, tape_steps
+from workloads import CONV_SHAPES, MODELS, conv_name, model_shape, tape_step
 
 from tape import backend
 
@@ -18,11 +18,6 @@ pytestmark = pytest.mark.skipif(
 WARMUP = 3
 
 
-@pytest.fixture(scope="module")
-def steps():
-    return tape_steps("cuda")
-
-
 def _timed(benchmark, step):
     for _ in range(WARMUP):
         step()
@@ -30,17 +25,17 @@ def _timed(benchmark, step):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_gpu_training_step(benchmark, steps, name):
+def test_gpu_training_step(benchmark, name):
     benchmark.group = f"gpu {name} training step {model_shape(name, 'cuda')[1]}"
-    _timed(benchmark, steps[name])
+    _timed(benchmark, tape_step(name, "cuda"))
 
 
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=conv_name)
-def test_gpu_conv2d(benchmark, steps, shape):
+def test_gpu_conv2d(benchmark, shape):
     benchmark.group = f"gpu {conv_name(shape)} fwd+grad"
-    _timed(benchmark, steps[conv_name(shape)])
+    _timed(benchmark, tape_step(conv_name(shape), "cuda"))
 
 
-def test_gpu_max_pool2d(benchmark, steps):
+def test_gpu_max_pool2d(benchmark):
     benchmark.group = "gpu max_pool2d 2x2 fwd+grad"
-    _timed(benchmark, steps["max_pool2d"])
+    _timed(benchmark, tape_step("max_pool2d", "cuda"))

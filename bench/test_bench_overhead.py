@@ -4,9 +4,9 @@ The arrays are so small that the time is all bookkeeping: recording each op on t
 and replaying its rule. (PyTorch's time for the same chain: bench/compare.py.)
 """
 
-from workloads import CHAIN_REPEATS, tape_steps
+from workloads import CHAIN_REPEATS, tape_step
 
 
 def test_chain(benchmark):
     benchmark.group = f"chain of {5 * CHAIN_REPEATS} ops on a (4,) tensor, fwd + grad"
-    benchmark(tape_steps()["chain"])
+    benchmark(tape_step("chain"))

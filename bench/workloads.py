@@ -34,6 +34,7 @@ def conv_name(shape):
     return f"conv2d {n}x{cin}x{hw}x{hw}->{cout}"
 
 
+CONV_BY_NAME = {}  # filled below: conv_name(shape) -> shape
 # name -> what it is; the order of the comparison table
 WORKLOADS = {
     "chain": f"chain of {5 * CHAIN_REPEATS} tiny elementwise ops on a (4,) tensor, fwd + grad",
@@ -44,6 +45,7 @@ WORKLOADS = {
        for s in CONV_SHAPES},
     "max_pool2d": f"max_pool2d 2x2 on {POOL_SHAPE}, fwd + grad",
 }
+CONV_BY_NAME.update((conv_name(s), s) for s in CONV_SHAPES)
 
 
 def mlp(m):
@@ -143,49 +145,53 @@ def tape_training_step(name, seed=0, device="cpu"):
     return step, model, opt
 
 
-def tape_steps(device="cpu"):
-    """{workload: one step of it on tape}."""
+def tape_step(name, device="cpu"):
+    """One step of workload ``name`` on tape (only that workload's data is made)."""
+    if name in MODELS:
+        return tape_training_step(name, device=device)[0]
     import tape
     import tape.functional as F
 
     sync = _tape_sync(device)
-    out = {name: tape_training_step(name, device=device)[0] for name in MODELS}
-    x0 = tape.tensor(chain_input(), requires_grad=True, device=device)
 
-    def chain_step():
-        with tape.Tape() as t:
-            s = chain(x0)
-        g = t.gradient(s, x0)
-        sync()
-        return g
-
-    out["chain"] = chain_step
-    for shape in CONV_SHAPES:
-        xa, wa, ga = conv_data(shape)
-        x = tape.tensor(xa, requires_grad=True, device=device)
-        w = tape.tensor(wa, requires_grad=True, device=device)
-        g = tape.tensor(ga, device=device)
-
-        def conv_step(x=x, w=w, g=g):
-            with tape.Tape() as t:
-                y = F.conv2d(x, w, padding=1)
-            grads = t.gradient(y, [x, w], output_gradients=g)
+    def synced(fn):
+        def step():
+            out = fn()
             sync()
-            return grads
+            return out
 
-        out[conv_name(shape)] = conv_step
-    xa, ga = pool_data()
-    xp, gp = tape.tensor(xa, requires_grad=True, device=device), tape.tensor(ga, device=device)
+        return step
 
-    def pool_step():
+    if name == "chain":
+        x0 = tape.tensor(chain_input(), requires_grad=True, device=device)
+
+        def chain_step():
+            with tape.Tape() as t:
+                s = chain(x0)
+            return t.gradient(s, x0)
+
+        return synced(chain_step)
+    if name == "max_pool2d":
+        xa, ga = pool_data()
+        x, g = tape.tensor(xa, requires_grad=True, device=device), tape.tensor(ga, device=device)
+
+        def pool_step():
+            with tape.Tape() as t:
+                y = F.max_pool2d(x, 2)
+            return t.gradient(y, x, output_gradients=g)
+
+        return synced(pool_step)
+    xa, wa, ga = conv_data(CONV_BY_NAME[name])
+    x = tape.tensor(xa, requires_grad=True, device=device)
+    w = tape.tensor(wa, requires_grad=True, device=device)
+    g = tape.tensor(ga, device=device)
+
+    def conv_step():
         with tape.Tape() as t:
-            y = F.max_pool2d(xp, 2)
-        grads = t.gradient(y, xp, output_gradients=gp)
-        sync()
-        return grads
+            y = F.conv2d(x, w, padding=1)
+        return t.gradient(y, [x, w], output_gradients=g)
 
-    out["max_pool2d"] = pool_step
-    return out
+    return synced(conv_step)
 
 
 # ----- PyTorch -----
@@ -223,8 +229,10 @@ def torch_training_step(name, seed=0, device="cpu"):
     return step, model, opt
 
 
-def torch_steps(device="cpu"):
-    """{workload: one step of it on PyTorch}."""
+def torch_step(name, device="cpu"):
+    """One step of workload ``name`` on PyTorch (only that workload's data is made)."""
+    if name in MODELS:
+        return torch_training_step(name, device=device)[0]
     import torch
 
     F = torch.nn.functional
@@ -238,19 +246,17 @@ def torch_steps(device="cpu"):
 
         return step
 
-    out = {name: torch_training_step(name, device=device)[0] for name in MODELS}
-    x0 = torch.tensor(chain_input(), requires_grad=True, device=device)
-    out["chain"] = synced(lambda: torch.autograd.grad(chain(x0), x0))
-    for shape in CONV_SHAPES:
-        x, w, g = (torch.from_numpy(a).to(device) for a in conv_data(shape))
+    if name == "chain":
+        x0 = torch.tensor(chain_input(), requires_grad=True, device=device)
+        return synced(lambda: torch.autograd.grad(chain(x0), x0))
+    if name == "max_pool2d":
+        x, g = (torch.from_numpy(a).to(device) for a in pool_data())
         x.requires_grad_(True)
-        w.requires_grad_(True)
-        out[conv_name(shape)] = synced(
-            lambda x=x, w=w, g=g: torch.autograd.grad(F.conv2d(x, w, padding=1), [x, w], g))
-    xp, gp = (torch.from_numpy(a).to(device) for a in pool_data())
-    xp.requires_grad_(True)
-    out["max_pool2d"] = synced(lambda: torch.autograd.grad(F.max_pool2d(xp, 2), xp, gp))
-    return out
+        return synced(lambda: torch.autograd.grad(F.max_pool2d(x, 2), x, g))
+    x, w, g = (torch.from_numpy(a).to(device) for a in conv_data(CONV_BY_NAME[name]))
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    return synced(lambda: torch.autograd.grad(F.conv2d(x, w, padding=1), [x, w], g))
 
 
 # ----- the MLP step by hand, in plain numpy -----
@@ -322,8 +328,10 @@ class NumpyMLP:
         return loss
 
 
-def numpy_steps(device="cpu"):
-    """{"mlp": the MLP step by hand in numpy} (CPU only)."""
+def numpy_step(name, device="cpu"):
+    """The MLP step by hand in numpy (CPU only; the only workload written so)."""
+    if name != "mlp" or device != "cpu":
+        raise ValueError("the numpy side has the MLP step on the CPU only")
     rng = np.random.default_rng(0)
     params = []
     for fan_in, fan_out in [(784, 256), (256, 256), (256, 10)]:
@@ -331,7 +339,7 @@ def numpy_steps(device="cpu"):
         params += [rng.uniform(-bound, bound, (fan_out, fan_in)),
                    rng.uniform(-bound, bound, fan_out)]
     x, y = batch((MLP_BATCH, 784))
-    return {"mlp": NumpyMLP(params, x, y).step}
+    return NumpyMLP(params, x, y).step
 
 
-STEPS = {"tape": tape_steps, "torch": torch_steps, "numpy": numpy_steps}
+STEPS = {"tape": tape_step, "torch": torch_step, "numpy": numpy_step}  # (workload, device)

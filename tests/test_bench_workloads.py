@@ -40,7 +40,7 @@ def test_numpy_mlp_step_agrees():
     tstep, theirs, _ = workloads.torch_training_step("mlp")
     params = [p.detach().numpy().copy() for p in theirs.parameters()]
     x, y = workloads.batch(workloads.model_shape("mlp")[1])
-    ours = workloads.NumpyMLP(params, x, y)
+    ours = workloads.NumpyMLP(params, x, y)  # the same class numpy_step times
     for _ in range(3):
         np.testing.assert_allclose(ours.step(), tstep().item(), rtol=1e-4)
     for a, b in zip(ours.params, theirs.parameters()):
@@ -51,8 +51,8 @@ def test_numpy_mlp_step_agrees():
 @pytest.mark.parametrize("name", ["chain", "max_pool2d",
                                   *map(workloads.conv_name, workloads.CONV_SHAPES)])
 def test_gradient_steps_agree(name, device):
-    ours = workloads.tape_steps(device)[name]()
-    theirs = workloads.torch_steps(device)[name]()
+    ours = workloads.tape_step(name, device)()
+    theirs = workloads.torch_step(name, device)()
     ours = ours if isinstance(ours, list) else [ours]
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a.numpy(), b.detach().cpu().numpy(), rtol=2e-4, atol=2e-4)
