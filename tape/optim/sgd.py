@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kernels.cpu import elementwise as _cpu
+
 from .. import backend
 from .optimizer import Optimizer, weight_decayed
 
@@ -33,7 +35,12 @@ class SGD(Optimizer):
         lr, momentum = float(group["lr"]), float(group["momentum"])
         dampening, decay = float(group["dampening"]), float(group["weight_decay"])
         nesterov, maximize = bool(group["nesterov"]), bool(group["maximize"])
+        plain_momentum = momentum and not (dampening or decay or nesterov or maximize)
         for p, g, state in pairs:
+            buf = state.get("momentum_buffer")
+            if plain_momentum and buf is not None and _cpu.applies(p, g, buf):
+                _cpu.sgd_momentum_(p, g, buf, lr, momentum)  # the common case, in one pass
+                continue
             xp = backend.xp(p)
             g, owned = weight_decayed(xp, p, g, decay, maximize)
             spare = g if owned else None  # an array of p's shape free to overwrite
