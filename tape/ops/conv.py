@@ -22,6 +22,7 @@ from kernels.cpu import buffers
 from .. import backend
 from ..tensor import Tensor
 from .core import Op
+from .elementwise import add_bias
 from .linalg import _matmul, einsum, gemm
 from .indexing import getitem
 from .shape import _transpose, concatenate, reshape, swapaxes
@@ -326,7 +327,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         outs.append(swap_leading(reshape(y, shape=(cout, xs[0], ho, wo))))
     out = outs[0] if groups == 1 else concatenate(outs, axis=1)
     if bias is not None:
-        out = out + reshape(bias, shape=(1, ws[0], 1, 1))
+        out = add_bias(out, reshape(bias, shape=(1, ws[0], 1, 1)))
     return out
 
 

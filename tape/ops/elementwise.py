@@ -17,38 +17,28 @@ from .. import backend
 from ..tensor import Tensor
 from .core import Op
 
-_ndarray = np.ndarray
-_BIG = 1 << 15  # elements: smaller results come from malloc without page faults anyway
-
-
-def _buffered(ufunc):
-    """``ufunc`` with large float results written into tape's reused buffers
-    (kernels/cpu/buffers.py); anything else as numpy computes it."""
-
-    def forward(a, b):
-        if type(a) is _ndarray:
-            if a.size >= _BIG and a.dtype.kind == "f" and (
-                    type(b) is float or type(b) is _ndarray and b.dtype == a.dtype):
-                return ufunc(a, b, out=buffers.empty(np.broadcast_shapes(a.shape, np.shape(b)),
-                                                     a.dtype))
-        elif type(b) is _ndarray and b.size >= _BIG and b.dtype.kind == "f" and (
-                type(a) is float):
-            return ufunc(a, b, out=buffers.empty(b.shape, b.dtype))
-        return ufunc(a, b)
-
-    return forward
-
-
 # ----- arithmetic -----
-add = Op("add", _buffered(np.add), lambda g, ans, a, b: g, lambda g, ans, a, b: g)
-sub = Op("sub", _buffered(np.subtract), lambda g, ans, a, b: g, lambda g, ans, a, b: -g)
-mul = Op("mul", _buffered(np.multiply), lambda g, ans, a, b: g * b, lambda g, ans, a, b: g * a)
+add = Op("add", np.add, lambda g, ans, a, b: g, lambda g, ans, a, b: g)
+sub = Op("sub", np.subtract, lambda g, ans, a, b: g, lambda g, ans, a, b: -g)
+mul = Op("mul", np.multiply, lambda g, ans, a, b: g * b, lambda g, ans, a, b: g * a)
 div = Op(
     "div",
-    _buffered(np.true_divide),
+    np.true_divide,
     lambda g, ans, a, b: g / b,
     lambda g, ans, a, b: -g * a / (b * b),
 )
+
+
+def _add_into_buffer(a, b):
+    """``a + b`` for a large float array ``a`` (an activation) and a broadcast ``b`` (a
+    bias), written into tape's reused buffers: no new allocation, no page faults."""
+    if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype:
+        return np.add(a, b, out=buffers.empty(np.broadcast_shapes(a.shape, b.shape), a.dtype))
+    return np.add(a, b)
+
+
+# ``add`` for activations and biases (conv2d, linear): the same op, its output buffered
+add_bias = Op("add", _add_into_buffer, lambda g, ans, a, b: g, lambda g, ans, a, b: g)
 neg = Op("neg", np.negative, lambda g, ans, x: -g)
 
 

@@ -79,7 +79,12 @@ def _linear_forward(x, w, b=None):
         y = gemm(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (w.shape[0],))
     else:
         y = gemm(x, w.T)
-    return y if b is None else y + b
+    if b is None:
+        return y
+    if b.dtype == y.dtype:  # y is the GEMM's new array: add in place, no second one
+        y += b
+        return y
+    return y + b
 
 
 def _linear_dx(g, ans, x, w, b=None):
