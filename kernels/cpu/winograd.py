@@ -71,11 +71,12 @@ def tiles(size):
 
 # One image at a time: ``t0`` is the image's first tile in the (16, T, C) array. The
 # per-image kernels run them for all images at once (one work item each), the fused
-# convolution below for its chunk of images. Inlined into their callers: called as
-# functions, the two that write 16 planes ran 3-5x slower (no longer vectorised).
+# convolution below for its chunk of images. Each is compiled once, as a function of its
+# own, and called by both (inlined into every caller, they were compiled three times;
+# compiled without numba's noalias flag, called as functions, they ran 3-5x slower).
 
 
-@inline
+@kernel
 def _input_image(x, n, v, t0, ph, pw, th, tw):
     _, c_, h_, w_ = x.shape
     d = np.zeros((2 * th + 2, 2 * tw + 2, c_), x.dtype)
@@ -104,7 +105,7 @@ def _input_image(x, n, v, t0, ph, pw, th, tw):
                     v[12 + j, t, c] = q[3]
 
 
-@inline
+@kernel
 def _input_adjoint_image(dv, t0, dx, n, ph, pw, th, tw):
     _, c_, h_, w_ = dx.shape
     d = np.zeros((2 * th + 2, 2 * tw + 2, c_), dx.dtype)
@@ -130,7 +131,7 @@ def _input_adjoint_image(dv, t0, dx, n, ph, pw, th, tw):
                 dx[n, c, i, j] = d[i + ph, j + pw, c]
 
 
-@inline
+@kernel
 def _output_image(m, t0, y, n, th, tw):
     _, c_, ho, wo = y.shape
     o = np.empty((2 * th, 2 * tw, c_), y.dtype)
@@ -154,7 +155,7 @@ def _output_image(m, t0, y, n, th, tw):
                 y[n, c, i, j] = o[i, j, c]
 
 
-@inline
+@kernel
 def _output_adjoint_image(g, n, dm, t0, th, tw):
     _, c_, ho, wo = g.shape
     o = np.zeros((2 * th, 2 * tw, c_), g.dtype)  # zero past the output: whole tiles
