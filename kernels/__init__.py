@@ -269,6 +269,9 @@ else:
     for _name in KERNELS:
         _mod = _cpu_im2col if "col" in _name else _cpu_pool
         register(_name, "cpu", getattr(_mod, _name), impl="numba", default=True)
+    from .cpu.jit import start_precompiling
+
+    start_precompiling()  # a fresh install: compile the kernels on a second core meanwhile
 
 if importlib.util.find_spec("cupy") is not None:  # cupy itself is imported on first GPU call
     from . import gpu as _gpu

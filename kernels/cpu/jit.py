@@ -8,12 +8,18 @@
   1.5-5x. It only holds for arrays passed as arguments: views made inside a kernel
   (``reshape``) lose it, so wrappers pass flat or reshaped arrays in.
 
-The first call of each kernel on a fresh install compiles it (a second or two each); while
-that takes longer than a second, tape says so once on stderr (:func:`_CompileNotice`).
+The first call of each kernel on a fresh install compiles it (a second or so each). When
+``import kernels`` finds numba's cache without them, it starts ``python -m
+kernels.cpu.precompile`` in the background (:func:`start_precompiling`), which compiles
+them into the cache backward-first while a first training step compiles its forward
+ones; and when compiling takes longer than a second, tape says so once on stderr
+(:class:`_CompileNotice`).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -44,6 +50,26 @@ def inline(fn):
 
 
 NOTICE_AFTER = 1.0  # seconds of compiling before tape says so
+
+
+def start_precompiling():
+    """Compile the kernels in a background process (on a second core) when numba's cache
+    lacks them; not with ``TAPE_PRECOMPILE=0`` or when tape runs on one thread."""
+    from . import precompile
+    from .threads import num_threads
+
+    if os.environ.get("TAPE_PRECOMPILE", "1") == "0" or num_threads() < 2 or precompile.done():
+        return None
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, TAPE_PRECOMPILE="0",
+               PYTHONPATH=root + (os.pathsep + path if path else ""))
+    try:
+        return subprocess.Popen([sys.executable, "-m", "kernels.cpu.precompile"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:  # no subprocesses here: the kernels compile on first use as usual
+        return None
 
 
 class _CompileNotice(event.Listener):

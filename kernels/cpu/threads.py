@@ -153,12 +153,26 @@ def parallel_for(fn, n_items, *args, work=None):
     write disjoint output for disjoint ranges. ``work`` (elements touched, default
     ``n_items``) below ``SMALL_WORK`` runs in the caller: waking a helper costs more.
     """
+    if fn not in _called:
+        _first_call(fn)
     team = _team
     if team.n == 1 or n_items < 2 or (n_items if work is None else work) < SMALL_WORK:
         fn(0, n_items, *args)
         return
     team.last_used = time.perf_counter()
     team.run(fn, chunks(n_items, CHUNKS_PER_THREAD * team.n), args)
+
+
+_called = set()  # kernels called in this process
+
+
+def _first_call(fn):
+    """On a fresh install a background precompiler may be compiling ``fn`` right now:
+    wait for it rather than compile it twice (kernels/cpu/precompile.py)."""
+    from . import precompile
+
+    precompile.wait_for(getattr(getattr(fn, "py_func", fn), "__name__", ""))
+    _called.add(fn)
 
 
 # ----- GEMMs on the team -----
