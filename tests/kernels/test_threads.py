@@ -1,0 +1,207 @@
+"""tape's own threads (kernels/cpu/threads.py) and reused buffers (kernels/cpu/buffers.py):
+every work item done once, errors raised in the caller, concurrent and nested callers,
+fork, GEMMs on the team equal to numpy's, and buffers reused only when free."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from kernels.cpu import buffers, threads
+
+
+def _record(start, stop, seen, who):
+    seen[start:stop] += 1
+    who.append(threading.get_ident())
+
+
+@pytest.fixture
+def two_threads():
+    before = threads.num_threads()
+    threads.set_num_threads(2)
+    yield
+    threads.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n_items", [1, 2, 3, 7, 1000])
+@pytest.mark.parametrize("work", [0, 1 << 30])  # below SMALL_WORK: in the caller; above: dealt
+def test_parallel_for_covers_every_item_once(two_threads, n_items, work):
+    seen, who = np.zeros(n_items, int), []
+    threads.parallel_for(_record, n_items, seen, who, work=work)
+    assert (seen == 1).all()
+    if work < threads.SMALL_WORK:
+        assert who == [threading.get_ident()]  # one call, in the caller
+
+
+def test_chunks_are_balanced_and_contiguous():
+    for n, k in [(10, 4), (3, 8), (1000, 7), (0, 3)]:
+        parts = threads.chunks(n, k)
+        assert [a for a, _ in parts[1:]] == [b for _, b in parts[:-1]]
+        if n:
+            assert parts[0][0] == 0 and parts[-1][1] == n
+            sizes = [b - a for a, b in parts]
+            assert max(sizes) - min(sizes) <= 1 and len(parts) == min(n, k)
+
+
+def _fail_at(start, stop, bad):
+    if start <= bad < stop:
+        raise ValueError(f"item {bad} failed")
+
+
+def test_an_error_in_any_chunk_is_raised_in_the_caller(two_threads):
+    for bad in (0, 999):
+        with pytest.raises(ValueError, match=f"item {bad} failed"):
+            threads.parallel_for(_fail_at, 1000, bad, work=1 << 30)
+    seen, who = np.zeros(100, int), []  # and the team still works afterwards
+    threads.parallel_for(_record, 100, seen, who, work=1 << 30)
+    assert (seen == 1).all()
+
+
+def test_concurrent_callers_each_get_their_own_result(two_threads):
+    def job(k):
+        seen, who = np.zeros(500 + k, int), []
+        for _ in range(20):
+            threads.parallel_for(_record, seen.size, seen, who, work=1 << 30)
+        return bool((seen == 20).all())
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(job, range(8)))
+
+
+def _nested(start, stop, out):
+    for i in range(start, stop):
+        inner = np.zeros(10, int)
+        threads.parallel_for(_record, 10, inner, [], work=1 << 30)  # the team is busy: alone
+        out[i] = inner.sum()
+
+
+def test_nested_calls_run_in_the_caller(two_threads):
+    out = np.zeros(16, int)
+    threads.parallel_for(_nested, 16, out, work=1 << 30)
+    assert (out == 10).all()
+
+
+def test_one_thread_runs_everything_in_the_caller():
+    before = threads.num_threads()
+    threads.set_num_threads(1)
+    try:
+        seen, who = np.zeros(1000, int), []
+        threads.parallel_for(_record, 1000, seen, who, work=1 << 30)
+        assert (seen == 1).all() and set(who) == {threading.get_ident()}
+    finally:
+        threads.set_num_threads(before)
+    with pytest.raises(ValueError, match="at least one thread"):
+        threads.set_num_threads(0)
+
+
+def _child(queue):
+    seen, who = np.zeros(300, int), []
+    threads.parallel_for(_record, 300, seen, who, work=1 << 30)
+    queue.put(bool((seen == 1).all()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_a_team_of_its_own(two_threads):
+    seen, who = np.zeros(300, int), []
+    threads.parallel_for(_record, 300, seen, who, work=1 << 30)  # the parent's helper exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_child, args=(queue,))
+    p.start()
+    assert queue.get(timeout=60) is True
+    p.join(60)
+    assert p.exitcode == 0
+
+
+# ----- GEMMs on the team -----
+
+GEMMS = [((300, 200), (200, 310)), ((310, 200), (200, 300)), ((8, 9), (9, 50000)),
+         ((16, 400, 30), (16, 30, 40)), ((3, 4), (4, 5)), ((5, 300, 300), (300, 300))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shapes", GEMMS, ids=str)
+def test_matmul_on_the_team_equals_numpy(two_threads, monkeypatch, shapes, dtype):
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s).astype(dtype) for s in shapes)
+    expected = a @ b
+    monkeypatch.setattr(threads._team, "last_used", float("inf"))  # as if kernels just ran
+    blas = threads._blas()
+    before = blas.get() if blas.get else None
+    got = threads.matmul(a, b)
+    np.testing.assert_allclose(got, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-4 if dtype == np.float32 else 1e-10)
+    if before is not None:
+        assert blas.get() == before  # OpenBLAS's thread count given back
+    assert threads.matmul(a.T.copy().T, b).shape == expected.shape  # any strides
+
+
+def test_matmul_leaves_numpy_to_itself_when_kernels_are_idle(monkeypatch):
+    monkeypatch.setattr(threads._team, "last_used", -1e9)
+    a = np.ones((300, 300), np.float32)
+    assert (threads.matmul(a, a) == 300).all()
+
+
+def test_numpys_openblas_thread_count_is_found():
+    if "openblas" not in str(np.show_config(mode="dicts")).lower():
+        pytest.skip("numpy is not built on OpenBLAS here")
+    assert threads._blas().get is not None and threads._blas().get() >= 1
+
+
+# ----- buffers -----
+
+
+def test_a_free_block_is_reused_and_a_used_one_is_not(monkeypatch):
+    monkeypatch.setattr(buffers, "_enabled", True)
+    buffers.clear()
+    shape = (64, 1024)  # 256 KiB of float32
+    a = buffers.empty(shape, np.float32)
+    block = a.ctypes.data  # its address: holding a.base itself would keep the block in use
+    b = buffers.empty(shape, np.float32)
+    assert b.ctypes.data != block  # a is alive: another block
+    a[:] = 1
+    b[:] = 2
+    assert (a == 1).all()
+    del a
+    c = buffers.empty(shape, np.float32)
+    assert c.ctypes.data == block  # a's block, free again
+    view = c[3:5]
+    del c
+    d = buffers.empty(shape, np.float32)
+    assert d.ctypes.data != block  # a view of the block is still alive
+    del view, d, b
+
+
+def test_buffers_give_contiguous_arrays_of_any_dtype_and_small_ones_plainly():
+    for dtype in (np.float32, np.float64, np.int64, np.uint8):
+        a = buffers.empty((300, 500), dtype)
+        assert a.dtype == dtype and a.shape == (300, 500) and a.flags.c_contiguous
+        assert a.flags.writeable
+    small = buffers.empty((4, 4), np.float32)
+    assert small.base is None  # below MIN_BYTES: a plain allocation
+
+
+def test_idle_blocks_are_released_past_the_limit(monkeypatch):
+    monkeypatch.setattr(buffers, "_enabled", True)
+    monkeypatch.setattr(buffers, "MAX_IDLE_BYTES", 4 << 20)
+    buffers.clear()
+    for k in range(1, 20):
+        buffers.empty((k << 18,), np.uint8)  # each freed at once: idle blocks pile up...
+    assert buffers.pooled_bytes() <= (4 << 20) + (20 << 18)  # ...but only up to the limit
+    buffers.clear()
+
+
+def test_buffers_can_be_turned_off():
+    import subprocess
+
+    code = ("import numpy as np; from kernels.cpu import buffers; "
+            "print(buffers.empty((1000, 1000), np.float32).base is None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, TAPE_BUFFERS="0"), check=True)
+    assert out.stdout.strip() == "True"
