@@ -34,6 +34,10 @@ def pair(value, name: str = "value", op: str = "kernel") -> tuple[int, int]:
     >>> pair(3), pair((1, 2))
     ((3, 3), (1, 2))
     """
+    if type(value) is int:  # the common cases first: every conv and pooling call gets here
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int is type(value[1]):
+        return value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value), int(value)
     try:

@@ -243,21 +243,12 @@ winograd_output_adjoint = Op(
 
 
 # ----- conv2d -----
-_CHUNK = 4096  # columns per partial product of the weight gradient
-
-
 def _weight_grad(g, ans, w, cols):
     """dW = g @ cols.T, computed as (cols @ g.T).T: OpenBLAS is 10-30% faster on these
-    long-and-thin products (N*Hout*Wout is the long axis). On raw arrays (first-order
-    replay) the long axis is also cut into chunks: for few channels (Cin=1) OpenBLAS is
-    up to 4x faster on the pieces than on the whole."""
+    long-and-thin products (N*Hout*Wout is the long axis; for few channels tape's GEMM
+    splits it into stretches, kernels/cpu/threads.py)."""
     if g.ndim != 2:  # jacobian cotangents with batch axes: the plain form
         return _matmul(g, swapaxes(cols, -1, -2))
-    if type(g) is np.ndarray and g.shape[1] > 2 * _CHUNK:
-        total = gemm(cols[:, :_CHUNK], g[:, :_CHUNK].T)
-        for i in range(_CHUNK, g.shape[1], _CHUNK):
-            total += gemm(cols[:, i: i + _CHUNK], g[:, i: i + _CHUNK].T)
-        return total.T
     return swapaxes(_matmul(cols, swapaxes(g, -1, -2)), -1, -2)
 
 
