@@ -17,7 +17,7 @@ import numpy as np
 
 import kernels
 from kernels import pair
-from kernels.cpu import buffers
+from kernels.cpu import elementwise as _cpu
 
 from .. import backend
 from ..tensor import Tensor
@@ -261,13 +261,11 @@ _conv_gemm = Op(
 
 
 def _swap_leading(y):
-    """(A, B, H, W) -> (B, A, H, W); for numpy arrays a C-contiguous copy from tape's
-    buffers (the activations that follow run in one pass over contiguous memory)."""
-    if type(y) is not np.ndarray:
-        return backend.xp(y).ascontiguousarray(y.transpose(1, 0, 2, 3))
-    out = buffers.empty((y.shape[1], y.shape[0]) + y.shape[2:], y.dtype)
-    np.copyto(out, y.transpose(1, 0, 2, 3))
-    return out
+    """(A, B, H, W) -> (B, A, H, W) as a C-contiguous copy (the activations that follow
+    run in one pass over contiguous memory)."""
+    if _cpu.applies(y):
+        return _cpu.swap_leading(y)
+    return backend.xp(y).ascontiguousarray(y.transpose(1, 0, 2, 3))
 
 
 def _swap_leading_vjp(g, ans, y):
