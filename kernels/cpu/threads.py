@@ -42,6 +42,7 @@ from . import buffers
 
 SMALL_WORK = 1 << 18  # elements; below this one thread is faster than waking a helper
 CHUNKS_PER_THREAD = 2  # chunks dealt out per thread: balance (a busy core) against per-call cost
+FEW_ITEMS = 32  # up to this many work items, each is dealt out on its own
 RECENT = 0.25  # seconds: tape's kernels used this recently -> its GEMMs on our threads
 BUSY_WINDOW = 0.5  # seconds between looks at how much CPU other processes use
 BUSY_CPUS = 0.5  # other processes using at least this many CPUs: the machine is busy
@@ -167,7 +168,10 @@ def parallel_for(fn, n_items, *args, work=None):
         fn(0, n_items, *args)
         return
     team.last_used = time.perf_counter()
-    team.run(fn, chunks(n_items, CHUNKS_PER_THREAD * team.n), args)
+    # a few big work items (chunks of images) are dealt one by one, so that the threads
+    # finish together; many small ones (planes, elements) in a few runs each
+    ranges = n_items if n_items <= FEW_ITEMS else CHUNKS_PER_THREAD * team.n
+    team.run(fn, chunks(n_items, ranges), args)
 
 
 _called = set()  # kernels called in this process
