@@ -265,9 +265,10 @@ class _Machine:
 
     @staticmethod
     def _cpu_seconds():
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-        return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as f:  # user nice system idle iowait irq softirq steal ...
+            fields = [int(v) for v in f.readline().split()[1:8]]
+        busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]  # not idle, not steal
+        return busy / os.sysconf("SC_CLK_TCK")
 
     def others_busy(self, now):
         if self.at is not None and now - self.at < BUSY_WINDOW:
