@@ -330,6 +330,7 @@ def main():
         out, k = base, 2
         while os.path.exists(out + ".json"):
             out, k = f"{base}-{k}", k + 1
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
     with open(out + ".md", "w") as f:

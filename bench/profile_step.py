@@ -1,6 +1,7 @@
 """Where a tape training step's time goes: a table for the results summary.
 
     python bench/profile_step.py mlp            # or lenet; --seconds 8 --rate 400
+    python bench/profile_step.py lenet --root ../old-checkout   # another version of tape
 
 Samples the step with py-spy (``pip install py-spy``; native frames included, so OpenBLAS,
 numpy's loops and the numba kernels are seen as such) in a child process, and sorts each
@@ -62,13 +63,22 @@ def classify(frames):
     return "other"
 
 
-def sample(workload, seconds, rate):
+def _env(root):
+    """The environment of the child processes: ``root``'s tape and kernels first."""
+    if root is None:
+        return None
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=os.path.abspath(root) + (os.pathsep + path if path else ""))
+
+
+def sample(workload, seconds, rate, root=None):
     """py-spy's samples of tape's threads while the steps run, warm-up excluded."""
-    pyspy = shutil.which("py-spy")
-    if pyspy is None:
+    pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(pyspy):
         raise SystemExit("profile_step.py needs py-spy: pip install py-spy")
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--run", workload,
-                              "--seconds", str(seconds + 2)], stdout=subprocess.PIPE, text=True)
+                              "--seconds", str(seconds + 2)], stdout=subprocess.PIPE, text=True,
+                             env=_env(root))
     try:
         assert child.stdout.readline().strip() == "ready"
         with tempfile.TemporaryDirectory() as tmp:
@@ -106,10 +116,13 @@ def run_steps(workload, seconds):
 
 def counted(workload, steps=50):
     """Step time, GEMM FLOPs and minor page faults per step, without the sampler."""
-    import kernels.cpu.threads as threads
-    from kernels.cpu import winograd
-
     from workloads import tape_training_step
+
+    try:
+        import kernels.cpu.threads as threads
+        from kernels.cpu import winograd
+    except ImportError:  # an older tape: time and faults only
+        return _timed(tape_training_step(workload)[0], steps, None)
 
     flops = [0]
     matmul = threads.matmul
@@ -138,10 +151,14 @@ def counted(workload, steps=50):
     import tape.ops.linalg as linalg
 
     linalg._threaded_matmul = counting_matmul
-    step = tape_training_step(workload)[0]
+    return _timed(tape_training_step(workload)[0], steps, flops)
+
+
+def _timed(step, steps, flops):
     for _ in range(20):
         step()
-    flops[0] = 0
+    if flops:
+        flops[0] = 0
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     times = []
     for _ in range(steps):
@@ -150,14 +167,14 @@ def counted(workload, steps=50):
         times.append(time.perf_counter() - start)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     times.sort()
-    return {"step_s": times[len(times) // 2], "gemm_flops": flops[0] / steps,
+    return {"step_s": times[len(times) // 2], "gemm_flops": flops[0] / steps if flops else None,
             "page_faults": faults / steps}
 
 
-def table(workload, seconds, rate):
-    counts, helper = sample(workload, seconds, rate)
+def table(workload, seconds, rate, root=None):
+    counts, helper = sample(workload, seconds, rate, root)
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--count", workload],
-                          check=True, capture_output=True, text=True)
+                          check=True, capture_output=True, text=True, env=_env(root))
     c = json.loads(proc.stdout.strip().splitlines()[-1])
     total = sum(counts.values())
     step_ms = c["step_s"] * 1e3
@@ -166,7 +183,7 @@ def table(workload, seconds, rate):
         share = counts[cat] / total if total else 0.0
         ms = share * step_ms
         note = ""
-        if cat == "GEMM" and ms:
+        if cat == "GEMM" and ms and c["gemm_flops"]:
             rate = c["gemm_flops"] / (ms * 1e-3) / 1e9
             note = f"{c['gemm_flops'] / 1e6:.0f} MFLOP, {rate:.0f} GFLOP/s"
         if cat == "allocation":
@@ -194,6 +211,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=400, help="samples per second")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--root", default=None, help="profile the tape of this checkout")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--count", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -204,7 +222,7 @@ def main():
         return None
     if not args.workload:
         parser.error("name a workload: mlp or lenet")
-    result = table(args.workload, args.seconds, args.rate)
+    result = table(args.workload, args.seconds, args.rate, args.root)
     print(markdown(result))
     if args.json:
         with open(args.json, "w") as f:

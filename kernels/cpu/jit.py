@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 from numba import njit
 from numba.core import event
@@ -61,8 +60,8 @@ def start_precompiling():
     if os.environ.get("TAPE_PRECOMPILE", "1") == "0" or num_threads() < 2 or precompile.done():
         return None
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, TAPE_PRECOMPILE="0",
+    path = os.environ.get("PYTHONPATH")  # the child imports these kernels, wherever they are;
+    env = dict(os.environ, TAPE_PRECOMPILE="0",  # and starts no precompiler of its own
                PYTHONPATH=root + (os.pathsep + path if path else ""))
     try:
         return subprocess.Popen([sys.executable, "-m", "kernels.cpu.precompile"], env=env,
@@ -94,7 +93,7 @@ class _CompileNotice(event.Listener):
         with self.lock:
             self.depth += 1
             if self.depth == 1:
-                self.timer = threading.Timer(NOTICE_AFTER, self._say, args=(time.time(),))
+                self.timer = threading.Timer(NOTICE_AFTER, self._say)
                 self.timer.daemon = True
                 self.timer.start()
 
@@ -107,7 +106,7 @@ class _CompileNotice(event.Listener):
                 self.timer.cancel()
                 self.timer = None
 
-    def _say(self, _started):
+    def _say(self):
         with self.lock:
             if self.said or self.depth == 0:
                 return

@@ -20,7 +20,7 @@ its own and changes nothing outside it:
   an idle machine they are faster (ours pay ~20 us per GEMM to hand a job and the GIL
   over); but when other processes keep a core busy, OpenBLAS's spinning worker gets half
   a core and its half of every GEMM waits, and ours, which sleep and are woken, ran the
-  MLP step 2x faster. So tape watches the machine (:func:`_others_busy`) and takes its
+  MLP step 2x faster. So tape watches the machine (:class:`_Machine`) and takes its
   GEMMs onto its own threads while other processes use a core.
 
 The helpers sleep on a lock when idle, and are started on first use. ``TAPE_NUM_THREADS``
@@ -49,9 +49,14 @@ BUSY_CPUS = 0.5  # other processes using at least this many CPUs: the machine is
 
 
 def _default_threads():
+    """``TAPE_NUM_THREADS``, else the CPUs this process may run on."""
     env = os.environ.get("TAPE_NUM_THREADS")
     if env:
-        return max(1, int(env))
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"TAPE_NUM_THREADS must be a whole number of threads, got "
+                             f"{env!r}") from None
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -84,27 +89,28 @@ class _Team:
             done.release()
 
     def _work(self):
-        fn, chunks, args, counter, errors = self.job
+        """Take the job's ranges one at a time (whichever thread is free takes the next)."""
+        fn, ranges, args, counter, errors = self.job
         for i in counter:
-            if i >= len(chunks) or errors:
+            if i >= len(ranges) or errors:
                 return
             try:
-                fn(*chunks[i], *args)
+                fn(*ranges[i], *args)
             except BaseException as e:  # re-raised in the calling thread
                 errors.append(e)
                 return
 
-    def run(self, fn, chunks, args):
-        """``fn(start, stop, *args)`` for every ``(start, stop)`` in ``chunks``."""
+    def run(self, fn, ranges, args):
+        """``fn(start, stop, *args)`` for every ``(start, stop)`` in ``ranges``."""
         if not self.busy.acquire(blocking=False):  # another thread's job, or nested: alone
-            for start, stop in chunks:
+            for start, stop in ranges:
                 fn(start, stop, *args)
             return
         try:
             self._start_helpers()
             errors = []
-            self.job = (fn, chunks, args, itertools.count(), errors)
-            helpers = self.helpers[: len(chunks) - 1]
+            self.job = (fn, ranges, args, itertools.count(), errors)
+            helpers = self.helpers[: len(ranges) - 1]
             for go, _ in helpers:
                 go.release()
             self._work()
