@@ -331,7 +331,8 @@ def _gemm_job(a, b, n_threads):
     """``(block function, blocks, args)`` splitting ``a @ b`` among the threads, or None
     where that does not pay (small, one thread) or the shapes are not plain 2-D / 3-D."""
     if (n_threads == 1 or a.ndim != b.ndim or a.dtype != b.dtype or a.dtype.kind != "f"
-            or a.size * b.shape[-1] < SMALL_WORK * 16):
+            or (a.size * b.shape[-1] < SMALL_WORK * 16  # little arithmetic...
+                and a.size // a.shape[-1] * b.shape[-1] < SMALL_WORK)):  # ...and a small result
         return None
     if a.ndim == 3 and a.shape[0] == b.shape[0] and a.shape[0] >= 2 * n_threads:
         out = buffers.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)

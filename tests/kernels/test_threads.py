@@ -123,6 +123,7 @@ def test_a_forked_child_gets_a_team_of_its_own(two_threads):
 
 GEMMS = [((300, 200), (200, 310)), ((310, 200), (200, 300)), ((8, 9), (9, 50000)),
          ((9, 50176), (50176, 8)),  # a long shared axis: stretches summed
+         ((8, 9), (9, 50176)),  # a tiny one, a large result: split all the same
          ((16, 400, 30), (16, 30, 40)), ((3, 4), (4, 5)), ((5, 300, 300), (300, 300))]
 
 
