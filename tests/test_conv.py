@@ -33,6 +33,13 @@ CASES = [
     # channels past WINOGRAD_FUSED_MAX_CHANNELS: the batched GEMMs instead of the fused kernels
     ("winograd batched many channels", lambda x, w: F.conv2d(x, w, padding=1).tanh(),
      lambda x, w: TF.conv2d(x, w, padding=1).tanh(), [(1, 64, 2, 3), (40, 64, 3, 3)]),
+    # one input channel: the direct kernels on the CPU
+    ("direct cin1 pad1 bias then tanh", lambda x, w, b: F.conv2d(x, w, b, padding=1).tanh(),
+     lambda x, w, b: TF.conv2d(x, w, b, padding=1).tanh(), [(2, 1, 6, 5), (3, 1, 3, 3), (3,)]),
+    ("direct cin1 stride (2,1) pad (0,2) 2x4", lambda x, w: F.conv2d(
+        x, w, stride=(2, 1), padding=(0, 2)) ** 2,
+     lambda x, w: TF.conv2d(x, w, stride=(2, 1), padding=(0, 2)) ** 2,
+     [(1, 1, 7, 6), (2, 1, 2, 4)]),
     ("max_pool2d 2x2", lambda x: F.max_pool2d(x, 2) ** 2, lambda x: TF.max_pool2d(x, 2) ** 2,
      [(2, 3, 6, 6)]),
     ("max_pool2d k3 s1 p1", lambda x: F.max_pool2d(x, 3, 1, 1) ** 2,
@@ -220,3 +227,29 @@ def test_a_drop_in_im2col_takes_every_convolution():
     assert not {"winograd_conv", "winograd_gemm"} & routes["reference"]
     assert "im2col" in routes["reference"]
     np.testing.assert_allclose(routes["numba y"], routes["reference y"], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 1), ((2, 1), (0, 2))])
+def test_one_input_channel_takes_the_direct_kernels_and_agrees_with_im2col(stride, padding):
+    """Cin=1 on the CPU: the direct kernels (one entry); with a drop-in im2col selected,
+    the im2col route: the same values and gradients."""
+    import kernels
+    from tape.ops import conv
+
+    if conv._direct is None:
+        pytest.skip("numba is not installed: every convolution takes the im2col route")
+    rng = np.random.default_rng(0)
+    x = tape.tensor(rng.standard_normal((3, 1, 9, 8)), requires_grad=True)
+    w = tape.tensor(rng.standard_normal((4, 1, 3, 2)), requires_grad=True)
+    g = rng.standard_normal((3, 4) + F.conv2d(x, w, stride=stride, padding=padding).shape[2:])
+    runs = {}
+    for impl in ["numba", "reference"]:
+        with kernels.use("im2col", impl), tape.Tape() as t:
+            y = F.conv2d(x, w, stride=stride, padding=padding)
+        names = {entry[0].name for entry in t._entries}
+        runs[impl] = names, y.numpy(), [d.numpy() for d in t.gradient(y, [x, w],
+                                                                      output_gradients=g)]
+    assert runs["numba"][0] == {"direct_conv"} and "im2col" in runs["reference"][0]
+    for a, b in zip([runs["numba"][1], *runs["numba"][2]],
+                    [runs["reference"][1], *runs["reference"][2]]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

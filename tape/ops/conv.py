@@ -7,6 +7,11 @@ through a convolution come for free. Pooling pairs each kernel with its adjoint 
 same way: max pooling's gradient scatters at the saved argmax, whose VJP gathers there.
 
 Rules fold the extra leading (batch) axes of a jacobian cotangent into N.
+
+On the CPU two routes are faster where they apply, each an op with kernels for the first
+order and the maps above, as ops, for higher orders and jacobians: Winograd F(2x2, 3x3)
+for 3x3 stride-1 convolutions with >= 8 input channels, and direct kernels for one input
+channel (kernels/README.md).
 """
 
 from __future__ import annotations
@@ -242,6 +247,56 @@ winograd_output_adjoint = Op(
 )
 
 
+# ----- direct convolution for one input channel (kernels/cpu/direct.py) -----
+try:
+    from kernels.cpu import direct as _direct
+except ImportError:  # no numba: the im2col route
+    _direct = None
+
+
+def _direct_applies(x, w, dilation, cin, groups):
+    """One input channel (a first layer), undilated, on numpy float arrays, with the
+    built-in kernels in effect (as for the Winograd route)."""
+    xd, wd = (x.data if isinstance(x, Tensor) else x), (w.data if isinstance(w, Tensor) else w)
+    return (_direct is not None and cin == 1 and groups == 1 and dilation == (1, 1)
+            and type(xd) is np.ndarray and type(wd) is np.ndarray and xd.dtype == wd.dtype
+            and xd.dtype in (np.float32, np.float64)
+            and kernels.get("im2col", "cpu") is kernels.get("im2col", "cpu", impl="numba"))
+
+
+def _direct_dx(g, ans, x, w, stride, padding):
+    """On plain arrays (first order, no jacobian axes) the direct kernel; otherwise the
+    im2col route's rules, as ops, so that an outer tape records them."""
+    if type(g) is np.ndarray and g.ndim == 4:
+        return _direct.input_grad(g, w, x.shape, stride, padding)
+    k, cols, w2, g2 = _as_im2col_route(g, x, w, stride, padding)
+    return _im2col_vjp(_matmul(swapaxes(w2, -1, -2), g2), cols, x, k, stride, padding, (1, 1))
+
+
+def _direct_dw(g, ans, x, w, stride, padding):
+    if type(g) is np.ndarray and g.ndim == 4:
+        return _direct.weight_grad(g, x, w.shape, stride, padding)
+    _, cols, w2, g2 = _as_im2col_route(g, x, w, stride, padding)
+    return reshape(_weight_grad(g2, None, w2, cols), shape=tuple(g.shape[:g.ndim - 4])
+                   + tuple(w.shape))
+
+
+def _as_im2col_route(g, x, w, stride, padding):
+    """What the im2col route's rules take: the kernel size, cols, the (Cout, K) weight
+    and the output gradient as lead + (Cout, N*Hout*Wout)."""
+    k, cout, nb = tuple(w.shape[-2:]), w.shape[0], g.ndim - 4
+    cols = im2col(x, k=k, stride=stride, padding=padding, dilation=(1, 1))
+    g2 = _swap_leading_vjp(g, None, None)  # lead + (Cout, N, Hout, Wout)
+    return k, cols, reshape(w, shape=(cout, -1)), reshape(g2, shape=tuple(g2.shape[:nb])
+                                                           + (cout, -1))
+
+
+direct_conv = Op(  # conv2d of (N, 1, H, W) with (Cout, 1, kh, kw), in one pass
+    "direct_conv", lambda x, w, stride, padding: _direct.forward(x, w, stride, padding),
+    _direct_dx, _direct_dw,
+)
+
+
 # ----- conv2d -----
 def _weight_grad(g, ans, w, cols):
     """dW = g @ cols.T, computed as (cols @ g.T).T: OpenBLAS is 10-30% faster on these
@@ -304,6 +359,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     for gi in range(groups):
         xg = x if groups == 1 else getitem(x, (slice(None), slice(gi * cin, (gi + 1) * cin)))
         wg = weight if groups == 1 else getitem(weight, slice(gi * cout, (gi + 1) * cout))
+        if _direct_applies(xg, wg, dilation, cin, groups):
+            outs.append(direct_conv(xg, wg, stride=stride, padding=padding))
+            continue
         if _winograd_applies(xg, wg, k, stride, dilation, cin):
             if _fused_applies((ho, wo), cin, cout):
                 outs.append(winograd_conv(xg, winograd_weight(wg), padding=padding))
