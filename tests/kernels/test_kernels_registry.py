@@ -214,3 +214,20 @@ def test_user_impl_runs_through_the_conformance_suite(tmp_path, broken):
     else:
         assert res.returncode == 0, out[-2000:]
         assert re.search(r"\b[1-9]\d* passed, \d+ deselected", out), out[-2000:]
+
+
+def test_user_impl_is_timed_beside_the_built_in_ones(tmp_path):
+    """What bench/README.md promises: KERNELS_TEST_PLUGINS=module pytest bench/test_bench_
+    kernels.py times a registered implementation in the same groups as the built-in ones."""
+    (tmp_path / "my_kernels.py").write_text(PLUGIN.format(mutation="pass"))
+    env = {"KERNELS_TEST_PLUGINS": "my_kernels",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "pytest", os.path.join(ROOT, "bench", "test_bench_kernels.py"),
+           "-o", "addopts=", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+           "--collect-only", "-k", "avg_pool2d_forward"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, **env), timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-2000:]
+    for impl in ("mine", "numba", "reference"):
+        assert f"-{impl}-" in out, out[-2000:]  # one benchmark per implementation and case
