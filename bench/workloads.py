@@ -108,6 +108,17 @@ def chain(y):
     return y.sum()
 
 
+def synced(fn, sync):
+    """``fn`` followed by ``sync()`` (a device synchronize, or nothing on the CPU)."""
+
+    def step():
+        out = fn()
+        sync()
+        return out
+
+    return step
+
+
 # ----- tape -----
 
 
@@ -154,14 +165,6 @@ def tape_step(name, device="cpu"):
 
     sync = _tape_sync(device)
 
-    def synced(fn):
-        def step():
-            out = fn()
-            sync()
-            return out
-
-        return step
-
     if name == "chain":
         x0 = tape.tensor(chain_input(), requires_grad=True, device=device)
 
@@ -170,7 +173,7 @@ def tape_step(name, device="cpu"):
                 s = chain(x0)
             return t.gradient(s, x0)
 
-        return synced(chain_step)
+        return synced(chain_step, sync)
     if name == "max_pool2d":
         xa, ga = pool_data()
         x, g = tape.tensor(xa, requires_grad=True, device=device), tape.tensor(ga, device=device)
@@ -180,7 +183,7 @@ def tape_step(name, device="cpu"):
                 y = F.max_pool2d(x, 2)
             return t.gradient(y, x, output_gradients=g)
 
-        return synced(pool_step)
+        return synced(pool_step, sync)
     xa, wa, ga = conv_data(CONV_BY_NAME[name])
     x = tape.tensor(xa, requires_grad=True, device=device)
     w = tape.tensor(wa, requires_grad=True, device=device)
@@ -191,7 +194,7 @@ def tape_step(name, device="cpu"):
             y = F.conv2d(x, w, padding=1)
         return t.gradient(y, [x, w], output_gradients=g)
 
-    return synced(conv_step)
+    return synced(conv_step, sync)
 
 
 # ----- PyTorch -----
@@ -237,26 +240,17 @@ def torch_step(name, device="cpu"):
 
     F = torch.nn.functional
     sync = _torch_sync(device)
-
-    def synced(fn):
-        def step():
-            out = fn()
-            sync()
-            return out
-
-        return step
-
     if name == "chain":
         x0 = torch.tensor(chain_input(), requires_grad=True, device=device)
-        return synced(lambda: torch.autograd.grad(chain(x0), x0))
+        return synced(lambda: torch.autograd.grad(chain(x0), x0), sync)
     if name == "max_pool2d":
         x, g = (torch.from_numpy(a).to(device) for a in pool_data())
         x.requires_grad_(True)
-        return synced(lambda: torch.autograd.grad(F.max_pool2d(x, 2), x, g))
+        return synced(lambda: torch.autograd.grad(F.max_pool2d(x, 2), x, g), sync)
     x, w, g = (torch.from_numpy(a).to(device) for a in conv_data(CONV_BY_NAME[name]))
     x.requires_grad_(True)
     w.requires_grad_(True)
-    return synced(lambda: torch.autograd.grad(F.conv2d(x, w, padding=1), [x, w], g))
+    return synced(lambda: torch.autograd.grad(F.conv2d(x, w, padding=1), [x, w], g), sync)
 
 
 # ----- the MLP step by hand, in plain numpy -----
