@@ -13,11 +13,14 @@ from . import backend
 
 
 def _default_array(data, dtype, device):
-    """The array for ``tape.tensor(data, ...)``: Python floats become float32."""
+    """The array for ``tape.tensor(data, ...)``: Python floats become float32; numpy
+    arrays and scalars keep their dtype."""
     if isinstance(data, Tensor):
         data = data.data
     if isinstance(data, np.ndarray) or backend.is_cupy(data):
         array = data.copy()
+    elif isinstance(data, np.generic):  # a numpy scalar keeps its dtype, as an array does
+        array = np.array(data)
     else:
         array = np.array(data)
         if dtype is None and array.dtype == np.float64:

@@ -46,12 +46,12 @@ def test_scatter_add_by_rows_matches_add_at():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
-def test_python_numbers_beside_float_tensors_keep_numpy_promotion():
+def test_python_numbers_beside_tensors_follow_pytorchs_promotion():
     x32 = tape.tensor([1.0, 2.0])
     assert (x32 * 2).dtype == np.float32 and (2.5 * x32).dtype == np.float32
     assert (x32 ** 2).dtype == np.float32
     xi = tape.tensor([1, 2])
-    assert (xi * 2).dtype == np.int64 and (xi * 2.5).dtype == np.float64
+    assert (xi * 2).dtype == np.int64 and (xi * 2.5).dtype == np.float32  # default float
     np.testing.assert_array_equal((x32 * 0.1).numpy(), x32.numpy() * 0.1)
 
 

@@ -31,16 +31,19 @@ _array = np.array
 _new = object.__new__
 
 
-def Op(name, forward, *rules, joint=None, differentiable=True):
+def Op(name, forward, *rules, joint=None, differentiable=True, promote=None):
     """A differentiable operation: ``forward`` on arrays and its vector-Jacobian rules.
 
     ``rules`` holds one rule per positional input (``None``: not differentiable in
     that input); every other argument is passed by keyword. ``joint``, instead, is one
     callable returning a gradient per input (for ops whose inputs share work or come
     in any number). ``differentiable=False`` marks an op that is never recorded
-    (comparisons, argmax). The result is a function with attributes ``name``,
-    ``forward`` and ``vjp``.
+    (comparisons, argmax). ``promote`` ("arithmetic" or "division", two-input ops): the
+    operands of a call with a Tensor are first brought to one dtype by PyTorch's rule
+    (:func:`promoted`). The result is a function with attributes ``name``, ``forward``
+    and ``vjp``.
     """
+    division = promote == "division"
     vjp = None if not differentiable else (joint if joint is not None else rules)
     arity = len(rules) if joint is None and differentiable else None
 
@@ -74,15 +77,23 @@ def Op(name, forward, *rules, joint=None, differentiable=True):
                 ad = a.data
                 if isinstance(b, Tensor):
                     bd = b.data
-                elif type(b) is float and type(ad) is _ndarray:  # x * 0.5: _constant inlined
+                    if promote and (bd.dtype != ad.dtype or division and ad.dtype.kind in "biu"):
+                        ad, bd = promoted(ad, bd, division)
+                elif type(b) is float and type(ad) is _ndarray and (  # x * 0.5: _constant
+                        ad.dtype.kind == "f" or not promote):  # inlined
                     bd = _constants.get((b, ad.dtype))
                     if bd is None:
                         bd = _constant(b, ad)
+                elif promote:
+                    ad, bd = _with_scalar(ad, b, division)
                 else:
                     bd = _constant(b, ad)
             elif isinstance(b, Tensor):
                 bd = b.data
-                ad = _constant(a, bd)
+                if promote:
+                    bd, ad = _with_scalar(bd, a, division)
+                else:
+                    ad = _constant(a, bd)
             else:
                 return forward(a, b, **params)
             try:
@@ -149,6 +160,58 @@ def _constant(c, like):
 
 
 _constants = {}
+
+
+# ----- type promotion: PyTorch's rule (API.md, "Tensors") -----
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+_DEFAULT = {0: np.dtype(bool), 1: np.dtype(np.int64), 2: np.dtype(np.float32),
+            3: np.dtype(np.complex64)}  # the dtype a Python number of each category takes
+_SCALARS = (bool, int, float, complex, np.generic)
+
+
+def promoted(a, b, division=False):
+    """``a`` and ``b`` (arrays, or Python or numpy numbers) as two operands of one dtype,
+    by PyTorch's rule: the result has the highest category of the operands (bool < int <
+    float < complex); within it, arrays with dimensions decide before 0-d arrays, and
+    those before numbers (a number takes its category's default dtype: int64, float32);
+    operands that decide together are promoted (float32 and float64 give float64). So a
+    float32 tensor stays float32 beside integer tensors, numbers and 0-d values of any
+    kind. ``division``: an integer result becomes float32 (true division). Numbers are
+    returned as arrays of that dtype, or Python numbers (numpy's rule keeps them weak)."""
+    ranked = []
+    for x in (a, b):
+        if isinstance(x, _SCALARS):
+            kind = np.dtype(type(x)).kind if isinstance(x, np.generic) else (
+                "b" if type(x) is bool else "i" if type(x) is int else
+                "f" if type(x) is float else "c")
+            ranked.append((_CATEGORY.get(kind, 2), 0, None))
+        else:
+            ranked.append((_CATEGORY.get(x.dtype.kind, 2), 2 if x.ndim else 1, x.dtype))
+    category = max(r[0] for r in ranked)
+    top = max(r[1] for r in ranked if r[0] == category)
+    dtypes = [r[2] for r in ranked if r[0] == category and r[1] == top]
+    dtype = _DEFAULT[category] if top == 0 else np.result_type(*dtypes)
+    if division and category < 2:
+        dtype = _DEFAULT[2]
+    return tuple(_as(x, dtype) for x in (a, b))
+
+
+def _as(x, dtype):
+    if isinstance(x, np.generic):
+        return x.item()  # a Python number: weak beside the array that now has ``dtype``
+    if isinstance(x, _SCALARS):
+        return x
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def _with_scalar(array, c, division):
+    """``array`` and the non-Tensor operand ``c`` beside it, promoted; the common case (a
+    float array and a Python number) through the constants' cache."""
+    if (type(c) is float or type(c) is int) and array.dtype.kind == "f":
+        c = _constant(c, array)
+    elif isinstance(c, _SCALARS) or hasattr(c, "dtype"):
+        array, c = promoted(array, c, division)
+    return (array, c)
 
 
 def _named(name, arrays, error):

@@ -18,14 +18,19 @@ from ..tensor import Tensor
 from .core import Op
 
 # ----- arithmetic -----
-add = Op("add", np.add, lambda g, ans, a, b: g, lambda g, ans, a, b: g)
-sub = Op("sub", np.subtract, lambda g, ans, a, b: g, lambda g, ans, a, b: -g)
-mul = Op("mul", np.multiply, lambda g, ans, a, b: g * b, lambda g, ans, a, b: g * a)
+# Operands with a Tensor among them are brought to one dtype first, by PyTorch's rule
+# (core.promoted): a float32 tensor stays float32 beside numbers and integer tensors.
+add = Op("add", np.add, lambda g, ans, a, b: g, lambda g, ans, a, b: g, promote="arithmetic")
+sub = Op("sub", np.subtract, lambda g, ans, a, b: g, lambda g, ans, a, b: -g,
+         promote="arithmetic")
+mul = Op("mul", np.multiply, lambda g, ans, a, b: g * b, lambda g, ans, a, b: g * a,
+         promote="arithmetic")
 div = Op(
     "div",
     np.true_divide,
     lambda g, ans, a, b: g / b,
     lambda g, ans, a, b: -g * a / (b * b),
+    promote="division",  # integers divide into float32
 )
 
 
@@ -56,7 +61,7 @@ def _pow_exponent(g, ans, a, b):
     return where(logical_and(a == 0, b >= 0), 0, g * ans * log(safe_a))  # a may be a number
 
 
-pow = Op("pow", np.power, _pow_base, _pow_exponent)
+pow = Op("pow", np.power, _pow_base, _pow_exponent, promote="arithmetic")
 
 # ----- exponentials, logs, roots -----
 exp = Op("exp", np.exp, lambda g, ans, x: g * ans)
@@ -155,12 +160,14 @@ maximum = Op(
     np.maximum,
     lambda g, ans, a, b: where(a == b, g * 0.5, where(a > b, g, 0)),  # ties share, as torch
     lambda g, ans, a, b: where(a == b, g * 0.5, where(b > a, g, 0)),
+    promote="arithmetic",
 )
 minimum = Op(
     "minimum",
     np.minimum,
     lambda g, ans, a, b: where(a == b, g * 0.5, where(a < b, g, 0)),
     lambda g, ans, a, b: where(a == b, g * 0.5, where(b < a, g, 0)),
+    promote="arithmetic",
 )
 
 

@@ -62,16 +62,18 @@ def _transpose_vjp(g, ans, x, axes):
 _transpose = Op("transpose", lambda x, axes: as_array(x).transpose(axes), _transpose_vjp)
 
 
-def transpose(x, *axes):
+def transpose(x, *axes, op="transpose"):
     """Permute the axes as numpy does: no axes reverses them."""
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
     n = len(_shape_of(x))
     if not axes:
         axes = tuple(range(n - 1, -1, -1))
-    if sorted(int(a) % max(n, 1) for a in axes) != list(range(n)):
-        raise ValueError(f"transpose: {axes} is not a permutation of the {n} axes")
-    return _transpose(x, axes=tuple(int(a) % n for a in axes))
+    axes = tuple(_axis(a, n, op) for a in axes)  # out of range raises, as torch: no wrapping
+    if sorted(axes) != list(range(n)):
+        raise ValueError(f"{op}: {axes} is not a permutation of the {n} axes of a tensor of "
+                         f"shape {tuple(_shape_of(x))}")
+    return _transpose(x, axes=axes)
 
 
 # ----- broadcasting, and its adjoint -----
@@ -263,8 +265,14 @@ def expand(x, *sizes):
     """torch's expand: broadcast to ``sizes``, where -1 keeps an axis's size."""
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
         sizes = tuple(sizes[0])
-    shape = _shape_of(x)
+    shape = tuple(_shape_of(x))
     offset = len(sizes) - len(shape)
+    if offset < 0:
+        raise ValueError(f"expand: {len(sizes)} sizes {sizes} for a tensor of shape {shape} "
+                         f"({len(shape)} axes): give at least one size per axis")
+    if any(s == -1 for s in sizes[:offset]):
+        raise ValueError(f"expand: -1 (keep the size) given for a new leading axis in {sizes} "
+                         f"for a tensor of shape {shape}: a new axis needs its size")
     target = tuple(shape[i - offset] if s == -1 else s for i, s in enumerate(sizes))
     return broadcast_to(x, shape=target)
 
@@ -273,7 +281,7 @@ def permute(x, *axes):
     """Reorder the axes (torch.permute)."""
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
-    return transpose(x, axes)
+    return transpose(x, axes, op="permute")
 
 
 def swapaxes(x, axis1, axis2):
