@@ -29,9 +29,16 @@ def tensor(data, dtype=None, requires_grad=False, device=None) -> Tensor:
     return Tensor(data, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def _shape(shape):
+def _shape(shape, op="tensor creation"):
+    """A shape given as sizes or as one tuple/list: non-negative ints, or a clear error."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
+        shape = tuple(shape[0])
+    for s in shape:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"{op}: sizes must be ints, got {s!r} in {tuple(shape)}")
+        if s < 0:
+            raise ValueError(f"{op}: size {s} in {tuple(shape)} is negative; sizes must be "
+                             "non-negative ints")
     return tuple(int(s) for s in shape)
 
 
@@ -44,15 +51,16 @@ def _made(array, dtype, requires_grad, device):
 
 
 def zeros(*shape, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _made(np.zeros(_shape(shape)), dtype, requires_grad, device)
+    return _made(np.zeros(_shape(shape, "zeros")), dtype, requires_grad, device)
 
 
 def ones(*shape, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _made(np.ones(_shape(shape)), dtype, requires_grad, device)
+    return _made(np.ones(_shape(shape, "ones")), dtype, requires_grad, device)
 
 
 def full(shape, value, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _made(np.full(_shape((shape,)), value), dtype, requires_grad, device)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    return _made(np.full(_shape((shape,), "full"), value), dtype, requires_grad, device)
 
 
 def zeros_like(x, dtype=None, requires_grad=False) -> Tensor:
@@ -65,12 +73,12 @@ def ones_like(x, dtype=None, requires_grad=False) -> Tensor:
 
 def randn(*shape, dtype=None, requires_grad=False, device=None) -> Tensor:
     """Standard normal samples."""
-    return _made(_rng.standard_normal(_shape(shape)), dtype, requires_grad, device)
+    return _made(_rng.standard_normal(_shape(shape, "randn")), dtype, requires_grad, device)
 
 
 def rand(*shape, dtype=None, requires_grad=False, device=None) -> Tensor:
     """Uniform samples in [0, 1)."""
-    return _made(_rng.random(_shape(shape)), dtype, requires_grad, device)
+    return _made(_rng.random(_shape(shape, "rand")), dtype, requires_grad, device)
 
 
 def arange(start, stop=None, step=1, dtype=None, requires_grad=False, device=None) -> Tensor:

@@ -6,7 +6,7 @@ from kernels import pair
 
 from .. import functional as F
 from .layers import add_weight_and_bias, reset_weight_and_bias
-from .module import Module
+from .module import Module, count
 
 
 class Conv2d(Module):
@@ -16,12 +16,18 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, device=None, dtype=None):
         super().__init__()
+        self.in_channels = count(in_channels, "in_channels", "Conv2d", least=1)
+        self.out_channels = count(out_channels, "out_channels", "Conv2d", least=1)
+        self.groups = count(groups, "groups", "Conv2d", least=1)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels={in_channels} and out_channels="
                              f"{out_channels} must both be divisible by groups={groups}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
-        self.padding, self.dilation, self.groups = pair(padding), pair(dilation), int(groups)
+        self.kernel_size = _positive(pair(kernel_size, "kernel_size", "Conv2d"), "kernel_size")
+        self.stride = _positive(pair(stride, "stride", "Conv2d"), "stride")
+        self.dilation = _positive(pair(dilation, "dilation", "Conv2d"), "dilation")
+        self.padding = pair(padding, "padding", "Conv2d")
+        if min(self.padding) < 0:
+            raise ValueError(f"Conv2d: padding must not be negative, got {padding}")
         shape = (self.out_channels, self.in_channels // groups) + self.kernel_size
         add_weight_and_bias(self, shape, bias, device, dtype)
 
@@ -42,6 +48,12 @@ class Conv2d(Module):
         if self.groups != 1:
             text += f", groups={self.groups}"
         return text + ("" if self.bias is not None else ", bias=False")
+
+
+def _positive(value, name):
+    if min(value) < 1:
+        raise ValueError(f"Conv2d: {name} must be positive, got {value}")
+    return value
 
 
 class MaxPool2d(Module):

@@ -16,7 +16,7 @@ from .. import backend
 from .. import functional as F
 from ..tensor import Tensor, wrap
 from . import init
-from .module import Module
+from .module import Module, count
 from .parameter import Parameter
 
 
@@ -53,7 +53,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = count(in_features, "in_features", "Linear")
+        self.out_features = count(out_features, "out_features", "Linear")
         add_weight_and_bias(self, (self.out_features, self.in_features), bias, device, dtype)
 
     def reset_parameters(self):
@@ -210,7 +211,8 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None, *, bias=True):
         super().__init__()
-        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        self.num_features = count(num_features, "num_features", type(self).__name__, least=1)
+        self.eps, self.momentum = eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = Parameter(_empty((num_features,), device, dtype))
@@ -249,6 +251,10 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         self._check_input_dim(x)
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"{type(self).__name__}: the input of shape {tuple(x.shape)} has {x.shape[1]} "
+                f"channels (axis 1), the layer was built for num_features={self.num_features}")
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.data += 1
@@ -292,7 +298,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, device=None,
                  dtype=None, _weight=None):
         super().__init__()
-        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.num_embeddings = count(num_embeddings, "num_embeddings", "Embedding")
+        self.embedding_dim = count(embedding_dim, "embedding_dim", "Embedding")
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError("Embedding: padding_idx must be within num_embeddings")

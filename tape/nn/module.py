@@ -310,3 +310,14 @@ class Module:
         elif lines or children:
             body = "\n  " + "\n  ".join(lines + children) + "\n"
         return f"{type(self).__name__}({body})"
+
+
+def count(value, name, layer, least=0):
+    """``value`` as an int of at least ``least``, for a layer's size arguments
+    (``Linear(4.5, 3)`` or ``Linear(-1, 3)`` would otherwise be truncated or fail later)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{layer}: {name} must be an int, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < least:
+        raise ValueError(f"{layer}: {name} must be at least {least}, got {value}")
+    return int(value)

@@ -29,6 +29,7 @@ from ..tensor import Tensor
 from .core import Op
 from .elementwise import add_bias
 from .linalg import _matmul, einsum, gemm
+from .nn import same_dtype
 from .indexing import getitem
 from .shape import _transpose, concatenate, reshape, swapaxes
 
@@ -351,7 +352,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         )
     if bias is not None and _shape(bias) != (ws[0],):
         raise ValueError(f"conv2d: bias of shape {_shape(bias)} should be ({ws[0]},)")
-    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    same_dtype("conv2d", ("input", x), ("weight", weight), ("bias", bias))
+    stride, padding = pair(stride, "stride", "conv2d"), pair(padding, "padding", "conv2d")
+    dilation = pair(dilation, "dilation", "conv2d")
     k = (ws[2], ws[3])
     _, _, ho, wo = kernels.conv_output_shape(xs, k[0], k[1], stride, padding, dilation)
     cin, cout = ws[1], ws[0] // groups
@@ -488,6 +491,9 @@ def adaptive_avg_pool2d(x, output_size):
         output_size = (output_size, output_size)
     oh, ow = (h if output_size[0] is None else output_size[0],
               w if output_size[1] is None else output_size[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got "
+                         f"{output_size}")
     if h % oh == 0 and w % ow == 0:
         k = (h // oh, w // ow)
         return avg_pool(x, k=k, stride=k, padding=(0, 0))

@@ -195,13 +195,23 @@ def _where(cond, x, y):
     return xp.where(cond, x, y)
 
 
-where = Op(
+_where_op = Op(
     "where",
     _where,
     None,
     lambda g, ans, cond, x, y: where(cond, g, 0),
     lambda g, ans, cond, x, y: where(cond, 0, g),
 )
+
+
+def where(cond, x, y):
+    """``x`` where ``cond`` holds, else ``y`` (the gradient goes to the chosen side);
+    ``cond`` a boolean tensor or array (torch refuses other dtypes too)."""
+    dtype = getattr(getattr(cond, "data", cond), "dtype", None)
+    if dtype is not None and dtype.kind != "b":
+        raise TypeError(f"where: the condition must be a boolean tensor, got dtype {dtype}: "
+                        "compare first (x > 0) or cast with .astype(bool)")
+    return _where_op(cond, x, y)
 
 
 def _clip_vjp(g, ans, x, min=None, max=None):

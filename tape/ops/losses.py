@@ -146,6 +146,10 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
                          f"{label_smoothing}")
+    xdt = getattr(_data(input), "dtype", None)
+    if xdt is not None and xdt.kind != "f":
+        raise TypeError(f"cross_entropy: the input (logits) has dtype {xdt}; it must be a "
+                        "floating-point tensor: cast it, x.astype(tape.float32)")
     td = _data(target)
     # np.asarray only for lists and numbers: it refuses (implicitly) a cupy array
     probabilities = (td.dtype if hasattr(td, "dtype") else np.asarray(td).dtype).kind == "f"

@@ -73,6 +73,22 @@ def log_softmax(x, axis=None, *, dim=None):
     return _log_softmax_op(x, axis=_axis(x, axis, dim, "log_softmax"))
 
 
+def same_dtype(op, *named):
+    """A layer's input and parameters share one floating dtype (PyTorch raises too):
+    an int64 batch, or a float64 one into float32 weights, says so and what to do."""
+    dtypes = [(name, getattr(_data(v), "dtype", None)) for name, v in named if v is not None]
+    first = dtypes[0][1]
+    if first is not None and first.kind != "f":
+        raise TypeError(f"{op}: the {dtypes[0][0]} has dtype {first}; it must be a "
+                        f"floating-point tensor: cast it, x.astype(tape.float32)")
+    for name, dtype in dtypes[1:]:
+        if dtype is not None and first is not None and dtype != first:
+            raise TypeError(f"{op}: the {dtypes[0][0]} has dtype {first} and the {name} "
+                            f"{dtype}: they must have the same dtype; cast the "
+                            f"{dtypes[0][0]} with .astype(tape.{dtype}) (or the layer with "
+                            f"dtype=...)")
+
+
 # ----- linear: x @ weight.T + bias in one entry -----
 def _linear_forward(x, w, b=None):
     if x.ndim > 2:  # one GEMM over all the leading axes
@@ -114,6 +130,7 @@ def linear(x, weight, bias=None):
     (2, 4)
     """
     xs, ws = np.shape(_data(x)), np.shape(_data(weight))
+    same_dtype("linear", ("input", x), ("weight", weight), ("bias", bias))
     if len(ws) != 2 or not xs or xs[-1] != ws[1]:
         raise ValueError(
             f"linear: input of shape {xs} does not fit a weight of shape {ws} "

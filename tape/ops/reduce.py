@@ -182,8 +182,19 @@ _argmin = Op("argmin", lambda x, axis, keepdims: np.argmin(x, axis, keepdims=kee
 
 
 # ----- the public functions -----
+def _floating_only(x, name):
+    """mean, var and std of integers have no dtype to give (torch raises too)."""
+    dtype = getattr(getattr(x, "data", x), "dtype", None)
+    if dtype is not None and dtype.kind in "biu":
+        raise TypeError(f"{name}: the input is a tensor of dtype {dtype}; {name} is defined "
+                        f"for floating-point tensors only: cast first, "
+                        f"x.astype(tape.float32).{name}()")
+
+
 def _reduction(op, name):
     def reduce(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        if name == "mean":
+            _floating_only(x, name)
         axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
         return op(x, axes=normalize_axes(axis, _ndim(x), name), keepdims=keepdims)
 
@@ -202,6 +213,7 @@ logsumexp = _reduction(_logsumexp_op, "logsumexp")
 
 def var(x, axis=None, ddof=0, keepdims=False, *, dim=None, keepdim=None, correction=None):
     """Variance over ``axis``; ``ddof`` (numpy) or ``correction`` (torch), default 0."""
+    _floating_only(x, "var")
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
     ddof = ddof if correction is None else correction
     axes = normalize_axes(axis, _ndim(x), "var")
@@ -210,6 +222,7 @@ def var(x, axis=None, ddof=0, keepdims=False, *, dim=None, keepdim=None, correct
 
 def std(x, axis=None, ddof=0, keepdims=False, *, dim=None, keepdim=None, correction=None):
     """Standard deviation over ``axis``; ``ddof`` (numpy) or ``correction`` (torch)."""
+    _floating_only(x, "std")
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
     ddof = ddof if correction is None else correction
     axes = normalize_axes(axis, _ndim(x), "std")
