@@ -26,11 +26,12 @@ def _check_float(x, role):
             "wrap arrays with tape.tensor(...)"
         )
     if x.dtype.kind != "f":
-        what = "with respect to" if role == "sources" else "the"
+        what = ("with respect to an integer or boolean source" if role == "sources"
+                else "an integer or boolean target")
         raise TypeError(
-            f"cannot differentiate {what} an integer or boolean tensor ({role} of dtype "
-            f"{x.dtype}, shape {x.shape}); gradients are defined for floating-point tensors only. "
-            "Create it with dtype=tape.float32 or cast it with .astype(tape.float32)."
+            f"cannot differentiate {what} (dtype {x.dtype}, shape {x.shape}); gradients are "
+            "defined for floating-point tensors only. Create it with dtype=tape.float32 or "
+            "cast it with .astype(tape.float32)."
         )
 
 
@@ -147,7 +148,7 @@ def run(tape, grads, sources, lead):
                 continue
             if check_broadcast and gi.shape[nb:] != a.shape and id(a) in tape._variables:
                 _warn_broadcast(op, a, gi.shape[nb:], where)
-            gi = _accumulate(grads, a, gi, nb)
+            gi = _accumulate(grads, a, gi, nb, op, i)
             if anomaly:
                 _check_finite(gi, op, where)
     return _results(results, grads, source_ids, sources)
@@ -175,14 +176,14 @@ def _run_first_order(entries, n, grads, dep, source_ids, sources):
                 a, b = inputs
                 ra, rb = vjp
                 if ra is not None and id(a) in dep:
-                    _accumulate(grads, a, ra(g, out.data, *arrays))
+                    _accumulate(grads, a, ra(g, out.data, *arrays), 0, op, 0)
                 if rb is not None and id(b) in dep:
-                    _accumulate(grads, b, rb(g, out.data, *arrays))
+                    _accumulate(grads, b, rb(g, out.data, *arrays), 0, op, 1)
                 continue
             if len(vjp) == 1:
                 a = inputs[0]
                 if id(a) in dep:
-                    _accumulate(grads, a, vjp[0](g, out.data, *arrays))
+                    _accumulate(grads, a, vjp[0](g, out.data, *arrays), 0, op, 0)
                 continue
         ans = out.data
         gis = None if type(vjp) is tuple else vjp(g, ans, *arrays, **params)
@@ -190,20 +191,28 @@ def _run_first_order(entries, n, grads, dep, source_ids, sources):
             if id(a) not in dep:
                 continue
             if gis is not None:
-                _accumulate(grads, a, gis[i])
+                _accumulate(grads, a, gis[i], 0, op, i)
             elif vjp[i] is not None:
-                _accumulate(grads, a, vjp[i](g, ans, *arrays, **params))
+                _accumulate(grads, a, vjp[i](g, ans, *arrays, **params), 0, op, i)
     return _results(results, grads, source_ids, sources)
 
 
-def _accumulate(grads, a, gi, nb=0):
+def _accumulate(grads, a, gi, nb, op, index):
     """Add ``gi`` to input ``a``'s gradient, fitted to it first: broadcasting undone (the
     one place that does it; ``nb`` leading jacobian axes kept) and the input's dtype.
-    Returns the fitted ``gi``."""
+    Returns the fitted ``gi``. A gradient that does not sum back to the input's shape
+    (a rule's mistake) raises, naming ``op`` and the input's ``index``."""
     if gi is None:
         return None
     data = a.data
-    if (gi.shape[nb:] if nb else gi.shape) != data.shape:
+    core = gi.shape[nb:] if nb else gi.shape
+    if core != data.shape:
+        if not _sums_to(core, data.shape):
+            raise ValueError(
+                f"the gradient rule of '{op.name}' returned a gradient of shape {tuple(core)} "
+                f"for its input {index}, of shape {tuple(data.shape)}: a gradient must have "
+                "its input's shape, or a shape that broadcasting the input gives (it is then "
+                "summed back)")
         gi = sum_to(gi, shape=data.shape, nb=nb)
     if gi.dtype is not data.dtype and gi.dtype != data.dtype:
         gi = cast(gi, dtype=data.dtype)
@@ -211,6 +220,13 @@ def _accumulate(grads, a, gi, nb=0):
     prev = grads.get(aid)
     grads[aid] = gi if prev is None else prev + gi
     return gi
+
+
+def _sums_to(shape, target):
+    """Whether broadcasting ``target`` gives ``shape`` (then summing undoes it)."""
+    if len(shape) < len(target):
+        return False
+    return all(t == s or t == 1 for s, t in zip(shape[len(shape) - len(target):], target))
 
 
 def _results(results, grads, source_ids, sources):

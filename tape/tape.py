@@ -109,6 +109,10 @@ class Tape:
     # ----- recording -----
     def __enter__(self):
         self._check_not_spent("record")
+        if any(t is self for t in _local.stack):
+            raise RuntimeError("this tape is already recording (a `with` of the same tape inside "
+                               "its own `with`): every op would be recorded twice; use one "
+                               "`with`, or a second tape for higher-order gradients")
         _local.stack.append(self)
         if self._keep_lines:
             from .ops import core
@@ -272,6 +276,13 @@ class Tape:
         from . import replay
 
         self._check_not_spent("compute a jacobian")
+        for name, t in (("target", target), ("source", source)):
+            if not isinstance(t, Tensor) or t.ndim == 0:
+                raise ValueError(f"batch_jacobian needs a {name} with a leading batch axis, got "
+                                 f"{_describe(t)}")
+        if source.shape[0] != target.shape[0]:
+            raise ValueError(f"batch_jacobian needs source and target with the same batch size, "
+                             f"got source shape {source.shape} and target shape {target.shape}")
         with self._replaying():
             (jac,) = replay.jacobians(self, target, [source], batch=True)
             lead = target.shape
@@ -312,6 +323,11 @@ class _Paused:
         stack = _local.stack
         stack.insert(min(self.index, len(stack)), self.tape)
         return False
+
+
+def _describe(x):
+    return (f"a tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor)
+            else f"a {type(x).__name__}")
 
 
 class _Replaying:

@@ -119,6 +119,28 @@ class Tensor:
             )
         return bool(self.data)
 
+    def __format__(self, spec):
+        """``f"{loss:.4f}"`` for a one-element tensor, as torch; ``str`` otherwise."""
+        if self.data.size == 1:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"format spec {spec!r} on a tensor of shape {self.shape}: only "
+                            "one-element tensors take one (format x.item(), or x.numpy())")
+        return str(self)
+
+    # ----- PyTorch habits that have another spelling here -----
+    @property
+    def grad(self):
+        raise AttributeError(
+            "tape tensors hold no .grad: gradients are returned, not stored. Record the "
+            "forward in `with tape.Tape() as t:` and ask `grads = t.gradient(loss, params)`")
+
+    @property
+    def backward(self):
+        raise AttributeError(
+            "tape has no loss.backward(): record the forward in `with tape.Tape() as t:`, "
+            "then `grads = t.gradient(loss, params)` and `opt.step(grads)`")
+
     def __float__(self):
         return float(self.item())
 

@@ -10,7 +10,7 @@ from kernels.cpu.threads import matmul as _threaded_matmul
 from .. import backend
 from ..tensor import Tensor
 from .core import Op
-from .shape import reshape, swapaxes
+from .shape import broadcast_to, reshape, swapaxes
 
 
 def _shape(x):
@@ -110,6 +110,8 @@ def _einsum_vjp(g, ans, *xs, spec):
             shape.append(sizes.get(c, 1) if c not in seen else 1)
             seen.add(c)
         G = reshape(G, shape=G.shape[:nb] + tuple(shape))
+        if tuple(shape) != _shape(x):  # letters summed away or repeated: size 1 so far
+            G = broadcast_to(G, shape=G.shape[:nb] + _shape(x))
         if len(unique) < len(sub):  # a repeated letter: a diagonal
             G = G * _diagonal_mask(sub, _shape(x), G)
         grads.append(G)

@@ -7,6 +7,8 @@ divisor folded together) times the cotangent. The binary losses are one entry ea
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import backend
@@ -177,14 +179,30 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
 
 # ----- regression losses -----
+def _same_size(input, target, name):
+    """Warn, as torch does, when the target broadcasts against the input ((4, 1) and (4,)
+    make a (4, 4) loss: almost always a mistake)."""
+    xs, ts = np.shape(_data(input)), np.shape(_data(target))
+    if xs != ts:
+        try:
+            both = np.broadcast_shapes(xs, ts)
+        except ValueError:  # they do not broadcast: the subtraction says so
+            return
+        warnings.warn(f"{name}: the target's shape {ts} differs from the input's {xs}; they "
+                      f"broadcast to {both}, which is likely not what you meant: give them "
+                      "the same shape", UserWarning, stacklevel=3)
+
+
 def mse_loss(input, target, reduction="mean"):
-    """Mean squared error (inputs broadcast as numpy)."""
+    """Mean squared error (inputs broadcast as numpy, with a warning as torch's)."""
+    _same_size(input, target, "mse_loss")
     d = input - target
     return _reduce(d * d, reduction, "mse_loss")
 
 
 def l1_loss(input, target, reduction="mean"):
     """Mean absolute error; the gradient at zero difference is zero, as torch."""
+    _same_size(input, target, "l1_loss")
     return _reduce(abs(input - target), reduction, "l1_loss")
 
 

@@ -78,33 +78,29 @@ def transpose(x, *axes, op="transpose"):
 
 # ----- broadcasting, and its adjoint -----
 def _sum_to(x, shape, nb=0):
-    """Sum ``x`` (leading ``nb`` axes kept) down to ``shape``; broadcast up where smaller."""
+    """Sum ``x`` (leading ``nb`` axes kept) down to ``shape``, the shape that broadcast
+    to ``x``'s: over the axes broadcasting added or stretched from 1."""
     shape = tuple(shape)
     lead, core = x.shape[:nb], x.shape[nb:]
     if core == shape:
         return x
     extra = len(core) - len(shape)
-    if extra < 0:
-        x = x.reshape(lead + (1,) * -extra + core)
-        core, extra = x.shape[nb:], 0
+    if extra < 0 or any(s != 1 and s != c for s, c in zip(shape, core[extra:])):
+        raise ValueError(f"sum_to: shape {tuple(core)} does not sum down to {shape}")
     axes = tuple(range(nb, nb + extra)) + tuple(
         nb + extra + i for i, s in enumerate(shape) if s == 1 and core[extra + i] != 1
     )
-    if axes:
-        x = x.sum(axis=axes, keepdims=True)
-        if extra:
-            x = x.reshape(lead + x.shape[nb + extra :])
-    if x.shape[nb:] != shape:
-        x = backend.xp(x).broadcast_to(x, lead + shape)
-    return x
+    x = x.sum(axis=axes, keepdims=True)
+    return x.reshape(lead + x.shape[nb + extra :]) if extra else x
 
 
 def _sum_to_vjp(g, ans, x, shape, nb=0):
-    """Summing down is undone by broadcasting back. Without kept leading axes that is
-    the replay's job; with them its trailing-aligned fit would misplace the axes."""
-    if nb == 0:
-        return g
-    return sum_to(g, shape=x.shape[nb:], nb=g.ndim - ans.ndim + nb)
+    """Summing down is undone by broadcasting back: ``g`` (any jacobian axes first, then
+    the kept ``nb`` axes and ``shape``) broadcast to those axes and ``x``'s."""
+    lead = tuple(g.shape[: g.ndim - ans.ndim])
+    kept, core = tuple(x.shape[:nb]), tuple(x.shape[nb:])
+    g = reshape(g, shape=lead + kept + (1,) * (len(core) - len(shape)) + tuple(shape))
+    return broadcast_to(g, shape=lead + kept + core)
 
 
 sum_to = Op("sum_to", _sum_to, _sum_to_vjp)

@@ -7,6 +7,8 @@ never leaves a model half-updated.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import backend
@@ -76,6 +78,12 @@ class Optimizer:
 
     def step(self, grads) -> None:
         """Update every parameter in place from its gradient (None leaves it unchanged)."""
+        if isinstance(grads, dict):
+            raise TypeError(
+                "step() takes the gradients as a list, one per parameter in the order of "
+                "[p for group in opt.param_groups for p in group['params']], got a dict: ask "
+                "t.gradient(loss, list(model.parameters())) (or pass list(grads.values()) if "
+                "the dict's order is the parameters')")
         grads = [grads] if isinstance(grads, Tensor) else list(grads)
         n = sum(len(g["params"]) for g in self.param_groups)
         if len(grads) != n:
@@ -96,9 +104,22 @@ class Optimizer:
                         _follow(state, p.data)
                     pairs.append((p.data, g, state))
             work.append((group, pairs))
+        if not any(pairs for _, pairs in work) and n and not self._warned_all_none:
+            self._warned_all_none = True
+            warnings.warn(
+                "step(): every gradient is None, so no parameter changed. That happens when "
+                "the forward ran outside `with tape.Tape() as t:` (nothing was recorded), or "
+                "when the loss does not depend on these parameters", UserWarning, stacklevel=2)
         for group, pairs in work:
             if pairs:
                 self._update_group(group, pairs)
+
+    _warned_all_none = False
+
+    def zero_grad(self, set_to_none=True):
+        raise AttributeError(
+            "tape's optimizers keep no gradients to zero: each step takes the gradients of "
+            "that step, `opt.step(t.gradient(loss, params))`; drop the zero_grad() call")
 
     def _update_group(self, group: dict, pairs: list) -> None:
         """Apply the update to each (param array, grad array, state dict) of one group."""
@@ -174,6 +195,10 @@ def _gradient_array(g, p: Tensor, i: int):
     if g is None:
         return None
     g = g.data if isinstance(g, Tensor) else g
+    if not (isinstance(g, np.ndarray) or backend.is_cupy(g)):
+        raise TypeError(
+            f"step(): gradient {i} is a {type(g).__name__}, not a tensor or array: pass the "
+            "list t.gradient(loss, params) returned, one gradient per parameter")
     if g.shape != p.data.shape:
         raise ValueError(f"gradient {i} has shape {g.shape}, its parameter {p.data.shape}")
     if backend.is_cupy(g) != backend.is_cupy(p.data):
