@@ -200,6 +200,44 @@ def _function_wrong_shape():
     return t.gradient(y, a)
 
 
+def _reenter_recording_tape():
+    with tape.Tape() as t:
+        with t:
+            pass
+
+
+def _batch_jacobian_0d_source():
+    x = tape.tensor(np.ones((4, 3)), requires_grad=True)
+    s = tape.tensor(2.0, requires_grad=True)
+    with tape.Tape() as t:
+        y = x * s
+    return t.batch_jacobian(y, s)
+
+
+def _custom_gradient_broadcast_up():
+    @tape.custom_gradient
+    def f(x):
+        return x * 2.0, lambda dy: dy.sum(keepdims=True)  # (1,) for a (4,) input
+
+    x = t4()
+    with tape.Tape() as t:
+        y = f(x).sum()
+    return t.gradient(y, x)
+
+
+def _optimizer(grads):
+    opt = tape.optim.SGD([t4()], lr=0.1)
+    return lambda: opt.step(grads)
+
+
+def _zero_grad():
+    tape.optim.SGD([t4()], lr=0.1).zero_grad()
+
+
+def _batch_norm_features():
+    return tape.nn.BatchNorm1d(3)(ones(2, 4))
+
+
 _no_gpu = pytest.mark.skipif(backend.cupy_or_none() is not None, reason="a GPU is available")
 
 S23, S4 = r"\(2, ?3\)", r"\(4,\)"
@@ -453,6 +491,73 @@ CASES = [
     pytest.param(lambda: len(tape.tensor(1.0)), TypeError, r"0-d", id="len-0d"),
     pytest.param(lambda: tape.tensor("abc"), TypeError, r"str", id="tensor-of-str"),
     pytest.param(lambda: tape.tensor([object()]), TypeError, r"object", id="tensor-of-objects"),
+    # ----- axes out of range never wrap (issue 12) -----
+    pytest.param(lambda: t23().transpose(1, 2), ValueError,
+                 r"transpose.*axis 2.*out of range", id="transpose-axis-out-of-range"),
+    pytest.param(lambda: t23().transpose(0, 3), ValueError,
+                 r"transpose.*axis 3.*out of range", id="transpose-axis-3"),
+    pytest.param(lambda: ones(2, 3, 4).permute(0, 2, 4), ValueError,
+                 r"permute.*axis 4.*out of range", id="permute-axis"),
+    pytest.param(lambda: t4().expand(-1, 4), ValueError, r"expand.*-1.*new leading axis",
+                 id="expand-minus-1-new-axis"),
+    pytest.param(lambda: t23().expand(3), ValueError, r"expand.*at least one size per axis",
+                 id="expand-too-few-sizes"),
+    # ----- sizes of layers and tensors -----
+    pytest.param(lambda: tape.nn.Linear(4.5, 3), TypeError, r"Linear.*in_features.*int.*4\.5",
+                 id="linear-float-size"),
+    pytest.param(lambda: tape.nn.Linear(-1, 3), ValueError, r"Linear.*in_features.*-1",
+                 id="linear-negative-size"),
+    pytest.param(lambda: tape.nn.Conv2d(1, 4, 0), ValueError, r"Conv2d.*kernel_size.*positive",
+                 id="conv2d-layer-kernel-0"),
+    pytest.param(lambda: tape.nn.Conv2d(1, 4, 3, stride=0), ValueError,
+                 r"Conv2d.*stride.*positive", id="conv2d-layer-stride-0"),
+    pytest.param(lambda: tape.nn.Conv2d(1.0, 4, 3), TypeError, r"Conv2d.*in_channels.*int",
+                 id="conv2d-layer-float-channels"),
+    pytest.param(lambda: tape.nn.BatchNorm2d(0), ValueError, r"BatchNorm2d.*num_features",
+                 id="batchnorm-0-features"),
+    pytest.param(_batch_norm_features, ValueError,
+                 r"BatchNorm1d.*\(2, 4\).*4 channels.*num_features=3", id="batchnorm-features"),
+    pytest.param(lambda: tape.nn.Embedding(-2, 3), ValueError, r"Embedding.*num_embeddings",
+                 id="embedding-negative"),
+    pytest.param(lambda: tape.randn(-1), ValueError, r"randn.*-1.*negative", id="randn-negative"),
+    pytest.param(lambda: tape.zeros(2.5), TypeError, r"zeros.*ints.*2\.5", id="zeros-float-size"),
+    pytest.param(lambda: tape.functional.conv2d(ones(1, 1, 4, 4), ones(2, 1, 3, 3), stride=1.5),
+                 ValueError, r"conv2d: stride must be an int.*1\.5", id="conv2d-float-stride"),
+    pytest.param(lambda: tape.functional.adaptive_avg_pool2d(ones(1, 1, 4, 4), 0), ValueError,
+                 r"adaptive_avg_pool2d.*output_size.*positive", id="adaptive-pool-0"),
+    # ----- dtypes: what PyTorch refuses, refused with what to do -----
+    pytest.param(lambda: tape.nn.Linear(2, 3)(tape.tensor([[1, 2]])), TypeError,
+                 r"linear.*input.*int64.*floating", id="linear-int-input"),
+    pytest.param(lambda: tape.functional.conv2d(ones(1, 1, 4, 4).astype(tape.float64),
+                                                ones(2, 1, 3, 3)), TypeError,
+                 r"conv2d.*float64.*float32.*same dtype", id="conv2d-mixed-dtypes"),
+    pytest.param(lambda: tape.functional.cross_entropy(tape.tensor([[1, 2]]), tape.tensor([0])),
+                 TypeError, r"cross_entropy.*int64.*floating", id="cross-entropy-int-logits"),
+    pytest.param(lambda: tape.where(ones(3), ones(3), ones(3)), TypeError,
+                 r"where.*condition.*boolean.*float32", id="where-float-condition"),
+    pytest.param(lambda: tape.tensor([1, 2]).mean(), TypeError, r"mean.*int64.*floating",
+                 id="mean-of-ints"),
+    pytest.param(lambda: tape.tensor([1, 2]).var(), TypeError, r"var.*int64", id="var-of-ints"),
+    # ----- the tape -----
+    pytest.param(_reenter_recording_tape, RuntimeError, r"already recording",
+                 id="tape-reentered-while-recording"),
+    pytest.param(_batch_jacobian_0d_source, ValueError, r"batch_jacobian.*source.*batch axis",
+                 id="batch-jacobian-0d-source"),
+    pytest.param(_custom_gradient_broadcast_up, ValueError,
+                 rf"custom_gradient.*\(1,\).*input 0.*{S4}", id="gradient-broadcast-up"),
+    pytest.param(lambda: tape.gradcheck(lambda a: (a > 0).astype(tape.int64),
+                                        [tape.tensor([1.0, 2.0])]), TypeError,
+                 r"cannot differentiate an integer or boolean target", id="gradcheck-int-target"),
+    # ----- PyTorch habits -----
+    pytest.param(lambda: t4().sum().backward(), AttributeError, r"backward.*t\.gradient",
+                 id="loss-backward"),
+    pytest.param(lambda: t4().grad, AttributeError, r"no \.grad.*t\.gradient", id="x-grad"),
+    pytest.param(_zero_grad, AttributeError, r"zero_grad", id="opt-zero-grad"),
+    pytest.param(_optimizer([[0.1, 0.2, 0.3, 0.4]]), TypeError, r"step.*gradient 0 is a list",
+                 id="opt-step-list-of-lists"),
+    pytest.param(_optimizer({"w": np.ones(4)}), TypeError, r"step.*got a dict",
+                 id="opt-step-dict"),
+    pytest.param(lambda: f"{t4():.2f}", TypeError, r"format.*\(4,\)", id="format-spec-vector"),
     # ----- pad and split -----
     pytest.param(lambda: tape.pad(t23(), (-1, 1)), ValueError, r"pad.*negative", id="pad-negative"),
     pytest.param(lambda: tape.pad(t23(), (1,)), ValueError, r"pad.*pairs.*\(1,\)", id="pad-odd"),
@@ -471,3 +576,35 @@ CASES = [
 def test_bad_input_raises_a_clear_error(fn, exc, match):
     with pytest.raises(exc, match=re.compile(match, re.S)), np.errstate(all="ignore"):
         fn()
+
+
+# ----- warnings: what runs, but is almost always a mistake -----
+
+
+@pytest.mark.parametrize("loss", [tape.functional.mse_loss, tape.functional.l1_loss])
+def test_a_target_that_broadcasts_against_the_input_is_warned_about(loss):
+    with pytest.warns(UserWarning, match=r"target's shape \(4,\).*\(4, 1\).*\(4, 4\)"):
+        out = loss(ones(4, 1), ones(4))
+    assert out.shape == ()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(ones(4), ones(4))  # the same shapes: nothing to say
+
+
+def test_a_step_with_no_gradients_warns_once():
+    opt = tape.optim.SGD([t4()], lr=0.1)
+    with pytest.warns(UserWarning, match=r"every gradient is None.*outside `with tape\.Tape"):
+        opt.step([None])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step([None])  # said once
+
+
+def test_a_one_element_tensor_formats_as_its_number():
+    loss = tape.tensor(0.123456)
+    assert f"{loss:.4f}" == "0.1235" and f"{tape.tensor([2.5]):.1f}" == "2.5"
+    assert f"{t4()}" == str(t4())
