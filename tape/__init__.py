@@ -13,8 +13,8 @@ import numpy as _np
 from .tensor import Tensor  # noqa: F401  (first: it pulls in the ops)
 from . import functional  # noqa: F401
 from .creation import (  # noqa: F401
-    arange, eye, from_dlpack, full, manual_seed, ones, ones_like, rand, randn, tensor, zeros,
-    zeros_like,
+    arange, eye, from_dlpack, full, get_rng_state, manual_seed, ones, ones_like, rand, randn,
+    set_rng_state, tensor, zeros, zeros_like,
 )
 from .custom import Function, custom_gradient  # noqa: F401
 from .functional import (  # noqa: F401

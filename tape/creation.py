@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import backend
@@ -19,6 +21,25 @@ def manual_seed(seed: int) -> None:
 def generator() -> np.random.Generator:
     """The library's random generator (seeded by ``manual_seed``)."""
     return _rng
+
+
+def get_rng_state() -> dict:
+    """The state of the generator behind ``randn``, ``rand``, dropout, initialisation and
+    shuffling: a dict of numbers that ``tape.save`` can store (with a checkpoint) and
+    ``set_rng_state`` restores, so a resumed run draws the same numbers."""
+    return copy.deepcopy(_rng.bit_generator.state)
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a state that ``get_rng_state`` returned."""
+    if not (isinstance(state, dict) and state.get("bit_generator") == "PCG64"):
+        raise ValueError(f"set_rng_state takes the dict get_rng_state returned, got "
+                         f"{str(state)[:100]}")
+    try:
+        _rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"set_rng_state: the state is not one get_rng_state returned ({e})") \
+            from None
 
 
 def tensor(data, dtype=None, requires_grad=False, device=None) -> Tensor:

@@ -558,6 +558,17 @@ CASES = [
     pytest.param(_optimizer({"w": np.ones(4)}), TypeError, r"step.*got a dict",
                  id="opt-step-dict"),
     pytest.param(lambda: f"{t4():.2f}", TypeError, r"format.*\(4,\)", id="format-spec-vector"),
+    # ----- saving and random state -----
+    pytest.param(lambda: tape.set_rng_state(7), ValueError, r"set_rng_state.*get_rng_state",
+                 id="rng-state-not-a-dict"),
+    pytest.param(lambda: tape.set_rng_state({"bit_generator": "PCG64", "state": {}}),
+                 ValueError, r"set_rng_state.*not one get_rng_state returned",
+                 id="rng-state-damaged"),
+    pytest.param(lambda: tape.load("x.safetensors", names="w"), TypeError,
+                 r"tape.load: names takes a list", id="load-names-a-string"),
+    pytest.param(lambda: tape.save({"opt": {"fn": print}}, "x.safetensors"), TypeError,
+                 r"tape.save: 'opt/fn' is of type builtin_function_or_method",
+                 id="save-a-function"),
     # ----- pad and split -----
     pytest.param(lambda: tape.pad(t23(), (-1, 1)), ValueError, r"pad.*negative", id="pad-negative"),
     pytest.param(lambda: tape.pad(t23(), (1,)), ValueError, r"pad.*pairs.*\(1,\)", id="pad-odd"),

@@ -1,5 +1,8 @@
 """Conv2d and pooling layers against torch, and save_model/load_model round trips."""
 
+import re
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -94,6 +97,54 @@ def test_load_model_refuses_plain_state_dicts_and_corrupt_files(tmp_path):
     bad.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(ValueError, match="truncated|short|corrupt"):
         nn.load_model(bad)
+
+
+def _linear(n_in, n_out, **config):
+    return {"type": "Linear", "config": {"in_features": n_in, "out_features": n_out, **config}}
+
+
+SMALL = {"weight": np.ones((2, 2), np.float32), "bias": np.ones(2, np.float32)}
+
+
+@pytest.mark.parametrize("spec, message", [
+    pytest.param(_linear(16000, 16000), r"do not fit.*size mismatch for weight.*\(16000, 16000\)",
+                 id="huge-layer-tiny-tensors"),
+    pytest.param(_linear(2, 2, bias=False), r"do not fit.*Unexpected key.*bias",
+                 id="fewer-tensors"),
+    pytest.param(_linear(-1, 2), r"cannot be built.*in_features must be at least",
+                 id="negative-size"),
+    pytest.param({"type": "os.system", "config": {}}, r"cannot be built.*unknown layer type",
+                 id="unknown-layer"),
+    pytest.param({"type": "Linear", "config": {"evil": 1}}, r"cannot be built.*evil",
+                 id="unknown-argument"),
+    pytest.param("Linear", r"cannot be built", id="not-a-dict"),
+])
+def test_load_model_checks_the_architecture_before_allocating(tmp_path, spec, message):
+    path = tmp_path / "crafted.safetensors"
+    tape.save(SMALL, path, metadata={"architecture": spec})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=re.compile(message, re.S)):
+            nn.load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20  # Linear(16000, 16000) alone would be 1 GB
+
+
+def test_a_loaded_model_owns_its_arrays_and_trains(tmp_path):
+    model = _cnn()
+    nn.save_model(model, tmp_path / "m")
+    again = nn.load_model(tmp_path / "m")
+    for p in again.parameters():
+        assert p.data.flags.writeable and p.data.flags.c_contiguous and all(p.data.strides)
+    opt = tape.optim.SGD(again.parameters(), lr=0.1)
+    x = tape.randn(2, 1, 8, 8)
+    with tape.Tape() as t:
+        loss = again(x).sum()
+    before = [p.numpy().copy() for p in again.parameters()]
+    opt.step(t.gradient(loss, list(again.parameters())))
+    assert any((p.numpy() != b).any() for p, b in zip(again.parameters(), before))
 
 
 def test_save_model_needs_built_in_layers(tmp_path):

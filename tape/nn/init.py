@@ -10,7 +10,9 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import numpy as np
 
@@ -20,6 +22,25 @@ from ..tensor import Tensor
 
 def _array(tensor):
     return tensor.data if isinstance(tensor, Tensor) else tensor
+
+
+_building = threading.local()
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Layers built inside hold zero-byte placeholders of their tensors' shapes and skip
+    random initialisation: ``load_model`` checks an architecture against a file's tensors
+    this way before allocating anything, then hands the loaded arrays to the layers."""
+    _building.shapes_only = True
+    try:
+        yield
+    finally:
+        _building.shapes_only = False
+
+
+def building_shapes_only() -> bool:
+    return getattr(_building, "shapes_only", False)
 
 
 def _fill(tensor, values):
@@ -70,11 +91,15 @@ def _fan(tensor, mode):
 
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with samples of U(a, b)."""
+    if building_shapes_only():
+        return tensor
     return _fill(tensor, creation.generator().uniform(a, b, _array(tensor).shape))
 
 
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with samples of N(mean, std**2)."""
+    if building_shapes_only():
+        return tensor
     return _fill(tensor, creation.generator().normal(mean, std, _array(tensor).shape))
 
 

@@ -21,8 +21,13 @@ from .parameter import Parameter
 
 
 def _empty(shape, device=None, dtype=None):
-    """A new (uninitialised) parameter array of ``shape``, float32 unless told."""
-    return backend.to_device(np.empty(shape, dtype=np.dtype(dtype or np.float32)), device)
+    """A new (uninitialised) parameter array of ``shape``, float32 unless told; inside
+    ``init.shapes_only()``, a zero-byte placeholder of that shape."""
+    dtype = np.dtype(dtype or np.float32)
+    if init.building_shapes_only():
+        one = backend.to_device(np.zeros(1, dtype), device)
+        return backend.xp(one).lib.stride_tricks.as_strided(one, shape, (0,) * len(shape))
+    return backend.to_device(np.empty(shape, dtype=dtype), device)
 
 
 def add_weight_and_bias(module, weight_shape, bias, device=None, dtype=None):

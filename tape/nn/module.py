@@ -280,13 +280,15 @@ class Module:
                 m.state_dict(out, prefix + name + ".", keep_vars)
         return out
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy values into the parameters and buffers, in place (cast to each one's dtype
         and device). Shapes must match; with ``strict``, the keys too. Nothing is copied
-        when an error is raised. Returns ``(missing_keys, unexpected_keys)``."""
+        when an error is raised. With ``assign``, they take the state dict's arrays
+        instead (no copy where dtype and device already match), as in PyTorch.
+        Returns ``(missing_keys, unexpected_keys)``."""
         from .state import load_state_dict
 
-        return load_state_dict(self, state_dict, strict)
+        return load_state_dict(self, state_dict, strict, assign)
 
     # ----- description -----
     def _config(self):

@@ -27,9 +27,11 @@ def _as_array(value, name):
                         "array or tensor") from None
 
 
-def load_state_dict(module, state_dict, strict=True):
+def load_state_dict(module, state_dict, strict=True, assign=False):
     """``module.load_state_dict``: every error is collected first; nothing is copied
-    unless all checks pass. Size mismatches raise even when not ``strict`` (as torch)."""
+    unless all checks pass. Size mismatches raise even when not ``strict`` (as torch).
+    With ``assign``, each parameter and buffer takes the loaded array (cast to its dtype
+    and device) instead of copying into its own."""
     own = module.state_dict(keep_vars=True)
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -54,5 +56,9 @@ def load_state_dict(module, state_dict, strict=True):
                            + "\n\t".join(errors))
     for target, value in copies:
         a = target.data
-        a[...] = backend.to_device(value, backend.device_of(a)).astype(a.dtype, copy=False)
+        value = backend.to_device(value, backend.device_of(a)).astype(a.dtype, copy=False)
+        if assign:
+            target.data = value
+        else:
+            a[...] = value
     return IncompatibleKeys(missing, unexpected)

@@ -232,6 +232,8 @@ def _restore(key, value, p: Tensor):
     """A state entry as this parameter needs it: arrays on its device and dtype."""
     if key == "step":
         return int(value)
+    if isinstance(value, Tensor):  # as tape.load returns a saved state dict's arrays
+        value = value.data
     if not hasattr(value, "shape"):
         return value
     if not backend.is_cupy(value):
