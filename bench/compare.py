@@ -75,7 +75,7 @@ ROWS = [
     Row("neighbour: mlp", "mlp", "torch-after-tape", "torch", 1.05),
     Row("neighbour: lenet", "lenet", "torch-after-tape", "torch", 1.05),
 ]
-GPU_ROWS = [  # issue 17's targets, on an H100
+GPU_ROWS = [  # the GPU targets, on an H100
     Row("lenet", "lenet", "tape", "torch", 1.5),
     *[Row(conv_name(s), conv_name(s), "tape", "torch", 2.0) for s in CONV_SHAPES],
     Row("max_pool2d", "max_pool2d", "tape", "torch", 2.0),

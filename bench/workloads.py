@@ -10,7 +10,7 @@ Sides:
 * ``tape``: the public API, as a user writes it (``with tape.Tape() as t``).
 * ``torch``: PyTorch's public API, its default settings (threads included).
 * ``numpy``: the MLP step written by hand in plain numpy, reusing its buffers: the floor
-  for any engine built on numpy (PERFORMANCE.md).
+  for any engine built on numpy (docs/performance.md).
 
 ``device="cuda"``: the same workloads on the GPU (LeNet at batch 256), each step ending
 with a device synchronize so that a step's time is the GPU's work, not its launches.

@@ -6,7 +6,7 @@ for ``Dropout``), and ``tape.nn.save_model`` / ``tape.nn.load_model``, which sto
 architecture with the weights so the model loads without rebuilding it in code.
 
 Run: python examples/cnn.py          (a few seconds on a laptop CPU, nothing downloaded;
-the model is written to runs/cnn-digits.safetensors)
+the model is written to runs/cnn-example.safetensors)
 """
 
 import os
@@ -78,7 +78,7 @@ def main(epochs=8, batch_size=32, lr=3e-3, seed=0, out_dir="runs"):
     # checks a checksum. A custom Module would use tape.save(model.state_dict(), path)
     # and model.load_state_dict(tape.load(path)) instead; see examples/custom_layer.py.
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "cnn-digits.safetensors")
+    path = os.path.join(out_dir, "cnn-example.safetensors")
     nn.save_model(model, path)
     loaded = nn.load_model(path)  # a new Sequential: no build_model() needed
     print(f"saved to {path} ({os.path.getsize(path):,} bytes) and loaded back")

@@ -1,17 +1,21 @@
-"""Train a small MLP or CNN with ``with tape.Tape() as t:`` and report test accuracy.
+"""Train a small MLP or CNN on a gradient tape and report its test accuracy.
 
     python examples/train.py                      # CNN on scikit-learn's digits, no download
     python examples/train.py --model mlp --epochs 20
     python examples/train.py --dataset mnist --data-dir ~/data   # the IDX files from there
+    python examples/train.py --dataset mnist --download          # fetch them into data/
 
-Shows a progress bar with loss and accuracy, prints the test accuracy, saves the model
-with ``tape.nn.save_model`` and plots the training curves to a PNG.
+Each step records the forward pass with ``with tape.Tape() as t:`` and updates the
+weights with ``opt.step(t.gradient(loss, params))``. Shows a progress bar with loss and
+accuracy, prints the test accuracy, saves the model with ``tape.nn.save_model`` and plots
+the training curves to a PNG (``runs/{model}-{dataset}.*``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -22,12 +26,13 @@ from tape.data import DataLoader, TensorDataset
 from tape.data.datasets import MNIST, FashionMNIST, load_digits
 
 
-def datasets(name, data_dir):
+def datasets(name, data_dir, download=False):
     """(train, test) datasets of (N, 1, H, W) float32 images and int64 labels."""
     if name == "digits":
         return load_digits()
     cls = {"mnist": MNIST, "fashion-mnist": FashionMNIST}[name]
-    train, test = cls(data_dir, train=True), cls(data_dir, train=False)
+    train = cls(data_dir, train=True, download=download)
+    test = cls(data_dir, train=False, download=download)
     as_tensors = [TensorDataset(*d.get_batch(np.arange(len(d)))) for d in (train, test)]
     return tuple(as_tensors)
 
@@ -102,29 +107,42 @@ def plot(history, path):
     plt.close(fig)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("``", ""),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"],
-                        default="digits")
+                        default="digits", help="digits ship with scikit-learn; the MNISTs are "
+                        "read from --data-dir")
     parser.add_argument("--data-dir", default="data", help="folder with the IDX files")
-    parser.add_argument("--model", choices=["mlp", "cnn"], default="cnn")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--download", action="store_true",
+                        help="fetch missing MNIST files into --data-dir")
+    parser.add_argument("--model", choices=["mlp", "cnn"], default="cnn", help="network")
+    parser.add_argument("--epochs", type=int, default=30, help="passes over the data")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step")
     parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"],
-                        default="adam")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+                        default="adam", help="update rule (cosine learning-rate schedule)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="initial learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="weights, shuffling, dropout")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default="runs", help="folder for the model and the plot")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-augment", action="store_true",
                         help="no random 1-pixel shifts of the CNN's training images")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
 
     from tqdm import tqdm
 
     tape.manual_seed(args.seed)
-    train, test = datasets(args.dataset, args.data_dir)
+    try:
+        train, test = datasets(args.dataset, args.data_dir, args.download)
+    except FileNotFoundError:
+        sys.exit(f"train.py: the {args.dataset} files are not in {args.data_dir!r}: add "
+                 "--download to fetch them there, or point --data-dir at them")
     size = train[0][0].shape[-1]
     model = build_model(args.model, size).to(args.device)
     params = list(model.parameters())

@@ -1,7 +1,7 @@
 """Bad inputs: one table, each row the exception type and a fragment of its message.
 
-Messages should speak the user's language: the op, the shapes, what to do next
-(ARCHITECTURE.md, habit 10). A raw numpy error without the op's name is a failure here.
+Messages should speak the user's language: the op, the shapes, what to do next.
+A raw numpy error without the op's name is a failure here.
 """
 
 from __future__ import annotations
@@ -491,7 +491,7 @@ CASES = [
     pytest.param(lambda: len(tape.tensor(1.0)), TypeError, r"0-d", id="len-0d"),
     pytest.param(lambda: tape.tensor("abc"), TypeError, r"str", id="tensor-of-str"),
     pytest.param(lambda: tape.tensor([object()]), TypeError, r"object", id="tensor-of-objects"),
-    # ----- axes out of range never wrap (issue 12) -----
+    # ----- axes out of range never wrap -----
     pytest.param(lambda: t23().transpose(1, 2), ValueError,
                  r"transpose.*axis 2.*out of range", id="transpose-axis-out-of-range"),
     pytest.param(lambda: t23().transpose(0, 3), ValueError,

@@ -1,4 +1,4 @@
-"""Type promotion of the arithmetic ops follows PyTorch's rule (API.md, "Tensors"): each
+"""Type promotion of the arithmetic ops follows PyTorch's rule (tape.ops.core.promoted): each
 pair of operand kinds, tape's result dtype and values against torch's."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""House style (ARCHITECTURE.md): ruff's pycodestyle and pyflakes rules at 100 columns."""
+"""House style: ruff's pycodestyle and pyflakes rules at 100 columns."""
 
 import pathlib
 import shutil

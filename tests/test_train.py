@@ -74,3 +74,18 @@ def test_training_reads_idx_files_from_data_dir(tmp_path, dataset):
                            "--model", "mlp", "--no-progress", "--out", str(tmp_path)])
     assert accuracy > 0.5  # ten bars at different heights: easy once it has learnt
     assert (tmp_path / f"mlp-{dataset}.safetensors").exists()
+
+
+def test_help_shows_defaults_and_no_markup(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and "--download" in text
+    assert "(default: 30)" in text and "(default: digits)" in text
+
+
+def test_missing_mnist_files_end_in_one_line_naming_download(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        train.main(["--dataset", "mnist", "--data-dir", str(tmp_path), "--no-progress"])
+    message = str(info.value.code)
+    assert "--download" in message and str(tmp_path) in message and "\n" not in message

@@ -1,6 +1,6 @@
 """tape's own threads for the CPU kernels and GEMMs: the calling thread plus a few helpers.
 
-Why a pool of our own (PERFORMANCE.md, trap 1). After each threaded GEMM, OpenBLAS's
+Why a pool of our own (docs/performance.md, "Two traps"). After each threaded GEMM, OpenBLAS's
 idle workers spin for about 2**28 cycles (~0.1 s); libgomp's (numba's parallel layer)
 spin too. A second pool's threads then find their core taken: a parallel numba kernel
 right after a GEMM ran no faster than on one thread, or 3-8x slower with libgomp. The

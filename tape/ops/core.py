@@ -162,7 +162,7 @@ def _constant(c, like):
 _constants = {}
 
 
-# ----- type promotion: PyTorch's rule (API.md, "Tensors") -----
+# ----- type promotion: PyTorch's rule -----
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 _DEFAULT = {0: np.dtype(bool), 1: np.dtype(np.int64), 2: np.dtype(np.float32),
             3: np.dtype(np.complex64)}  # the dtype a Python number of each category takes
