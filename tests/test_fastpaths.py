@@ -91,3 +91,19 @@ def test_forwards_calling_array_methods_still_take_numbers_and_lists():
     assert F.sum(3.0) == 3.0 and F.max([1.0, 5.0]) == 5.0 and F.mean([1.0, 2.0]) == 1.5
     assert F.reshape([1.0, 2.0, 3.0, 4.0], (2, 2)).tolist() == [[1.0, 2.0], [3.0, 4.0]]
     np.testing.assert_allclose(F.softmax([0.0, 0.0]), [0.5, 0.5])
+
+
+@pytest.mark.parametrize("size", [5, 300_000])  # the generic rule and the one-pass kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gradient_matches_pytorch_at_nan_zero_and_infinities(size, dtype):
+    torch = pytest.importorskip("torch")
+    special = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, 1.0, -1.0], dtype)
+    x = np.resize(special, size)
+    g = np.random.default_rng(0).standard_normal(size).astype(dtype)
+    ours = tape.tensor(x, requires_grad=True)
+    with tape.Tape() as t:
+        y = tape.relu(ours)
+    got = t.gradient(y, ours, output_gradients=tape.tensor(g)).numpy()
+    theirs = torch.tensor(x, requires_grad=True)
+    torch.relu(theirs).backward(torch.tensor(g))
+    np.testing.assert_array_equal(got, theirs.grad.numpy())

@@ -45,7 +45,7 @@ def _relu(start, stop, x, y, zero):
 @kernel
 def _relu_grad(start, stop, g, y, dx, zero):
     for i in range(U(start), U(stop)):
-        dx[i] = g[i] if y[i] > 0 else zero
+        dx[i] = zero if y[i] <= 0 else g[i]  # NaN passes g through, as PyTorch's
 
 
 def relu(x):
@@ -56,7 +56,7 @@ def relu(x):
 
 
 def relu_grad(g, y):
-    """``g`` where the ReLU's output ``y`` is positive, else 0."""
+    """0 where the ReLU's output ``y`` is <= 0, else ``g`` (NaN included, as PyTorch)."""
     dx = buffers.empty(g.shape, g.dtype)
     parallel_for(_relu_grad, g.size, g.reshape(-1), y.reshape(-1), dx.reshape(-1),
                  g.dtype.type(0))

@@ -93,10 +93,10 @@ def _relu(x):
 
 
 def _relu_vjp(g, ans, x):
-    """g where the output is positive (a NaN input gets no gradient, as ``x > 0``)."""
+    """0 where the input is <= 0, else g: a NaN input passes g through, as in PyTorch."""
     if _cpu.applies(g, ans):  # first order, no jacobian axes: one pass on tape's threads
         return _cpu.relu_grad(g, ans)
-    return where(x > 0, g, 0)
+    return where(x <= 0, 0, g)
 
 
 relu = Op("relu", _relu, _relu_vjp)
