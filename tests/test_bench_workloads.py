@@ -55,4 +55,7 @@ def test_gradient_steps_agree(name, device):
     theirs = workloads.torch_step(name, device)()
     ours = ours if isinstance(ours, list) else [ours]
     for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.numpy(), b.detach().cpu().numpy(), rtol=2e-4, atol=2e-4)
+        b = b.detach().cpu().numpy()
+        # float32 sums of thousands of terms: the error scales with the largest values
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a.numpy(), b, rtol=2e-4, atol=2e-5 * scale)
