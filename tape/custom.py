@@ -10,20 +10,20 @@ from __future__ import annotations
 import functools
 
 from . import backend
-from .ops.core import Op
+from .ops.core import Op, lead_axes
 from .modes import no_grad
 from .tensor import Tensor, wrap
 
 
-def _per_slice(rule, g, ans, n_inputs):
-    """Call ``rule(g)`` for each slice of the leading batch axes of ``g`` and stack."""
-    nb = g.ndim - ans.ndim
-    if nb == 0:
+def _per_slice(rule, g, shape, n_inputs):
+    """Call ``rule(g)`` for each slice of the leading batch axes of ``g`` (a cotangent for
+    an output of ``shape``) and stack."""
+    lead = lead_axes(g, len(shape))
+    if not lead:
         return rule(g)
     from .ops.shape import reshape, stack
 
-    lead = g.shape[:nb]
-    flat = reshape(g, shape=(-1,) + ans.shape)
+    flat = reshape(g, shape=(-1,) + tuple(shape))
     rows = [rule(flat[i]) for i in range(flat.shape[0])]
     out = []
     for k in range(n_inputs):
@@ -37,24 +37,26 @@ def _per_slice(rule, g, ans, n_inputs):
 
 
 # ----- custom_gradient -----
-def _custom_vjp(g, ans, *inputs, grad_fn, value=None):
+def _custom_vjp(g, ans, *inputs, grad_fn, count, value=None):
+    """The user's ``grad_fn``; it closes over what it needs, so the entry keeps nothing
+    else (the output's values are the unread ``value``)."""
+
     def call(gs):
         tensor_mode = isinstance(gs, Tensor)
         grads = grad_fn(gs if tensor_mode else wrap(gs))
         grads = list(grads) if isinstance(grads, (list, tuple)) else [grads]
-        if len(grads) != len(inputs):
+        if len(grads) != count:
             raise ValueError(
-                f"custom_gradient: grad_fn returned {len(grads)} gradients for "
-                f"{len(inputs)} inputs"
+                f"custom_gradient: grad_fn returned {len(grads)} gradients for {count} inputs"
             )
         if tensor_mode:
             return grads
         return [gr.data if isinstance(gr, Tensor) else gr for gr in grads]
 
-    return _per_slice(call, g, ans, len(inputs))
+    return _per_slice(call, g, ans.shape, count)
 
 
-_custom_op = Op("custom_gradient", lambda *xs, value, grad_fn: value, joint=_custom_vjp)
+_custom_op = Op("custom_gradient", lambda *xs, value, grad_fn, count: value, joint=_custom_vjp)
 
 
 def custom_gradient(fn):
@@ -79,7 +81,7 @@ def custom_gradient(fn):
             )
         y, grad_fn = result
         value = y.data if isinstance(y, Tensor) else y
-        return _custom_op(*inputs, value=value, grad_fn=grad_fn)
+        return _custom_op(*inputs, value=value, grad_fn=grad_fn, count=len(inputs))
 
     return wrapper
 
@@ -166,7 +168,7 @@ def _function_vjp(g, ans, *inputs, cls, ctx):
         return [None if gr is None else _once_differentiable(gs, *inputs, value=gr, cls=cls)
                 for gr in grads]
 
-    return _per_slice(call, g, ans, len(inputs))
+    return _per_slice(call, g, ans.shape, len(inputs))
 
 
 def _refuse_second_order(g, ans, *inputs, value, cls):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .node import Node, key_of
+from .ops.core import ANS, INPUTS, OUT, PARAMS
 from .tape import format_line
 from .tensor import Tensor
 
@@ -61,47 +63,57 @@ def _paused(tape):
 # ----- the paths from the source and to the target -----
 class _Paths:
     """One forward pass (what depends on the source) and one backward pass (what the
-    targets depend on, through any edge and through edges that carry a gradient)."""
+    targets depend on, through any edge and through edges that carry a gradient).
+    Tensors are followed by their nodes; values only where the tape kept them."""
 
     def __init__(self, tape, targets, source):
         entries = tape._entries
-        self.from_source = {id(source)}
-        for _, inputs, _, out, _, _ in entries:
-            if any(id(a) in self.from_source for a in inputs):
-                self.from_source.add(id(out))
-        self.produced = {id(e[3]) for e in entries}
-        self.needed = {id(t) for t in targets}  # through any edge
+        self.from_source = {source._node}
+        for entry in entries:
+            if any(key_of(a) in self.from_source for a in entry[INPUTS]):
+                self.from_source.add(entry[OUT])
+        self.produced = {e[OUT] for e in entries}
+        self.needed = {t._node for t in targets}  # through any edge
         self.flowing = set(self.needed)  # through edges that carry a gradient
         self.cuts = []  # entries where the gradient stops on a path from the source
         self.constants = []  # (k, value): unrecorded inputs on the target's paths
         for k in range(len(entries) - 1, -1, -1):
             entry = entries[k]
-            out = id(entry[3])
+            out = entry[OUT]
             if out not in self.needed:
                 continue
-            for i, a in enumerate(entry[1]):
-                if not isinstance(a, Tensor):
+            for i, a in enumerate(entry[INPUTS]):
+                n = key_of(a)
+                if n is None:
                     if hasattr(a, "shape") and hasattr(a, "dtype"):
                         self.constants.append((k, a))  # a raw array, e.g. x.data
                     continue
-                self.needed.add(id(a))
-                if id(a) not in self.produced and id(a) not in tape._watched:
+                self.needed.add(n)
+                if n not in self.produced and n not in tape._watched:
                     self.constants.append((k, a))
                 if out in self.flowing:
                     if _passes_gradient(entry, i):
-                        self.flowing.add(id(a))
-                    elif id(a) in self.from_source:
+                        self.flowing.add(n)
+                    elif n in self.from_source:
                         self.cuts.append(k)
-            for p in entry[4].values():  # arrays among the params, e.g. an index
+            for p in entry[PARAMS].values():  # arrays among the params, e.g. an index
                 for a in p if isinstance(p, (list, tuple)) else (p,):
                     if isinstance(a, (Tensor, np.ndarray)):
                         self.constants.append((k, a))
-        self.derived = [source] + [e[3] for e in entries if id(e[3]) in self.from_source]
+        kept = {}  # the tensors derived from the source whose values the tape holds
+        for entry in entries:
+            for x in (entry[ANS],) + entry[INPUTS]:
+                if isinstance(x, Tensor) and x._node in self.from_source:
+                    kept.setdefault(x._node, x)
+        kept.pop(source._node, None)
+        self.derived = [source] + list(kept.values())
 
 
 def _copy_of_source(paths, value):
     """A derived tensor whose memory or values ``value`` holds (a leak through numpy).
     Values are compared only when they vary: any two zero tensors are equal."""
+    if isinstance(value, Node):  # the tape kept only its shape and dtype
+        return None
     data = value.data if isinstance(value, Tensor) else value
     checks = 0 if data.size > 1 and bool((data != data.reshape(-1)[0]).any()) else None
     for d in paths.derived:
@@ -116,7 +128,7 @@ def _copy_of_source(paths, value):
 
 
 def _kind(value):
-    return "tensor" if isinstance(value, Tensor) else "numpy array"
+    return "tensor" if isinstance(value, (Tensor, Node)) else "numpy array"
 
 
 # ----- the explanation -----
@@ -128,17 +140,17 @@ def explain(tape, target, source) -> str:
         return ("This tape is not persistent and released its entries after gradient(), so "
                 "it cannot explain anything any more. Create it with "
                 "tape.Tape(persistent=True) to call explain() after gradient().")
-    if id(source) not in tape._watched:
+    if source._node not in tape._watched:
         return _never_watched(tape, source, name)
     paths = _Paths(tape, targets, source)
-    if id(source) in paths.flowing:
+    if source._node in paths.flowing:
         return f"{name} is connected: the target depends on it through differentiable ops."
-    if id(source) in paths.needed:  # connected, but every path crosses a cut
+    if source._node in paths.needed:  # connected, but every path crosses a cut
         k = min(paths.cuts)
         return (f"{name} is watched, but the path to the target goes through "
                 f"{_entry_text(tape, k)}, which is not differentiable (an integer cast, or an "
                 "op that gives no gradient to that input); no gradient flows back through it.")
-    if not any(id(t) in paths.produced for t in targets):
+    if not any(t._node in paths.produced for t in targets):
         return _target_not_recorded(tape, name)
     for k, value in paths.constants:
         d = _copy_of_source(paths, value)
@@ -158,7 +170,8 @@ def explain(tape, target, source) -> str:
                 f"{_kind(value)} of shape {tuple(value.shape)} that this tape did not record. "
                 f"{_paused(tape).capitalize()}; if that value was computed from the source "
                 "inside such a block, the path is cut there. Compute it outside the block.")
-    users = [k for k, e in enumerate(tape._entries) if any(a is source for a in e[1])]
+    users = [k for k, e in enumerate(tape._entries)
+             if any(key_of(a) is source._node for a in e[INPUTS])]
     if not users:
         used = " No recorded op uses it."
     elif len(users) == 1:

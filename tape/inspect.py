@@ -1,14 +1,14 @@
 """Seeing the tape: a summary table, memory per op, and Graphviz pictures.
 
-A tape is plain data, a list of entries ``(op, inputs, arrays, output, params, where)``,
-so it can be printed and drawn without any framework machinery.
+A tape is plain data, a list of entries ``(op, inputs, ans, out, params, where)`` (see
+``ops/core.py``), so it can be printed and drawn without any framework machinery.
 
-Bytes: an entry keeps alive every array it references for its gradient (its inputs,
-constants such as the 0-d array of ``x * 2.0``, its output, and arrays among its
-params). A view keeps its whole base array alive, so a view counts as its base. An
-array held by several entries (one entry's output is the next one's input) counts
-once, at the first entry that holds it: the bytes column adds up to the total, and
-``memory()`` adds the same numbers per op.
+Bytes: an entry keeps alive the arrays its rules read (kept inputs, constants such as
+the 0-d array of ``x * 2.0``, a kept output, arrays among its params); tensors it does
+not need are only nodes (shape and dtype). A view keeps its whole base array alive, so
+a view counts as its base. An array held by several entries (one entry's output is the
+next one's input) counts once, at the first entry that holds it: the bytes column adds
+up to the total, and ``memory()`` adds the same numbers per op.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import os
 import shutil
 import subprocess
 
+from .node import Node, key_of
+from .ops.core import INPUTS, OP, OUT
 from .tensor import Tensor
 
 
@@ -31,9 +33,9 @@ def _root(a):
 
 def _held(entry):
     """The arrays an entry keeps alive, each once, by the id of its root buffer."""
-    _, inputs, arrays, out, params, _ = entry
+    _, inputs, ans, _, params, _ = entry
     found = {}
-    items = list(inputs) + list(arrays) + [out]
+    items = list(inputs) + [ans]
     for p in params.values():
         items.extend(p if isinstance(p, (list, tuple)) else (p,))
     for a in items:
@@ -58,7 +60,7 @@ def memory(tape) -> dict:
     """``{"total": bytes, op name: bytes, ...}``; an array shared by entries counts once."""
     per_op = {}
     for entry, n in zip(tape._entries, _new_bytes(tape)):
-        per_op[entry[0].name] = per_op.get(entry[0].name, 0) + n
+        per_op[entry[OP].name] = per_op.get(entry[OP].name, 0) + n
     return {"total": sum(per_op.values()), **per_op}
 
 
@@ -74,7 +76,7 @@ def _human(n):
 
 # ----- the table -----
 def _sig(x):
-    if isinstance(x, Tensor):
+    if isinstance(x, (Tensor, Node)):
         return f"{tuple(x.shape)} {x.dtype}"
     if hasattr(x, "shape") and hasattr(x, "dtype"):
         return f"const {tuple(x.shape)} {x.dtype}"
@@ -123,7 +125,7 @@ def summary(tape) -> str:
                                             sorted(mem.items(), key=lambda kv: -kv[1])))
     if tape._spent:
         lines.append("(this tape is not persistent: gradient() released its entries)")
-    elif entries and not any(e[5] for e in entries):
+    elif entries and not any(e[-1] for e in entries):
         lines.append("(create the tape with tape.Tape(source_lines=True) to see source lines)")
     return "\n".join(lines)
 
@@ -161,12 +163,13 @@ def _q(text):
 
 
 def _names(namespace):
-    """``{id(tensor): name}`` from a namespace such as ``locals()``; the first name wins,
-    except that names starting with an underscore give way to others."""
+    """``{node: name}`` for the tensors of a namespace such as ``locals()``; the first
+    name wins, except that names starting with an underscore give way to others."""
     out = {}
     for k, v in (namespace or {}).items():
-        if isinstance(v, Tensor) and (id(v) not in out or out[id(v)].startswith("_")):
-            out[id(v)] = str(k)
+        n = v._node if isinstance(v, Tensor) else None
+        if n is not None and (n not in out or out[n].startswith("_")):
+            out[n] = str(k)
     return out
 
 
@@ -181,58 +184,58 @@ def to_dot(tape, target=None, names=None) -> str:
     """
     entries = tape._entries
     names = _names(names)
-    targets = {id(t) for t in (target if isinstance(target, (list, tuple)) else [target])
+    targets = {t._node for t in (target if isinstance(target, (list, tuple)) else [target])
                if t is not None}
-    produced = {id(e[3]) for e in entries}
+    produced = {e[OUT] for e in entries}
     lines = ["digraph tape {", "  rankdir=TB;",
              '  node [shape=ellipse, fontname="Helvetica", fontsize=10, margin="0.1,0.03"];',
              "  edge [arrowsize=0.6];"]
-    tensor_ids, inside = {}, {}  # id -> node name; id of a tensor made inside a block -> block
+    boxes, inside = {}, {}  # node -> box name; node of a tensor made inside a block -> block
 
-    def tensor_node(x):
-        key = tensor_ids.get(id(x))
-        if key is None:
-            key = tensor_ids[id(x)] = f"t{len(tensor_ids)}"
-            name = names.get(id(x))
-            label = (f"{name}\n" if name else "") + f"{tuple(x.shape)} {x.dtype}"
+    def tensor_box(n):
+        box = boxes.get(n)
+        if box is None:
+            box = boxes[n] = f"t{len(boxes)}"
+            name = names.get(n)
+            label = (f"{name}\n" if name else "") + f"{tuple(n.shape)} {n.dtype}"
             style = ""
-            if id(x) in targets:
+            if n in targets:
                 style = f', style="filled,bold", fillcolor="{_TARGET}"'
-            elif id(x) in tape._variables:
+            elif n in tape._variables:
                 style = f', style=filled, fillcolor="{_VARIABLE}"'
-            elif id(x) not in produced:
+            elif n not in produced:
                 style = f', style=filled, fillcolor="{_CONSTANT}", color="#999999"'
-            lines.append(f"  {key} [shape=box, label={_q(label)}{style}];")
-        return key
+            lines.append(f"  {box} [shape=box, label={_q(label)}{style}];")
+        return box
 
-    def edges_in(node, inputs, skip=()):
-        for a in {id(a): a for a in inputs if isinstance(a, Tensor)}.values():
-            if id(a) in skip:
+    def edges_in(op_node, inputs, skip=()):
+        for n in dict.fromkeys(key_of(a) for a in inputs if isinstance(a, (Tensor, Node))):
+            if n in skip:
                 continue
-            if id(a) in inside:
-                lines.append(f"  {inside[id(a)]} -> {node} [style=dashed];")
+            if n in inside:
+                lines.append(f"  {inside[n]} -> {op_node} [style=dashed];")
             else:
-                lines.append(f"  {tensor_node(a)} -> {node};")
+                lines.append(f"  {tensor_box(n)} -> {op_node};")
 
-    runs = (_blocks([e[0].name for e in entries]) if len(entries) > _COLLAPSE_OVER
+    runs = (_blocks([e[OP].name for e in entries]) if len(entries) > _COLLAPSE_OVER
             else [(k, 1, 1) for k in range(len(entries))])
     for start, period, reps in runs:
-        node, stop = f"op{start}", start + period * reps
+        op_node, stop = f"op{start}", start + period * reps
         if reps == 1:
             op, inputs, _, _, _, where = entries[start]
             where = f"\n{os.path.basename(where[0])}:{where[1]}" if where else ""
-            lines.append(f"  {node} [label={_q(op.name + where)}];")
-            edges_in(node, inputs)
+            lines.append(f"  {op_node} [label={_q(op.name + where)}];")
+            edges_in(op_node, inputs)
         else:
-            ops = ", ".join(e[0].name for e in entries[start: start + period])
+            ops = ", ".join(e[OP].name for e in entries[start: start + period])
             label = f"[{ops}] x {reps}\nentries {start}-{stop - 1}"
-            lines.append(f"  {node} [style=dashed, label={_q(label)}];")
-            made = {id(e[3]) for e in entries[start:stop]}
-            edges_in(node, [a for e in entries[start:stop] for a in e[1]], skip=made)
-            inside.update((i, node) for i in made)
-        last = entries[stop - 1][3]
-        inside.pop(id(last), None)
-        lines.append(f"  {node} -> {tensor_node(last)};")
+            lines.append(f"  {op_node} [style=dashed, label={_q(label)}];")
+            made = {e[OUT] for e in entries[start:stop]}
+            edges_in(op_node, [a for e in entries[start:stop] for a in e[INPUTS]], skip=made)
+            inside.update((n, op_node) for n in made)
+        last = entries[stop - 1][OUT]
+        inside.pop(last, None)
+        lines.append(f"  {op_node} -> {tensor_box(last)};")
     lines.append("}")
     return "\n".join(lines)
 

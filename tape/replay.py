@@ -1,8 +1,8 @@
 """Replaying a tape in reverse: gradients, vector-Jacobian products and jacobians.
 
 One loop over the entries, newest first. No recursion and no topological sort: the
-tape is already in execution order. Gradients wait in a dict keyed by tensor id and
-are popped once their entry consumed them.
+tape is already in execution order. Gradients wait in a dict keyed by node (a tensor's
+identity on the tape, ``node.py``) and are popped once their entry consumed them.
 
 Every rule may receive a cotangent with extra leading batch axes (``lead``); that is
 how ``jacobian`` replays once for all the rows of the Jacobian at once.
@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
+from .node import Node, key_of, node_of
+from .ops.core import INPUTS, OUT
 from .ops.elementwise import cast
 from .ops.shape import reshape, sum_to, transpose
 from .tape import _local, format_line
@@ -60,8 +62,8 @@ def gradients(tape, targets, seeds, sources):
     grads = {}
     for t, s in zip(targets, seeds):
         g = _seed(t, s)
-        prev = grads.get(id(t))
-        grads[id(t)] = g if prev is None else prev + g
+        prev = grads.get(node_of(t))
+        grads[t._node] = g if prev is None else prev + g
     return run(tape, grads, sources, ())
 
 
@@ -78,7 +80,7 @@ def jacobians(tape, target, sources, batch):
         if target.ndim == 0:
             raise ValueError("batch_jacobian needs a target with a leading batch axis")
         eye = xp.ascontiguousarray(xp.broadcast_to(eye[:, None], (m,) + target.shape))
-    grads = {id(target): eye}
+    grads = {node_of(target): eye}
     raw = run(tape, grads, sources, (m,))
     out = []
     for g, s in zip(raw, sources):
@@ -98,128 +100,127 @@ def jacobians(tape, target, sources, batch):
 
 
 def run(tape, grads, sources, lead):
-    """The reverse loop. ``grads`` maps target ids to their cotangents on entry."""
+    """The reverse loop. ``grads`` maps the targets' nodes to their cotangents on entry.
+
+    Per entry: take the gradient waiting for its output (none: nothing to do), call the
+    rule of each input that leads back to a source, fit the result to that input and
+    add it to the input's gradient. With no tape recording around the call, rules get
+    raw arrays (an entry's kept tensors as their arrays); under a recording tape, they
+    get the tensors themselves, so that tape records the gradient computation."""
     entries = tape._entries
     n = len(entries)  # the loop may append to a persistent, recording tape: stop here
-    source_ids = {id(s) for s in sources}
-    tensor_mode = bool(_local.stack)  # another tape is recording: rules run on Tensors
+    wanted = {node_of(s) for s in sources}
+    tensor_mode = bool(_local.stack)
     if tensor_mode:
         grads = {k: v if isinstance(v, Tensor) else wrap(v) for k, v in grads.items()}
-    else:  # raw mode: rules take and return arrays from here on
+    else:
         grads = {k: v.data if isinstance(v, Tensor) else v for k, v in grads.items()}
-    dep = _depends_on_sources(tape, entries, n, source_ids)
-    if not (tensor_mode or lead or _local.anomaly or tape.check_broadcast):
-        return _run_first_order(entries, n, grads, dep, source_ids, sources)
-    anomaly = _local.anomaly
-    check_broadcast = tape.check_broadcast
+    dep = _depends_on_sources(tape, entries, n, wanted)
+    checking = bool(_local.anomaly or tape.check_broadcast)
     nb = len(lead)
+    simple = not (tensor_mode or checking or nb)  # first order on arrays, no checks
     pop = grads.pop
     results = {}
     for k in range(n - 1, -1, -1):
-        op, inputs, arrays, out, params, where = entries[k]
-        oid = id(out)
-        g = pop(oid, None)
+        op, inputs, ans, out, params, where = entries[k]
+        g = pop(out, None)
         if g is None:
             continue
-        if oid in source_ids:
-            results[oid] = g
-        if oid not in dep:
+        if out in wanted:
+            results[out] = g
+        if out not in dep:
+            continue
+        vjp = op.vjp
+        if simple and not params and type(vjp) is tuple and len(vjp) <= 2:
+            _simple_rules(grads, dep, op, vjp, g, ans, inputs)
             continue
         if tensor_mode:
-            args, ans = inputs, out
+            args = inputs
             if not isinstance(g, Tensor):
                 g = wrap(g)
         else:
-            args, ans = arrays, out.data
-        vjp = op.vjp
+            args = _raw(inputs)
+            if type(ans) is not Node:
+                ans = ans.data
         joint = type(vjp) is not tuple
-        if joint:  # one rule returns a gradient per input
-            gis = vjp(g, ans, *args, **params)
-        for i, a in enumerate(inputs):
-            if id(a) not in dep:
+        gis = vjp(g, ans, *args, **params) if joint else None
+        for i, x in enumerate(inputs):
+            x = x if type(x) is Node else getattr(x, "_node", None)
+            if x not in dep:
                 continue
             if joint:
                 gi = gis[i]
-            elif vjp[i] is None:
-                continue
             else:
-                gi = vjp[i](g, ans, *args, **params)
+                rule = vjp[i]
+                gi = None if rule is None else rule(g, ans, *args, **params)
             if gi is None:
                 continue
-            if check_broadcast and gi.shape[nb:] != a.shape and id(a) in tape._variables:
-                _warn_broadcast(op, a, gi.shape[nb:], where)
-            gi = _accumulate(grads, a, gi, nb, op, i)
-            if anomaly:
-                _check_finite(gi, op, where)
-    return _results(results, grads, source_ids, sources)
+            if checking:
+                _check(tape, op, x, gi, nb, where)
+            _accumulate(grads, x, gi, nb, op, i)
+    return [results.get(s._node, grads.get(s._node)) for s in sources]
 
 
-def _run_first_order(entries, n, grads, dep, source_ids, sources):
-    """``run``'s loop for the common case: first order on raw arrays, no jacobian batch
-    axes, no anomaly or broadcast checks. The same steps as the general loop, with one-
-    and two-input rules unrolled: this loop is most of the per-op cost of small models."""
-    pop = grads.pop
-    results = {}
-    for k in range(n - 1, -1, -1):
-        op, inputs, arrays, out, params, _ = entries[k]
-        oid = id(out)
-        g = pop(oid, None)
-        if g is None:
-            continue
-        if oid in source_ids:
-            results[oid] = g
-        if oid not in dep:
-            continue
-        vjp = op.vjp
-        if type(vjp) is tuple and not params:
-            if len(vjp) == 2:
-                a, b = inputs
-                ra, rb = vjp
-                if ra is not None and id(a) in dep:
-                    _accumulate(grads, a, ra(g, out.data, *arrays), 0, op, 0)
-                if rb is not None and id(b) in dep:
-                    _accumulate(grads, b, rb(g, out.data, *arrays), 0, op, 1)
-                continue
-            if len(vjp) == 1:
-                a = inputs[0]
-                if id(a) in dep:
-                    _accumulate(grads, a, vjp[0](g, out.data, *arrays), 0, op, 0)
-                continue
-        ans = out.data
-        gis = None if type(vjp) is tuple else vjp(g, ans, *arrays, **params)
-        for i, a in enumerate(inputs):
-            if id(a) not in dep:
-                continue
-            if gis is not None:
-                _accumulate(grads, a, gis[i], 0, op, i)
-            elif vjp[i] is not None:
-                _accumulate(grads, a, vjp[i](g, ans, *arrays, **params), 0, op, i)
-    return _results(results, grads, source_ids, sources)
+def _simple_rules(grads, dep, op, vjp, g, ans, inputs):
+    """``run``'s step for the commonest entry, written out: one or two inputs with a rule
+    each, no params, first order on arrays. About a tenth of a small model's replay."""
+    if type(ans) is not Node:
+        ans = ans.data
+    if len(vjp) == 1:
+        (x,) = inputs
+        if type(x) is Node:
+            if x in dep:
+                _accumulate(grads, x, vjp[0](g, ans, x), 0, op, 0)
+        elif x._node in dep:
+            _accumulate(grads, x._node, vjp[0](g, ans, x.data), 0, op, 0)
+        return
+    a, b = inputs
+    ka = a if type(a) is Node else getattr(a, "_node", None)
+    kb = b if type(b) is Node else getattr(b, "_node", None)
+    va = a.data if isinstance(a, Tensor) else a
+    vb = b.data if isinstance(b, Tensor) else b
+    ra, rb = vjp
+    if ra is not None and ka in dep:
+        _accumulate(grads, ka, ra(g, ans, va, vb), 0, op, 0)
+    if rb is not None and kb in dep:
+        _accumulate(grads, kb, rb(g, ans, va, vb), 0, op, 1)
 
 
-def _accumulate(grads, a, gi, nb, op, index):
-    """Add ``gi`` to input ``a``'s gradient, fitted to it first: broadcasting undone (the
-    one place that does it; ``nb`` leading jacobian axes kept) and the input's dtype.
-    Returns the fitted ``gi``. A gradient that does not sum back to the input's shape
-    (a rule's mistake) raises, naming ``op`` and the input's ``index``."""
-    if gi is None:
-        return None
-    data = a.data
+def _raw(inputs):
+    """The rules' arguments in a first-order replay: kept tensors as their arrays."""
+    if len(inputs) == 2:
+        a, b = inputs
+        return (a.data if isinstance(a, Tensor) else a, b.data if isinstance(b, Tensor) else b)
+    return [x.data if isinstance(x, Tensor) else x for x in inputs]
+
+
+def _check(tape, op, x, gi, nb, where):
+    """The replay's optional checks: ``Tape(check_broadcast=True)`` and anomaly mode."""
+    if tape.check_broadcast and gi.shape[nb:] != x.shape and x in tape._variables:
+        _warn_broadcast(op, x, gi.shape[nb:], where)
+    if _local.anomaly:
+        _check_finite(gi, op, where)
+
+
+def _accumulate(grads, x, gi, nb, op, index):
+    """Add ``gi`` to the gradient of the input whose node is ``x``, fitted to it first:
+    broadcasting undone (the one place that does it; ``nb`` leading jacobian axes kept)
+    and the input's dtype. A gradient that does not sum back
+    to the input's shape (a rule's mistake) raises, naming ``op`` and the input's
+    ``index``."""
     core = gi.shape[nb:] if nb else gi.shape
-    if core != data.shape:
-        if not _sums_to(core, data.shape):
+    if core != x.shape:
+        if not _sums_to(core, x.shape):
             raise ValueError(
                 f"the gradient rule of '{op.name}' returned a gradient of shape {tuple(core)} "
-                f"for its input {index}, of shape {tuple(data.shape)}: a gradient must have "
+                f"for its input {index}, of shape {tuple(x.shape)}: a gradient must have "
                 "its input's shape, or a shape that broadcasting the input gives (it is then "
                 "summed back)")
-        gi = sum_to(gi, shape=data.shape, nb=nb)
-    if gi.dtype is not data.dtype and gi.dtype != data.dtype:
-        gi = cast(gi, dtype=data.dtype)
-    aid = id(a)
-    prev = grads.get(aid)
-    grads[aid] = gi if prev is None else prev + gi
-    return gi
+        gi = sum_to(gi, shape=x.shape, nb=nb)
+    if gi.dtype is not x.dtype and gi.dtype != x.dtype:
+        gi = cast(gi, dtype=x.dtype)
+    prev = grads.get(x)
+    grads[x] = gi if prev is None else prev + gi
 
 
 def _sums_to(shape, target):
@@ -229,29 +230,18 @@ def _sums_to(shape, target):
     return all(t == s or t == 1 for s, t in zip(shape[len(shape) - len(target):], target))
 
 
-def _results(results, grads, source_ids, sources):
-    """Each source's gradient, in order: recorded as the loop passed its entry (a source
-    that is also an op's output), else what accumulated for it (None if nothing)."""
-    for sid in source_ids:
-        if sid not in results and sid in grads:
-            results[sid] = grads[sid]
-    return [results.get(id(s)) for s in sources]
-
-
-def _depends_on_sources(tape, entries, n, source_ids):
-    """Ids of the tensors that depend on a source: only those need gradients."""
-    if source_ids.issuperset(tape._variables):
+def _depends_on_sources(tape, entries, n, wanted):
+    """The nodes of the tensors that depend on a source: only those need gradients."""
+    if wanted.issuperset(tape._variables):
         # Every tensor the tape watches descends from a watched variable, and all of
         # those are sources: the watched set is the answer, no pass over the entries.
         # (A source that is not watched has no entry that uses it anyway.)
         return tape._watched
-    dep = source_ids & tape._watched  # an unwatched source gets no gradient, as in TF
+    dep = wanted & tape._watched  # an unwatched source gets no gradient, as in TF
     for k in range(n):
-        e = entries[k]
-        for a in e[1]:
-            if id(a) in dep:
-                dep.add(id(e[3]))
-                break
+        entry = entries[k]
+        if any(key_of(x) in dep for x in entry[INPUTS]):
+            dep.add(entry[OUT])
     return dep
 
 

@@ -1,11 +1,12 @@
 """The gradient tape: a thread-local stack of active tapes, their entries, and replay.
 
 Recording: every op on watched tensors appends one entry, a tuple
-``(op, inputs, arrays, output, params, where)``, to each active tape that watches one
-of its inputs (see ``ops/core.py``). A tuple is the cheapest record Python has.
-Replay: ``gradient`` walks the entries in reverse in one loop, calls each op's
-vector-Jacobian rules, fits each result to its input (``_fit``: the one place where
-broadcasting is undone) and accumulates gradients in a dict keyed by tensor id.
+``(op, inputs, ans, out, params, where)``, to each active tape that watches one of its
+inputs (``ops/core.py``). Entries keep tensors' nodes (``node.py``) and only the values
+the gradient rules read. A tuple is the cheapest record Python has.
+Replay (``replay.py``): ``gradient`` walks the entries in reverse in one loop, calls
+each op's vector-Jacobian rules, fits each result to its input (the one place where
+broadcasting is undone) and accumulates gradients in a dict keyed by node.
 
 Two replay modes share that loop. With no tape recording around the call, rules run
 on raw arrays (the fast path). When another tape is recording, rules run on Tensors,
@@ -19,6 +20,7 @@ import sys
 import threading
 
 from . import backend
+from .node import node_of
 from .tensor import Tensor, wrap
 
 
@@ -100,8 +102,8 @@ class Tape:
         self._watch_accessed = watch_accessed_variables
         self._keep_lines = bool(source_lines or check_broadcast)  # costs ~1 us per op
         self._entries = []
-        self._watched = set()  # ids of watched tensors (variables and recorded outputs)
-        self._variables = {}  # id -> tensor watched as a variable (kept alive, in order)
+        self._watched = set()  # nodes of watched tensors (variables and recorded outputs)
+        self._variables = {}  # node -> tensor watched as a variable (kept alive, in order)
         self._pauses = 0  # times recording was paused (stop_recording, no_grad)
         self._breaks = []  # non-differentiable ops applied to watched tensors (for explain)
         self._spent = False
@@ -139,8 +141,9 @@ class Tape:
                 return
 
     def _watch_one(self, x):
-        self._watched.add(id(x))
-        self._variables[id(x)] = x
+        n = node_of(x)
+        self._watched.add(n)
+        self._variables[n] = x
 
     def _watch_variable(self, x):
         """Watch a ``requires_grad`` tensor on first use, if this tape does that."""

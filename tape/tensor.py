@@ -1,8 +1,9 @@
 """Tensor: a thin wrapper around a numpy or cupy array.
 
-A tensor holds its array and a ``requires_grad`` flag, and nothing else: no link to
-the op that made it, no parents, no ``.grad``. Operators and methods delegate to the
-ops in ``tape/ops``; the tape records them.
+A tensor holds its array and a ``requires_grad`` flag: no link to the op that made it,
+no parents, no ``.grad``. Once a tape records it, it also holds its node
+(``tape/node.py``), its identity on tapes, which outlives it there. Operators and
+methods delegate to the ops in ``tape/ops``; the tape records them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Tensor:
     tensor([2., 4.], dtype=float32)
     """
 
-    __slots__ = ("data", "requires_grad", "__weakref__")
+    __slots__ = ("data", "requires_grad", "_node", "__weakref__")
     __array_ufunc__ = None  # numpy defers to our reflected operators: ndarray + Tensor -> Tensor
     __hash__ = object.__hash__
 
@@ -57,6 +58,7 @@ class Tensor:
                 "create it with dtype=tape.float32 (or call .astype(tape.float32))"
             )
         self.requires_grad = bool(requires_grad)
+        self._node = None
 
     # ----- plain attributes -----
     shape = property(lambda self: self.data.shape)
@@ -168,6 +170,7 @@ def wrap(array, requires_grad=False) -> Tensor:
         array = np.asarray(array)  # numpy scalars from reductions become 0-d arrays
     t.data = array
     t.requires_grad = requires_grad
+    t._node = None
     return t
 
 

@@ -6,6 +6,7 @@ import shutil
 import sys
 import time
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -29,26 +30,68 @@ def line_below():
 
 
 def small_tape(**kwargs):
-    x = f32(100, requires_grad=True)  # 400 bytes
+    x = f32(100, requires_grad=True)  # 400 bytes, a variable: the user's, not the tape's
     with tape.Tape(persistent=True, **kwargs) as t:
-        y = x.tanh()  # holds x and y: 800 bytes
-        z = y * y  # y again (counted once) and z: 400 bytes
-        s = z.sum()  # s: 4 bytes
+        y = x.tanh()  # its rule reads only its output: keeps y, 400 bytes
+        z = y * y  # reads both inputs: y again (counted once)
+        s = z.sum()  # reads only shapes: keeps nothing
     return t, s
 
 
 def test_memory_counts_each_array_once_per_op_kind():
     t, _ = small_tape()
-    assert t.memory() == {"total": 1204, "tanh": 800, "mul": 400, "sum": 4}
+    assert t.memory() == {"total": 400, "tanh": 400, "mul": 0, "sum": 0}
 
 
 def test_memory_counts_constants_and_views_as_their_base():
     x = f32(100, requires_grad=True)
     with tape.Tape() as t:
-        r = x.reshape(10, 10)  # a view of x: nothing new beyond x itself
-        s = (r * 2.0).sum()  # a 0-d float32 constant (4 bytes) and the product (400)
-    assert t.memory() == {"total": 808, "reshape": 400, "mul": 404, "sum": 4}
-    assert s.shape == ()
+        r = x.reshape(10, 10)  # a view of x, and reshape's rule reads only shapes
+        s = (r * 2.0).sum()  # r's rule reads the 0-d float32 constant (4 bytes); the
+    assert t.memory() == {"total": 4, "reshape": 0, "mul": 4, "sum": 0}  # constant's is
+    assert s.shape == ()  # never run, so r itself is not kept
+
+
+def test_a_tape_keeping_source_lines_keeps_every_input_and_output():
+    t, _ = small_tape(source_lines=True)  # for explain and the pictures: x, y, z and s
+    assert t.memory() == {"total": 1204, "tanh": 800, "mul": 400, "sum": 4}
+
+
+KEPT = [  # (what is recorded, which of its inputs' and output's values the entry keeps)
+    ("add", lambda x, w: x + w, []),
+    ("mul", lambda x, w: x * w, ["x", "w"]),
+    ("mul by a constant", lambda x, w: x * 3.0, []),  # only the constant (not a tensor)
+    ("exp", lambda x, w: x.exp(), ["out"]),
+    ("relu", lambda x, w: x.relu(), ["out"]),
+    ("sum", lambda x, w: x.sum(), []),
+    ("reshape", lambda x, w: x.reshape(-1), []),
+    ("matmul", lambda x, w: x @ w, ["x", "w"]),
+    ("softmax", lambda x, w: x.softmax(-1), ["out"]),
+    ("concatenate", lambda x, w: tape.concatenate([x, w]), []),
+    ("matmul, w a constant", lambda x, w: x @ w.detach(), ["w"]),
+]
+
+
+@pytest.mark.parametrize("name, fn, kept", KEPT, ids=[k[0] for k in KEPT])
+def test_an_entry_keeps_only_the_values_its_rules_read(name, fn, kept):
+    x, w = f32(3, 3, requires_grad=True), f32(3, 3, value=2.0, requires_grad=True)
+    with tape.Tape() as t:
+        out = fn(x, w)
+    (entry,) = t._entries
+    held = {id(a.data if isinstance(a, tape.Tensor) else a) for a in entry[1] + (entry[2],)}
+    arrays = {"x": x.data, "w": w.data, "out": out.data}
+    assert {k for k, a in arrays.items() if id(a) in held} == set(kept)
+
+
+def test_an_intermediate_the_user_drops_is_freed_and_the_gradient_still_flows():
+    x = f32(1000, requires_grad=True)
+    with tape.Tape() as t:
+        h = x * 2.0 + 1.0  # no rule reads h's values
+        alive = weakref.ref(h.data)
+        y = (h * 3.0).sum()
+        del h
+    assert alive() is None
+    np.testing.assert_array_equal(t.gradient(y, x).numpy(), np.full(1000, 6.0, np.float32))
 
 
 def test_summary_table_bytes_column_adds_up_to_the_total():
@@ -58,10 +101,10 @@ def test_summary_table_bytes_column_adds_up_to_the_total():
     assert rows[0].split() == ["#", "op", "inputs", "output", "bytes", "line"]
     assert [r.split()[1] for r in rows[1:4]] == ["tanh", "mul", "sum"]
     assert "(100,) float32, (100,) float32" in rows[2]  # mul's two inputs
-    assert [r.split()[-2] for r in rows[1:4]] == ["800", "400", "4"]
-    assert "3 entries, 1,204 bytes (1.2 KB) kept alive for the gradient" in text
+    assert [r.split()[-2] for r in rows[1:4]] == ["400", "0", "0"]
+    assert "3 entries, 400 bytes kept alive for the gradient" in text
     assert "each array counted once" in text and "1 watched variable" in text
-    assert "by op: tanh 800, mul 400, sum 4" in text
+    assert "by op: tanh 400, mul 0, sum 0" in text
     assert "source_lines=True" in text  # the hint, since lines were not kept
 
 

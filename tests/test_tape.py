@@ -17,6 +17,8 @@ import pytest
 import torch
 
 import tape
+from tape.node import key_of
+from tape.ops.core import INPUTS, OUT
 
 RNG = np.random.default_rng(1234)
 
@@ -642,12 +644,11 @@ def test_threads_record_concurrently_on_their_own_tapes():
             barrier.wait()
             for _ in range(5):
                 t, y, g = _thread_work(x)
-                own = {id(x)}
+                own = {x._node}
                 for entry in t._entries:  # every entry belongs to this thread's graph
-                    out = entry[3] if isinstance(entry, tuple) else entry.out
-                    ins = entry[1] if isinstance(entry, tuple) else entry.inputs
-                    assert any(id(a) in own for a in ins), "foreign entry on a thread's tape"
-                    own.add(id(out))
+                    ins = [key_of(a) for a in entry[INPUTS]]
+                    assert any(n in own for n in ins), "foreign entry on a thread's tape"
+                    own.add(entry[OUT])
                 results.setdefault(k, []).append((y.numpy(), g.numpy(), len(t._entries)))
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)

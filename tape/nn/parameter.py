@@ -33,6 +33,7 @@ class Parameter(Tensor):
                             f"{array.dtype}; pass requires_grad=False or a float array")
         self.data = array
         self.requires_grad = bool(requires_grad)
+        self._node = None
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()

@@ -26,7 +26,7 @@ from kernels.cpu import elementwise as _cpu
 
 from .. import backend
 from ..tensor import Tensor
-from .core import Op
+from .core import Op, lead_axes
 from .elementwise import add_bias
 from .linalg import _matmul, einsum, gemm
 from .nn import same_dtype
@@ -60,7 +60,7 @@ def _col2im(cols, x_shape, k, stride, padding, dilation):
 
 
 def _im2col_vjp(g, ans, x, k, stride, padding, dilation):
-    nb = g.ndim - 2
+    nb = len(lead_axes(g, 2))
     lead = tuple(g.shape[:nb])
     if nb:  # lead + (K, N*L) -> (K, lead*N*L): columns are n-major, so lead folds into N
         g = _transpose(g, axes=(nb,) + tuple(range(nb)) + (nb + 1,))
@@ -72,7 +72,7 @@ def _im2col_vjp(g, ans, x, k, stride, padding, dilation):
 
 
 def _col2im_vjp(g, ans, cols, x_shape, k, stride, padding, dilation):
-    nb = g.ndim - 4
+    nb = len(lead_axes(g, 4))
     lead = tuple(g.shape[:nb])
     if nb:
         g = reshape(g, shape=(-1,) + tuple(g.shape[nb + 1 :]))
@@ -278,14 +278,14 @@ def _direct_dw(g, ans, x, w, stride, padding):
     if type(g) is np.ndarray and g.ndim == 4:
         return _direct.weight_grad(g, x, w.shape, stride, padding)
     _, cols, w2, g2 = _as_im2col_route(g, x, w, stride, padding)
-    return reshape(_weight_grad(g2, None, w2, cols), shape=tuple(g.shape[:g.ndim - 4])
+    return reshape(_weight_grad(g2, None, w2, cols), shape=lead_axes(g, 4)
                    + tuple(w.shape))
 
 
 def _as_im2col_route(g, x, w, stride, padding):
     """What the im2col route's rules take: the kernel size, cols, the (Cout, K) weight
     and the output gradient as lead + (Cout, N*Hout*Wout)."""
-    k, cout, nb = tuple(w.shape[-2:]), w.shape[0], g.ndim - 4
+    k, cout, nb = tuple(w.shape[-2:]), w.shape[0], len(lead_axes(g, 4))
     cols = im2col(x, k=k, stride=stride, padding=padding, dilation=(1, 1))
     g2 = _swap_leading_vjp(g, None, None)  # lead + (Cout, N, Hout, Wout)
     return k, cols, reshape(w, shape=(cout, -1)), reshape(g2, shape=tuple(g2.shape[:nb])
@@ -327,7 +327,7 @@ def _swap_leading(y):
 def _swap_leading_vjp(g, ans, y):
     if g.ndim == 4:
         return swap_leading(g)
-    nb = g.ndim - 4  # jacobian axes in front: swap the two after them
+    nb = len(lead_axes(g, 4))  # jacobian axes in front: swap the two after them
     return _transpose(g, axes=tuple(range(nb)) + (nb + 1, nb, nb + 2, nb + 3))
 
 

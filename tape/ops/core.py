@@ -20,10 +20,14 @@ is; it also lets ``Tensor`` use ops directly as methods.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import backend
 from ..tape import _local, format_line, user_line
+from ..node import Node, node, unread_params
+from ..node import plan as node_plan
 from ..tensor import Tensor, wrap
 
 _ndarray = np.ndarray
@@ -63,11 +67,12 @@ def Op(name, forward, *rules, joint=None, differentiable=True, promote=None):
                 y = _new(Tensor)
                 y.data = out
                 y.requires_grad = False
+                y._node = None
             else:
                 y = wrap(out)
             stack = _local.stack
             if stack:
-                _record(stack, op, (x,), (xd,), y, params)
+                _record1(stack, op, x, y, params)
             return y
 
     elif arity == 2:
@@ -104,11 +109,12 @@ def Op(name, forward, *rules, joint=None, differentiable=True, promote=None):
                 y = _new(Tensor)
                 y.data = out
                 y.requires_grad = False
+                y._node = None
             else:
                 y = wrap(out)
             stack = _local.stack
             if stack:
-                _record(stack, op, (a, b), (ad, bd), y, params)
+                _record2(stack, op, a, b, ad, bd, y, params)
             return y
 
     else:
@@ -133,8 +139,19 @@ def Op(name, forward, *rules, joint=None, differentiable=True, promote=None):
     op.name = name
     op.forward = forward
     op.vjp = vjp
+    op.plans = {}  # which inputs need a gradient (bits) -> what the entry keeps
+    op.unread = unread_params(rules, joint) if differentiable else frozenset()
     op.__name__ = op.__qualname__ = name
     return op
+
+
+def lead_axes(g, ndim):
+    """The leading axes of a cotangent ``g`` beyond the ``ndim`` axes of the array it is
+    the cotangent of: ``jacobian`` replays once with a batch of cotangents stacked in
+    front, and every rule must carry such axes through. Call it as
+    ``lead_axes(g, ans.ndim)`` (or ``x.ndim``): a rule that reads only the ``ndim`` of its
+    output keeps no values of it on the tape."""
+    return g.shape[: g.ndim - ndim]
 
 
 def _constant(c, like):
@@ -240,61 +257,188 @@ def _output(out):
         y = _new(Tensor)
         y.data = out
         y.requires_grad = False
+        y._node = None
         return y
     return wrap(out)
 
 
-def _record(stack, op, args, arrays, y, params, where=None):
-    """Append ``(op, inputs, arrays, output, params, where)`` to every active tape that
-    watches an input: all that the op's rules need, in the cheapest record there is."""
-    entry = None
+def _record(stack, op, args, arrays, y, params, where=None, keep_all=False):
+    """Append one entry to every active tape that watches an input of the op.
+
+    An entry is ``(op, inputs, ans, out, params, where)`` (the names below): ``out`` is the
+    output's node, ``ans`` the output itself when a rule reads its values (else its
+    node), and ``inputs`` holds per input the tensor when a rule reads its values, else
+    its node (constants as they are). Only inputs watched by some tape need rules."""
+    mask = 0
+    tapes = None
     for tape in stack:
         watched = tape._watched
-        hit = False
-        for a in args:  # every input: a requires_grad tensor is watched on first use
+        hit = 0
+        for i, a in enumerate(args):  # a requires_grad tensor is watched on first use
             if isinstance(a, Tensor) and (
-                id(a) in watched or (a.requires_grad and tape._watch_variable(a))
-            ):
-                hit = True
+                    a._node in watched or (a.requires_grad and tape._watch_variable(a))):
+                hit |= 1 << i
         if hit:
-            if entry is None:
-                entry = (op, args, arrays, y, params, where)
-            tape._entries.append(entry)
-            watched.add(id(y))
+            mask |= hit
+            tapes = [tape] if tapes is None else tapes + [tape]
+    if tapes is None:
+        return
+    entry = _entry(op, args, arrays, y, params, mask, where, keep_all)
+    for tape in tapes:
+        tape._entries.append(entry)
+        tape._watched.add(entry[OUT])
+
+
+def _without_unread(unread, params):
+    """``params`` without the arrays no rule reads (None in their place), such as the
+    output a forward was handed: an entry must not keep them alive."""
+    if not any(hasattr(params.get(k), "nbytes") for k in unread):
+        return params
+    return {k: None if k in unread else v for k, v in params.items()}
+
+
+# The fields of an entry, for code that reads entries by position
+OP, INPUTS, ANS, OUT, PARAMS, WHERE = range(6)
+
+
+def _entry(op, args, arrays, y, params, mask, where=None, keep_all=False):
+    """The entry for one op: only the values the rules of the watched inputs read."""
+    if keep_all:
+        keep_ans, keep = True, (True,) * len(args)
+    else:
+        keep_ans, keep = op.plans.get(mask) or _plan(op, mask, len(args))
+    inputs = []
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor):
+            if a._node is None:  # an input no tape watches: known by a node all the same
+                a._node = node(a.data)
+            inputs.append(a if keep[i] else a._node)
+        else:
+            inputs.append(arrays[i])
+    out = y._node = node(y.data)
+    if op.unread and params:
+        params = _without_unread(op.unread, params)
+    return (op, tuple(inputs), y if keep_ans else out, out, params, where)
+
+
+def _plan(op, mask, count):
+    """What ``op``'s entries keep when the inputs in ``mask`` need gradients (cached)."""
+    vjp = op.vjp
+    plan = op.plans[mask] = node_plan(vjp if type(vjp) is tuple else (),
+                                      None if type(vjp) is tuple else vjp, mask, count)
+    return plan
+
+
+def _node_for(x):
+    """The node of a tensor no tape watches (made now: entries name every tensor input)."""
+    n = x._node = node(x.data)
+    return n
+
+
+# The hot path of small models: ``_record`` for one- and two-input ops on one tape,
+# without packing arguments or looping. They do exactly what ``_record`` does.
+def _record1(stack, op, x, y, params):
+    if len(stack) != 1:
+        return _record(stack, op, (x,), (x.data,), y, params)
+    tape = stack[0]
+    n = x._node
+    if n not in tape._watched:
+        if not (x.requires_grad and tape._watch_variable(x)):
+            return None
+        n = x._node
+    keep_ans, (keep_x,) = op.plans.get(1) or _plan(op, 1, 1)
+    data = y.data
+    out = y._node = _new(Node)
+    out.shape = data.shape
+    out.dtype = data.dtype
+    if op.unread and params:
+        params = _without_unread(op.unread, params)
+    tape._entries.append((op, (x if keep_x else n,), y if keep_ans else out, out, params, None))
+    tape._watched.add(out)
+    return None
+
+
+def _record2(stack, op, a, b, ad, bd, y, params):
+    if len(stack) != 1:
+        return _record(stack, op, (a, b), (ad, bd), y, params)
+    tape = stack[0]
+    watched = tape._watched
+    a_tensor = isinstance(a, Tensor)
+    b_tensor = isinstance(b, Tensor)
+    mask = 1 if a_tensor and (
+        a._node in watched or (a.requires_grad and tape._watch_variable(a))) else 0
+    if b_tensor and (b._node in watched or (b.requires_grad and tape._watch_variable(b))):
+        mask |= 2
+    if not mask:
+        return None
+    keep_ans, (keep_a, keep_b) = op.plans.get(mask) or _plan(op, mask, 2)
+    if a_tensor:
+        ad = a if keep_a else a._node or _node_for(a)
+    if b_tensor:
+        bd = b if keep_b else b._node or _node_for(b)
+    if keep_a and a_tensor and a._node is None:
+        _node_for(a)
+    if keep_b and b_tensor and b._node is None:
+        _node_for(b)
+    data = y.data
+    out = y._node = _new(Node)
+    out.shape = data.shape
+    out.dtype = data.dtype
+    if op.unread and params:
+        params = _without_unread(op.unread, params)
+    tape._entries.append((op, (ad, bd), y if keep_ans else out, out, params, None))
+    watched.add(out)
+    return None
 
 
 def _note_break(stack, op, args, y):
     """A non-differentiable op (comparison, argmax) used a watched tensor: the tape notes
     it, outside its entries, so that ``explain`` can say where a gradient path ends."""
     for tape in stack:
-        if any(isinstance(a, Tensor) and (id(a) in tape._watched or (
+        if any(isinstance(a, Tensor) and (a._node in tape._watched or (
                 a.requires_grad and tape._watch_accessed)) for a in args):
             where = user_line() if tape._keep_lines else None
-            tape._breaks.append((op.name, [id(a) for a in args], tuple(y.shape), where))
+            tape._breaks.append((op.name, [a._node for a in args if isinstance(a, Tensor)],
+                                 tuple(y.shape), where))
 
 
 def _record_checked(stack, op, args, arrays, y, params):
     """``_record`` while debugging is on somewhere (``detect_anomaly``, or a tape that keeps
-    source lines): check the forward for NaN/inf and keep the user's source line."""
+    source lines): check the forward for NaN/inf and keep the user's source line. A tape
+    keeping source lines keeps every input and output too, for ``explain`` and pictures."""
     if _local.anomaly:
         _check_forward(op.name, y)
-        return _record_plain(stack, op, args, arrays, y, params, user_line())
-    for tape in stack:
-        if tape._keep_lines:
-            return _record_plain(stack, op, args, arrays, y, params, user_line())
-    return _record_plain(stack, op, args, arrays, y, params)
+    keep_all = any(tape._keep_lines for tape in stack)
+    where = user_line() if keep_all or _local.anomaly else None
+    return _record_plain(stack, op, args, arrays, y, params, where, keep_all)
 
 
 _record_plain = _record
 _debug_users = 0
+_debug_lock = threading.Lock()
+
+
+def _record1_checked(stack, op, x, y, params):
+    return _record_checked(stack, op, (x,), (x.data,), y, params)
+
+
+def _record2_checked(stack, op, a, b, ad, bd, y, params):
+    return _record_checked(stack, op, (a, b), (ad, bd), y, params)
+
+
+_fast = (_record1, _record2)
 
 
 def debug_mode(on: bool) -> None:
     """Switch recording to ``_record_checked`` while any ``detect_anomaly`` block or tape
-    keeping source lines is open, so that recording pays nothing for them otherwise."""
-    global _record, _debug_users
-    _debug_users += 1 if on else -1
-    _record = _record_checked if _debug_users else _record_plain
+    keeping source lines is open (in any thread), so that recording pays nothing for them
+    otherwise. ``_record_checked`` itself looks only at this thread's state."""
+    global _record, _record1, _record2, _debug_users
+    with _debug_lock:
+        _debug_users += 1 if on else -1
+        checked = bool(_debug_users)
+        _record = _record_checked if checked else _record_plain
+        _record1, _record2 = (_record1_checked, _record2_checked) if checked else _fast
 
 
 def _check_forward(name, y):

@@ -93,10 +93,11 @@ def _relu(x):
 
 
 def _relu_vjp(g, ans, x):
-    """0 where the input is <= 0, else g: a NaN input passes g through, as in PyTorch."""
+    """0 where the output is <= 0 (the input was), else g: a NaN input passes g through,
+    as in PyTorch. Reading only the output, the tape keeps it and not the input."""
     if _cpu.applies(g, ans):  # first order, no jacobian axes: one pass on tape's threads
         return _cpu.relu_grad(g, ans)
-    return where(x <= 0, 0, g)
+    return where(ans <= 0, 0, g)
 
 
 relu = Op("relu", _relu, _relu_vjp)

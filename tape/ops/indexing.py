@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
-from .core import Op
+from .core import Op, lead_axes
 
 
 def _to_lead_last(x, nb):
@@ -64,7 +64,7 @@ gather = Op(
     "getitem",
     _gather,
     lambda g, ans, x, index, nb=0: scatter_add(
-        g, index=index, shape=x.shape[nb:], nb=g.ndim - ans.ndim + nb
+        g, index=index, shape=x.shape[nb:], nb=len(lead_axes(g, ans.ndim)) + nb
     ),
 )
 scatter_add = Op(

@@ -9,7 +9,7 @@ from kernels.cpu.threads import matmul as _threaded_matmul
 
 from .. import backend
 from ..tensor import Tensor
-from .core import Op
+from .core import Op, lead_axes
 from .shape import broadcast_to, reshape, swapaxes
 
 
@@ -93,7 +93,7 @@ def _parse(spec, shapes):
 
 def _einsum_vjp(g, ans, *xs, spec):
     ins, out = spec.split("->")[0].split(","), spec.split("->")[1]
-    nb = g.ndim - ans.ndim
+    nb = len(lead_axes(g, ans.ndim))
     lead = "".join(c for c in string.ascii_letters if c not in spec)[:nb]
     grads = []
     for i, (x, sub) in enumerate(zip(xs, ins)):

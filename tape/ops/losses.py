@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
-from .core import Op
+from .core import Op, lead_axes
 from .elementwise import abs, clip, log, maximum, sigmoid, softplus
 from .nn import log_softmax
 from .reduce import mean, sum
@@ -45,7 +45,7 @@ def _nll_forward(logp, target, coef, smooth, total):
 
 
 def _nll_vjp(g, ans, logp, target, coef, smooth, total):
-    nb = g.ndim - ans.ndim
+    nb = len(lead_axes(g, ans.ndim))
     if total:  # the cotangent of a sum: the same value for every element
         gk = reshape(g, shape=g.shape + (1,) * logp.ndim)
     else:  # a class axis of size one after the batch axis

@@ -13,7 +13,7 @@ import numpy as np
 from .. import backend
 from ..backend import as_array
 from ..tensor import Tensor
-from .core import Op
+from .core import Op, lead_axes
 from .elementwise import exp, sqrt, where
 from .linalg import _matmul, gemm, matmul
 from .reduce import _mean, _sum, _var
@@ -53,13 +53,13 @@ _softmax_op = Op(
     "softmax",
     _softmax,
     lambda g, ans, x, axis: ans * (g - _sum(g * ans, axes=(axis,), keepdims=True))
-    if np.ndim(x) else g * 0,
+    if ans.ndim else g * 0,
 )
 _log_softmax_op = Op(
     "log_softmax",
     _log_softmax,
     lambda g, ans, x, axis: g - exp(ans) * _sum(g, axes=(axis,), keepdims=True)
-    if np.ndim(x) else g * 0,
+    if ans.ndim else g * 0,
 )
 
 
@@ -112,7 +112,7 @@ def _linear_dx(g, ans, x, w, b=None):
 def _linear_dw(g, ans, x, w, b=None):
     if type(g) is np.ndarray and g.ndim == 2 == x.ndim:  # first order, as the forward
         return gemm(g.T, x)
-    nb = g.ndim - ans.ndim
+    nb = len(lead_axes(g, ans.ndim))
     out_f, in_f = w.shape
     rows = math.prod(x.shape[:-1])
     g2 = reshape(g, shape=g.shape[:nb] + (rows, out_f))

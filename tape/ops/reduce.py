@@ -14,7 +14,7 @@ import numpy as np
 
 from ..backend import as_array
 from ..tensor import Tensor
-from .core import Op
+from .core import Op, lead_axes
 from .elementwise import cast, exp, where
 from .shape import _reshape, broadcast_to
 
@@ -56,30 +56,31 @@ def _resolve(axis, keepdims, dim, keepdim):
     return axis, bool(keepdims if keepdim is None else keepdim)
 
 
-def _kept(g, ans, x, axes, keepdims):
-    """The cotangent of a reduction, reshaped so that it broadcasts against ``x``."""
+def _kept(g, ndim, shape, axes, keepdims):
+    """The cotangent ``g`` of a reduction of an array of ``shape`` to ``ndim`` axes,
+    reshaped so that it broadcasts against that array. Rules pass ``ans.ndim`` and
+    ``x.shape``: reading only those, their entries keep no values."""
     if keepdims:
         return g
-    lead = g.shape[: g.ndim - ans.ndim]
-    kshape = list(x.shape)
+    kshape = list(shape)
     for a in axes:
         kshape[a] = 1
-    return _reshape(g, shape=lead + tuple(kshape))  # a valid shape: no checks needed
+    return _reshape(g, shape=lead_axes(g, ndim) + tuple(kshape))  # a valid shape
 
 
-def _spread(g, ans, x, axes, keepdims):
-    """The cotangent of a reduction spread over every element of ``x``."""
-    k = _kept(g, ans, x, axes, keepdims)
-    return broadcast_to(k, shape=k.shape[: k.ndim - x.ndim] + x.shape)
+def _spread(g, ndim, shape, axes, keepdims):
+    """The cotangent of a reduction spread over every element of an array of ``shape``."""
+    k = _kept(g, ndim, shape, axes, keepdims)
+    return broadcast_to(k, shape=k.shape[: k.ndim - len(shape)] + tuple(shape))
 
 
-def _count(x, axes):
-    return math.prod([x.shape[a] for a in axes])
+def _count(shape, axes):
+    return math.prod([shape[a] for a in axes])
 
 
-def _dof(x, axes, ddof):
+def _dof(shape, axes, ddof):
     """Degrees of freedom as a float (0.0 gives inf/nan gradients, as torch, not an error)."""
-    n = float(_count(x, axes) - ddof)
+    n = float(_count(shape, axes) - ddof)
     return n if n > 0 else 0.0 * float("nan")
 
 
@@ -87,20 +88,22 @@ def _dof(x, axes, ddof):
 _sum = Op(
     "sum",
     lambda x, axes, keepdims: as_array(x).sum(axis=axes, keepdims=keepdims),
-    lambda g, ans, x, axes, keepdims: _spread(g, ans, x, axes, keepdims),
+    lambda g, ans, x, axes, keepdims: _spread(g, ans.ndim, x.shape, axes, keepdims),
 )
 _mean = Op(
     "mean",
     lambda x, axes, keepdims: as_array(x).mean(axis=axes, keepdims=keepdims),
-    lambda g, ans, x, axes, keepdims: _spread(g, ans, x, axes, keepdims) / _count(x, axes),
+    lambda g, ans, x, axes, keepdims: (_spread(g, ans.ndim, x.shape, axes, keepdims)
+                                       / _count(x.shape, axes)),
 )
 
 
 # ----- extremes: ties share the gradient evenly, as torch.amax -----
 def _extreme_vjp(g, ans, x, axes, keepdims):
-    best = _kept(ans, ans, x, axes, keepdims)
+    best = _kept(ans, ans.ndim, x.shape, axes, keepdims)
     mask = cast(x == best, dtype=g.dtype)
-    return _kept(g, ans, x, axes, keepdims) * mask / _sum(mask, axes=axes, keepdims=True)
+    kept = _kept(g, ans.ndim, x.shape, axes, keepdims)
+    return kept * mask / _sum(mask, axes=axes, keepdims=True)
 
 
 _max = Op("max", lambda x, axes, keepdims: as_array(x).max(axis=axes, keepdims=keepdims),
@@ -111,10 +114,10 @@ _min = Op("min", lambda x, axes, keepdims: as_array(x).min(axis=axes, keepdims=k
 
 # ----- products: exact with zeros (product of the others), and to second order -----
 def _prod_vjp(g, ans, x, axes, keepdims):
-    kept = _kept(g, ans, x, axes, keepdims)
+    kept = _kept(g, ans.ndim, x.shape, axes, keepdims)
     zero = x == 0
     if not bool((zero.data if isinstance(zero, Tensor) else zero).any()):
-        return kept * _kept(ans, ans, x, axes, keepdims) / x
+        return kept * _kept(ans, ans.ndim, x.shape, axes, keepdims) / x
     zeros = _sum(cast(zero, dtype=g.dtype), axes=axes, keepdims=True)
     safe = where(zero, 1, x)
     nonzero_prod = _prod(safe, axes=axes, keepdims=True)
@@ -138,15 +141,16 @@ _prod = Op("prod", lambda x, axes, keepdims: np.prod(x, axis=axes, keepdims=keep
 # ----- spread -----
 def _var_vjp(g, ans, x, axes, keepdims, ddof):
     centred = x - _mean(x, axes=axes, keepdims=True)
-    return _kept(g, ans, x, axes, keepdims) * centred * (2 / _dof(x, axes, ddof))
+    kept = _kept(g, ans.ndim, x.shape, axes, keepdims)
+    return kept * centred * (2 / _dof(x.shape, axes, ddof))
 
 
 def _std_vjp(g, ans, x, axes, keepdims, ddof):
-    std = _kept(ans, ans, x, axes, keepdims)
+    std = _kept(ans, ans.ndim, x.shape, axes, keepdims)
     safe = where(std == 0, 1, std)  # as torch: zero gradient where the std is zero
     centred = x - _mean(x, axes=axes, keepdims=True)
-    scaled = where(std == 0, 0, centred / (safe * _dof(x, axes, ddof)))
-    return _kept(g, ans, x, axes, keepdims) * scaled
+    scaled = where(std == 0, 0, centred / (safe * _dof(x.shape, axes, ddof)))
+    return _kept(g, ans.ndim, x.shape, axes, keepdims) * scaled
 
 
 _var = Op(
@@ -171,8 +175,8 @@ def _logsumexp(x, axes, keepdims):
 _logsumexp_op = Op(
     "logsumexp",
     _logsumexp,
-    lambda g, ans, x, axes, keepdims: _kept(g, ans, x, axes, keepdims)
-    * exp(x - _kept(ans, ans, x, axes, keepdims)),
+    lambda g, ans, x, axes, keepdims: _kept(g, ans.ndim, x.shape, axes, keepdims)
+    * exp(x - _kept(ans, ans.ndim, x.shape, axes, keepdims)),
 )
 
 _argmax = Op("argmax", lambda x, axis, keepdims: np.argmax(x, axis, keepdims=keepdims),

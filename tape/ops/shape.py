@@ -13,20 +13,15 @@ import numpy as np
 from .. import backend
 from ..backend import as_array
 from ..tensor import Tensor
-from .core import Op
+from .core import Op, lead_axes
 from .indexing import gather, getitem
-
-
-def _lead(g, ans):
-    """The extra leading (batch) axes of the cotangent ``g``."""
-    return g.shape[: g.ndim - ans.ndim]
 
 
 # ----- reshaping and transposing -----
 _reshape = Op(
     "reshape",
     lambda x, shape: as_array(x).reshape(shape),
-    lambda g, ans, x, shape: _reshape(g, shape=_lead(g, ans) + x.shape),
+    lambda g, ans, x, shape: _reshape(g, shape=lead_axes(g, ans.ndim) + x.shape),
 )
 
 
@@ -54,7 +49,7 @@ def _axis(axis, ndim, op):
 
 
 def _transpose_vjp(g, ans, x, axes):
-    nb = g.ndim - ans.ndim
+    nb = len(lead_axes(g, ans.ndim))
     inverse = np.argsort(axes)
     return _transpose(g, axes=tuple(range(nb)) + tuple(nb + int(i) for i in inverse))
 
@@ -97,7 +92,7 @@ def _sum_to(x, shape, nb=0):
 def _sum_to_vjp(g, ans, x, shape, nb=0):
     """Summing down is undone by broadcasting back: ``g`` (any jacobian axes first, then
     the kept ``nb`` axes and ``shape``) broadcast to those axes and ``x``'s."""
-    lead = tuple(g.shape[: g.ndim - ans.ndim])
+    lead = lead_axes(g, ans.ndim)
     kept, core = tuple(x.shape[:nb]), tuple(x.shape[nb:])
     g = reshape(g, shape=lead + kept + (1,) * (len(core) - len(shape)) + tuple(shape))
     return broadcast_to(g, shape=lead + kept + core)
@@ -124,11 +119,11 @@ def broadcast_to(x, shape):
 
 
 # ----- joining and splitting -----
-def _concat_vjp(g, ans, *xs, axis):
+def _concat_vjp(g, ans, *xs, axis, sizes):
+    """Each input's slice of ``g``; ``sizes`` (along ``axis``) is all it needs of them."""
     grads, start = [], 0
     before = (slice(None),) * (g.ndim + axis)
-    for x in xs:
-        size = np.shape(x)[axis]
+    for size in sizes:
         grads.append(gather(g, index=before + (slice(start, start + size),)))
         start += size
     return grads
@@ -136,7 +131,7 @@ def _concat_vjp(g, ans, *xs, axis):
 
 _concatenate = Op(
     "concatenate",
-    lambda *xs, axis: backend.xp(*xs).concatenate(xs, axis=axis),
+    lambda *xs, axis, sizes: backend.xp(*xs).concatenate(xs, axis=axis),
     joint=_concat_vjp,
 )
 
@@ -157,7 +152,7 @@ def concatenate(tensors, axis=0, *, dim=None):
     for s in shapes:
         if len(s) != ndim or s[:k] + s[k + 1 :] != shapes[0][:k] + shapes[0][k + 1 :]:
             raise ValueError(f"concatenate: shapes {shapes[0]} and {s} differ outside axis {k}")
-    return _concatenate(*tensors, axis=k - ndim)
+    return _concatenate(*tensors, axis=k - ndim, sizes=tuple(s[k] for s in shapes))
 
 
 def stack(tensors, axis=0, *, dim=None):
@@ -191,7 +186,7 @@ def split(x, indices_or_sections, axis=0):
 
 
 def _pad_vjp(g, ans, x, pad_width, value):
-    nb = g.ndim - ans.ndim
+    nb = len(lead_axes(g, ans.ndim))
     index = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, x.shape))
     return gather(g, index=(slice(None),) * nb + index)
 
