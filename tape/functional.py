@@ -19,4 +19,5 @@ from .ops.shape import (  # noqa: F401
     broadcast_to, concatenate, expand, flatten, pad, permute, reshape, split, squeeze, stack,
     swapaxes, transpose, unsqueeze,
 )
-from .ops.conv import adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d  # noqa: F401
+from .ops.conv import conv2d  # noqa: F401
+from .ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d  # noqa: F401

@@ -146,7 +146,7 @@ def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(name, fn, tor
                                                                   monkeypatch):
     """The rows above only test Winograd if conv2d takes that route; and its two forms (the
     fused kernels, the batched GEMMs) and im2col give the same values and gradients."""
-    from tape.ops import conv
+    from tape.ops import winograd as conv
 
     if conv._wino is None:
         pytest.skip("numba is not installed: every convolution takes the im2col route")
@@ -176,9 +176,10 @@ def _recorded(fn, shapes):
 
 
 def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
-    from tape.ops import conv
+    from tape.ops import conv, winograd
 
-    monkeypatch.setattr(conv, "_wino", None)
+    monkeypatch.setattr(winograd, "_wino", None)
+    monkeypatch.setattr(conv, "_direct", None)
     x = tape.tensor(np.ones((1, 8, 4, 4)), requires_grad=True)
     w = tape.tensor(np.ones((2, 8, 3, 3)), requires_grad=True)
     with tape.Tape() as t:
@@ -190,7 +191,7 @@ def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
 
 
 def test_without_scipy_few_channels_take_the_batched_winograd_route(monkeypatch):
-    from tape.ops import conv
+    from tape.ops import winograd as conv
 
     if conv._wino is None:
         pytest.skip("numba is not installed: every convolution takes the im2col route")
@@ -213,7 +214,7 @@ def test_a_drop_in_im2col_takes_every_convolution():
 
     x = tape.tensor(np.random.default_rng(0).standard_normal((1, 8, 5, 5)), requires_grad=True)
     w = tape.tensor(np.random.default_rng(1).standard_normal((2, 8, 3, 3)), requires_grad=True)
-    from tape.ops import conv
+    from tape.ops import winograd as conv
 
     if conv._wino is None:
         pytest.skip("numba is not installed: every convolution takes the im2col route")

@@ -154,6 +154,20 @@ def lead_axes(g, ndim):
     return g.shape[: g.ndim - ndim]
 
 
+def fold_lead(a, core_ndim=4):
+    """``a`` (an array) with its leading jacobian axes folded into its first core axis,
+    as kernels taking (N, C, H, W) need, and those axes' shape (for ``unfold_lead``)."""
+    lead = a.shape[: a.ndim - core_ndim]
+    if lead:
+        a = a.reshape((-1,) + a.shape[a.ndim - core_ndim + 1 :])
+    return backend.xp(a).ascontiguousarray(a), lead
+
+
+def unfold_lead(a, lead):
+    """The inverse of ``fold_lead``: the leading axes back in front."""
+    return a.reshape(lead + (-1,) + a.shape[1:]) if lead else a
+
+
 def _constant(c, like):
     """A Python number beside a floating-point array, as a 0-d array of its dtype.
 
