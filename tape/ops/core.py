@@ -21,6 +21,7 @@ is; it also lets ``Tensor`` use ops directly as methods.
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 
@@ -142,7 +143,12 @@ def Op(name, forward, *rules, joint=None, differentiable=True, promote=None):
     op.plans = {}  # which inputs need a gradient (bits) -> what the entry keeps
     op.unread = unread_params(rules, joint) if differentiable else frozenset()
     op.__name__ = op.__qualname__ = name
+    if differentiable:
+        DEFINED.add(op)
     return op
+
+
+DEFINED = weakref.WeakSet()  # every differentiable op defined so far (tests reach them all)
 
 
 def lead_axes(g, ndim):
