@@ -20,6 +20,7 @@ is; it also lets ``Tensor`` use ops directly as methods.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 
@@ -36,7 +37,8 @@ _array = np.array
 _new = object.__new__
 
 
-def Op(name, forward, *rules, joint=None, differentiable=True, promote=None):
+def Op(name, forward, *rules, joint=None, differentiable=True, promote=None, extras=(),
+       doc=None):
     """A differentiable operation: ``forward`` on arrays and its vector-Jacobian rules.
 
     ``rules`` holds one rule per positional input (``None``: not differentiable in
@@ -45,110 +47,147 @@ def Op(name, forward, *rules, joint=None, differentiable=True, promote=None):
     in any number). ``differentiable=False`` marks an op that is never recorded
     (comparisons, argmax). ``promote`` ("arithmetic" or "division", two-input ops): the
     operands of a call with a Tensor are first brought to one dtype by PyTorch's rule
-    (:func:`promoted`). The result is a function with attributes ``name``, ``forward``
-    and ``vjp``.
+    (:func:`promoted`). ``extras``: names of further outputs the forward returns after
+    the result (``(out, argmax)``); the call returns them too, as tensors, and the rules
+    get them by keyword. ``doc``: the docstring of a public op. The result is a
+    function with attributes ``name``, ``forward`` and ``vjp``.
     """
-    division = promote == "division"
     vjp = None if not differentiable else (joint if joint is not None else rules)
     arity = len(rules) if joint is None and differentiable else None
-
-    # The one- and two-input versions are the hot path of small models; they do what
-    # the general version does, without packing and looping over arguments.
-    if arity == 1:
-
-        def op(x, **params):
-            if not isinstance(x, Tensor):
-                return forward(x, **params)
-            xd = x.data
-            try:
-                out = forward(xd, **params) if params else forward(xd)
-            except (ValueError, TypeError) as e:  # free in Python >= 3.11 when nothing raises
-                raise _named(name, (xd,), e) from None
-            if type(out) is _ndarray:  # _output(out), inlined
-                y = _new(Tensor)
-                y.data = out
-                y.requires_grad = False
-                y._node = None
-            else:
-                y = wrap(out)
-            stack = _local.stack
-            if stack:
-                _record1(stack, op, x, y, params)
-            return y
-
-    elif arity == 2:
-
-        def op(a, b, **params):
-            if isinstance(a, Tensor):
-                ad = a.data
-                if isinstance(b, Tensor):
-                    bd = b.data
-                    if promote and (bd.dtype != ad.dtype or division and ad.dtype.kind in "biu"):
-                        ad, bd = promoted(ad, bd, division)
-                elif type(b) is float and type(ad) is _ndarray and (  # x * 0.5: _constant
-                        ad.dtype.kind == "f" or not promote):  # inlined
-                    bd = _constants.get((b, ad.dtype))
-                    if bd is None:
-                        bd = _constant(b, ad)
-                elif promote:
-                    ad, bd = _with_scalar(ad, b, division)
-                else:
-                    bd = _constant(b, ad)
-            elif isinstance(b, Tensor):
-                bd = b.data
-                if promote:
-                    bd, ad = _with_scalar(bd, a, division)
-                else:
-                    ad = _constant(a, bd)
-            else:
-                return forward(a, b, **params)
-            try:
-                out = forward(ad, bd, **params) if params else forward(ad, bd)
-            except (ValueError, TypeError) as e:
-                raise _named(name, (ad, bd), e) from None
-            if type(out) is _ndarray:  # _output(out), inlined
-                y = _new(Tensor)
-                y.data = out
-                y.requires_grad = False
-                y._node = None
-            else:
-                y = wrap(out)
-            stack = _local.stack
-            if stack:
-                _record2(stack, op, a, b, ad, bd, y, params)
-            return y
-
+    if arity == 1 and not extras:
+        op = _one_input(name, forward)
+    elif arity == 2 and not extras:
+        op = _two_inputs(name, forward, promote)
     else:
-
-        def op(*args, **params):
-            arrays = tuple(a.data if isinstance(a, Tensor) else a for a in args)
-            if all(x is a for x, a in zip(arrays, args)):  # no Tensor among the inputs
-                return forward(*arrays, **params)
-            try:
-                out = forward(*arrays, **params)
-            except (ValueError, TypeError) as e:
-                raise _named(name, arrays, e) from None
-            y = _output(out)
-            stack = _local.stack
-            if stack:
-                if vjp is None:  # never recorded; the tape only notes where a path breaks
-                    _note_break(stack, op, args, y)
-                else:
-                    _record(stack, op, args, arrays, y, params)
-            return y
-
+        op = _any_inputs(name, forward, extras)
     op.name = name
     op.forward = forward
     op.vjp = vjp
     op.plans = {}  # which inputs need a gradient (bits) -> what the entry keeps
     op.unread = unread_params(rules, joint) if differentiable else frozenset()
     op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc
+    op.__signature__ = _signature(forward, rules)
     if differentiable:
         DEFINED.add(op)
     return op
 
 
 DEFINED = weakref.WeakSet()  # every differentiable op defined so far (tests reach them all)
+
+
+def _signature(forward, rules):
+    """The op's call signature: its forward's, or for a forward without one (a numpy
+    ufunc) the input names its rules use, ``(x)`` or ``(a, b)``."""
+    if not isinstance(forward, np.ufunc):  # a ufunc's signature has out=, where=...
+        try:
+            return inspect.signature(forward)
+        except (TypeError, ValueError):
+            pass
+    rule = next((r for r in rules if r is not None), None)
+    names = getattr(getattr(rule, "__code__", None), "co_varnames", ())[2: 2 + len(rules)]
+    if len(names) != len(rules):
+        names = ("x",) if len(rules) == 1 else tuple(f"x{i}" for i in range(len(rules)))
+    return inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY)
+                              for n in names])
+
+
+# The three ways an op is called. One and two inputs are the hot path of small models:
+# they do what the general one does, without packing and looping over arguments.
+def _one_input(name, forward):
+    def op(x, **params):
+        if not isinstance(x, Tensor):
+            return forward(x, **params)
+        xd = x.data
+        try:
+            out = forward(xd, **params) if params else forward(xd)
+        except (ValueError, TypeError) as e:  # free in Python >= 3.11 when nothing raises
+            raise _named(name, (xd,), e) from None
+        if type(out) is _ndarray:  # _output(out), inlined
+            y = _new(Tensor)
+            y.data = out
+            y.requires_grad = False
+            y._node = None
+        else:
+            y = wrap(out)
+        stack = _local.stack
+        if stack:
+            _record1(stack, op, x, y, params)
+        return y
+
+    return op
+
+
+def _two_inputs(name, forward, promote):
+    division = promote == "division"
+
+
+    def op(a, b, **params):
+        if isinstance(a, Tensor):
+            ad = a.data
+            if isinstance(b, Tensor):
+                bd = b.data
+                if promote and (bd.dtype != ad.dtype or division and ad.dtype.kind in "biu"):
+                    ad, bd = promoted(ad, bd, division)
+            elif type(b) is float and type(ad) is _ndarray and (  # x * 0.5: _constant
+                    ad.dtype.kind == "f" or not promote):  # inlined
+                bd = _constants.get((b, ad.dtype))
+                if bd is None:
+                    bd = _constant(b, ad)
+            elif promote:
+                ad, bd = _with_scalar(ad, b, division)
+            else:
+                bd = _constant(b, ad)
+        elif isinstance(b, Tensor):
+            bd = b.data
+            if promote:
+                bd, ad = _with_scalar(bd, a, division)
+            else:
+                ad = _constant(a, bd)
+        else:
+            return forward(a, b, **params)
+        try:
+            out = forward(ad, bd, **params) if params else forward(ad, bd)
+        except (ValueError, TypeError) as e:
+            raise _named(name, (ad, bd), e) from None
+        if type(out) is _ndarray:  # _output(out), inlined
+            y = _new(Tensor)
+            y.data = out
+            y.requires_grad = False
+            y._node = None
+        else:
+            y = wrap(out)
+        stack = _local.stack
+        if stack:
+            _record2(stack, op, a, b, ad, bd, y, params)
+        return y
+
+    return op
+
+
+def _any_inputs(name, forward, extras):
+    def op(*args, **params):
+        arrays = tuple(a.data if isinstance(a, Tensor) else a for a in args)
+        if all(x is a for x, a in zip(arrays, args)):  # no Tensor among the inputs
+            return forward(*arrays, **params)
+        try:
+            out = forward(*arrays, **params)
+        except (ValueError, TypeError) as e:
+            raise _named(name, arrays, e) from None
+        more = ()
+        if extras:  # (out, *extras): the rules get the extras as params
+            out, *more = out
+            params = {**params, **dict(zip(extras, more))}
+        y = _output(out)
+        stack = _local.stack
+        if stack:
+            if op.vjp is None:  # never recorded; the tape only notes where a path breaks
+                _note_break(stack, op, args, y)
+            else:
+                _record(stack, op, args, arrays, y, params)
+        return (y, *(wrap(m) for m in more)) if extras else y
+
+    return op
 
 
 def lead_axes(g, ndim):

@@ -46,7 +46,7 @@ def _add_into_buffer(a, b):
 
 
 # ``add`` for activations and biases (conv2d, linear): the same op, its output buffered
-add_bias = Op("add", _add_into_buffer, lambda g, ans, a, b: g, lambda g, ans, a, b: g)
+add_bias = Op("add_bias", _add_into_buffer, lambda g, ans, a, b: g, lambda g, ans, a, b: g)
 neg = Op("neg", np.negative, lambda g, ans, x: -g)
 
 
@@ -64,17 +64,19 @@ def _pow_exponent(g, ans, a, b):
 pow = Op("pow", np.power, _pow_base, _pow_exponent, promote="arithmetic")
 
 # ----- exponentials, logs, roots -----
-exp = Op("exp", np.exp, lambda g, ans, x: g * ans)
-log = Op("log", np.log, lambda g, ans, x: g / x)
-sqrt = Op("sqrt", np.sqrt, lambda g, ans, x: g / (2 * ans))
-abs = Op("abs", np.abs, lambda g, ans, x: g * sign(x))
+exp = Op("exp", np.exp, lambda g, ans, x: g * ans, doc="e ** x, elementwise.")
+log = Op("log", np.log, lambda g, ans, x: g / x, doc="The natural logarithm, elementwise.")
+sqrt = Op("sqrt", np.sqrt, lambda g, ans, x: g / (2 * ans), doc="The square root, elementwise.")
+abs = Op("abs", np.abs, lambda g, ans, x: g * sign(x),
+         doc="|x|, elementwise (the gradient at 0 is 0, as torch's).")
 
 # ----- trigonometric and hyperbolic -----
-sin = Op("sin", np.sin, lambda g, ans, x: g * cos(x))
-cos = Op("cos", np.cos, lambda g, ans, x: -g * sin(x))
+sin = Op("sin", np.sin, lambda g, ans, x: g * cos(x), doc="The sine, elementwise.")
+cos = Op("cos", np.cos, lambda g, ans, x: -g * sin(x), doc="The cosine, elementwise.")
 # g - g*ans*ans rather than g*(1 - ans*ans): numpy is twice as slow with a Python scalar
 # operand on small arrays, and the count of passes over large ones is the same.
-tanh = Op("tanh", np.tanh, lambda g, ans, x: g - g * ans * ans)
+tanh = Op("tanh", np.tanh, lambda g, ans, x: g - g * ans * ans,
+          doc="The hyperbolic tangent, elementwise.")
 
 
 # ----- activations -----
@@ -87,7 +89,8 @@ def _sigmoid_vjp(g, ans, x):
     return ga - ga * ans  # g * ans * (1 - ans), without a Python-scalar operand
 
 
-sigmoid = Op("sigmoid", _sigmoid, _sigmoid_vjp)
+sigmoid = Op("sigmoid", _sigmoid, _sigmoid_vjp,
+             doc="1 / (1 + exp(-x)), elementwise, stable in both tails.")
 def _relu(x):
     return _cpu.relu(x) if _cpu.applies(x) else np.maximum(x, 0)
 
@@ -100,21 +103,22 @@ def _relu_vjp(g, ans, x):
     return where(ans <= 0, 0, g)
 
 
-relu = Op("relu", _relu, _relu_vjp)
+relu = Op("relu", _relu, _relu_vjp, doc="max(x, 0), elementwise.")
 _leaky_relu = Op(
     "leaky_relu",
-    lambda x, negative_slope=0.01: _where(x > 0, x, x * negative_slope),
-    lambda g, ans, x, negative_slope=0.01: where(x > 0, g, g * negative_slope),
+    lambda x, negative_slope: _where(x > 0, x, x * negative_slope),
+    lambda g, ans, x, negative_slope: where(x > 0, g, g * negative_slope),
 )
 
 _SQRT1_2 = 1 / math.sqrt(2)
 _SQRT_2_PI = math.sqrt(2 / math.pi)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
-erf = Op("erf", backend.erf, lambda g, ans, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x))
+erf = Op("erf", backend.erf, lambda g, ans, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x),
+         doc="The error function, elementwise.")
 
 
-def _gelu(x, approximate="none"):
+def _gelu(x, approximate):
     if approximate == "tanh":
         return 0.5 * x * (1 + np.tanh(_SQRT_2_PI * (x + 0.044715 * x * x * x)))
     if approximate != "none":
@@ -122,7 +126,7 @@ def _gelu(x, approximate="none"):
     return 0.5 * x * (1 + backend.erf(x * _SQRT1_2))
 
 
-def _gelu_vjp(g, ans, x, approximate="none"):
+def _gelu_vjp(g, ans, x, approximate):
     if approximate == "tanh":
         t = tanh(_SQRT_2_PI * (x + 0.044715 * x * x * x))
         inner = _SQRT_2_PI * (1 + 3 * 0.044715 * x * x)
@@ -143,14 +147,14 @@ def gelu(x, approximate="none"):
     return _gelu_op(x, approximate=approximate)
 
 
-def _softplus(x, beta=1.0, threshold=20.0):
+def _softplus(x, beta, threshold):
     return _where(x * beta > threshold, x, np.logaddexp(0, x * beta) / beta)
 
 
 _softplus_op = Op(
     "softplus",
     _softplus,
-    lambda g, ans, x, beta=1.0, threshold=20.0: where(
+    lambda g, ans, x, beta, threshold: where(
         x * beta > threshold, g, g * sigmoid(x * beta)
     ),
 )
@@ -162,6 +166,7 @@ maximum = Op(
     lambda g, ans, a, b: where(a == b, g * 0.5, where(a > b, g, 0)),  # ties share, as torch
     lambda g, ans, a, b: where(a == b, g * 0.5, where(b > a, g, 0)),
     promote="arithmetic",
+    doc="The larger of a and b, elementwise (ties share the gradient, as torch).",
 )
 minimum = Op(
     "minimum",
@@ -169,6 +174,7 @@ minimum = Op(
     lambda g, ans, a, b: where(a == b, g * 0.5, where(a < b, g, 0)),
     lambda g, ans, a, b: where(a == b, g * 0.5, where(b < a, g, 0)),
     promote="arithmetic",
+    doc="The smaller of a and b, elementwise (ties share the gradient, as torch).",
 )
 
 

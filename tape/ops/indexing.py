@@ -60,8 +60,8 @@ def _scatter_add(g, index, shape, nb=0):
     return _to_lead_first(out, nb)
 
 
-gather = Op(
-    "getitem",
+gather = Op(  # x[index] on arrays; ``getitem`` normalises the index first
+    "gather",
     _gather,
     lambda g, ans, x, index, nb=0: scatter_add(
         g, index=index, shape=x.shape[nb:], nb=len(lead_axes(g, ans.ndim)) + nb

@@ -120,7 +120,6 @@ def _linear_dw(g, ans, x, w, b=None):
 
 
 _linear = Op("linear", _linear_forward, _linear_dx, _linear_dw, lambda g, ans, x, w, b: g)
-_linear_nobias = Op("linear", _linear_forward, _linear_dx, _linear_dw)
 
 
 def linear(x, weight, bias=None):
@@ -137,7 +136,7 @@ def linear(x, weight, bias=None):
             "(weight is (out_features, in_features); the input's last axis is in_features)"
         )
     if bias is None:
-        return _linear_nobias(x, weight)
+        return _linear(x, weight, None)
     if np.shape(_data(bias)) != ws[:1]:
         raise ValueError(f"linear: bias of shape {np.shape(_data(bias))}, expected {ws[:1]}")
     return _linear(x, weight, bias)

@@ -41,14 +41,16 @@ def _gather_at(g, argmax):
     return out.reshape(g.shape[:-2] + argmax.shape[2:])
 
 
-unpool = Op("max_unpool2d", _unpool,
-            lambda g, ans, x, argmax, x_shape: gather_at(g, argmax=argmax))
+max_unpool = Op("max_unpool2d", _unpool,
+                 lambda g, ans, x, argmax, x_shape: gather_at(g, argmax=argmax))
 gather_at = Op("gather_at", _gather_at,
-               lambda g, ans, x, argmax: unpool(g, argmax=argmax, x_shape=x.shape[-4:]))
+               lambda g, ans, x, argmax: max_unpool(g, argmax=argmax, x_shape=x.shape[-4:]))
 _max_pool = Op(
     "max_pool2d",
-    lambda x, value, argmax: value,  # computed by the kernel together with the argmax
-    lambda g, ans, x, value, argmax: unpool(g, argmax=argmax, x_shape=x.shape),
+    lambda x, k, stride, padding: kernels.max_pool2d_forward(x, k, stride, padding),
+    lambda g, ans, x, k, stride, padding, argmax: max_unpool(g, argmax=argmax,
+                                                             x_shape=x.shape),
+    extras=("argmax",),  # the forward returns (out, argmax); the rule scatters at argmax
 )
 
 
@@ -71,9 +73,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """Max pooling, as ``torch.nn.functional.max_pool2d`` (padding acts as -inf)."""
     _check_4d("max_pool2d", x)
     k, s, p = _pool_args("max_pool2d", kernel_size, stride, padding, dilation, ceil_mode)
-    out, argmax = kernels.max_pool2d_forward(x.data if isinstance(x, Tensor) else x, k, s, p)
-    y = _max_pool(x, value=out, argmax=argmax)
-    return (y, Tensor(argmax)) if return_indices else y
+    y, argmax = _max_pool(x, k=k, stride=s, padding=p)
+    return (y, argmax) if return_indices else y
 
 
 # ----- average pooling: the forward and its adjoint -----
@@ -95,8 +96,8 @@ avg_pool = Op(
         g, x_shape=x.shape[-4:], k=k, stride=stride, padding=padding
     ),
 )
-avg_unpool = Op(
-    "avg_pool2d_backward",
+avg_unpool = Op(  # the adjoint of avg_pool: each is the other's VJP
+    "avg_unpool2d",
     _avg_adjoint,
     lambda g, ans, x, x_shape, k, stride, padding: avg_pool(g, k=k, stride=stride, padding=padding),
 )
