@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import tape
+import tape.atomic
 from tape.io import load, save
 
 DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
@@ -637,7 +638,7 @@ def _dead_pid():
 
 
 def test_a_save_removes_what_killed_saves_of_the_same_file_left(tmp_path):
-    host, dead = tape.io._HOST, _dead_pid()
+    host, dead = tape.atomic._HOST, _dead_pid()
     leftovers = {
         f".m.{host}.{dead}.{'a' * 12}.tmp": False,  # a killed save of m on this host
         f".m.{host}.{os.getpid()}.{'b' * 12}.tmp": True,  # a live save (this process)

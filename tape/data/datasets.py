@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..io import _write_atomic
+from ..atomic import write_atomic
 from ..tensor import wrap
 from .dataset import Dataset, TensorDataset
 
@@ -187,7 +187,7 @@ class MNIST(Dataset):
                 except (OSError, ValueError, http.client.HTTPException) as e:
                     errors.append(f"{mirror + filename}: {e}")
                     continue
-                _write_atomic(os.path.join(self.raw_folder, filename), [body])
+                write_atomic(os.path.join(self.raw_folder, filename), [body])
                 break
             else:
                 raise RuntimeError(self._no_download(names, errors))
