@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .node import Node, key_of
-from .ops.core import ANS, INPUTS, OUT, PARAMS
+from .ops.record import ANS, INPUTS, OUT, PARAMS
 from .tape import format_line
 from .tensor import Tensor
 

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 
 from .node import Node, key_of
-from .ops.core import INPUTS, OP, OUT
+from .ops.record import INPUTS, OP, OUT
 from .tensor import Tensor
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import backend
 from .node import Node, key_of, node_of
-from .ops.core import INPUTS, OUT
+from .ops.record import INPUTS, OUT
 from .ops.elementwise import cast
 from .ops.shape import reshape, sum_to, transpose
 from .tape import _local, format_line

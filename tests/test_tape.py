@@ -18,7 +18,7 @@ import torch
 
 import tape
 from tape.node import key_of
-from tape.ops.core import INPUTS, OUT
+from tape.ops.record import INPUTS, OUT
 
 RNG = np.random.default_rng(1234)
 

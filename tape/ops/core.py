@@ -27,10 +27,14 @@ import weakref
 import numpy as np
 
 from .. import backend
-from ..tape import _local, format_line, user_line
-from ..node import Node, node, unread_params
-from ..node import plan as node_plan
+from ..node import unread_params
+from ..tape import _local
 from ..tensor import Tensor, wrap
+from .promotion import _constant, _constants, _with_scalar, promoted
+from .record import (
+    _note_break, _record, _record1, _record1_checked, _record2, _record2_checked,
+    _record_checked,
+)
 
 _ndarray = np.ndarray
 _array = np.array
@@ -213,83 +217,6 @@ def unfold_lead(a, lead):
     return a.reshape(lead + (-1,) + a.shape[1:]) if lead else a
 
 
-def _constant(c, like):
-    """A Python number beside a floating-point array, as a 0-d array of its dtype.
-
-    The same value numpy's promotion rules would use, but numpy handles a 0-d array
-    twice as fast as a Python scalar, and the rules reuse it in the replay. The arrays
-    of the constants a program uses (x * 0.5, y + 1) are made once, read-only."""
-    if (type(c) is not float and type(c) is not int) or type(like) is not _ndarray:
-        return c
-    key = (c, like.dtype)
-    array = _constants.get(key)
-    if array is not None:
-        return array
-    if like.dtype.kind != "f":
-        return c
-    array = _array(c, like.dtype)
-    # 0.0 == -0.0 as keys but not as factors; nan != nan would never hit.
-    if c != 0 and c == c and len(_constants) < 1024:
-        array.flags.writeable = False
-        _constants[key] = array
-    return array
-
-
-_constants = {}
-
-
-# ----- type promotion: PyTorch's rule -----
-_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
-_DEFAULT = {0: np.dtype(bool), 1: np.dtype(np.int64), 2: np.dtype(np.float32),
-            3: np.dtype(np.complex64)}  # the dtype a Python number of each category takes
-_SCALARS = (bool, int, float, complex, np.generic)
-
-
-def promoted(a, b, division=False):
-    """``a`` and ``b`` (arrays, or Python or numpy numbers) as two operands of one dtype,
-    by PyTorch's rule: the result has the highest category of the operands (bool < int <
-    float < complex); within it, arrays with dimensions decide before 0-d arrays, and
-    those before numbers (a number takes its category's default dtype: int64, float32);
-    operands that decide together are promoted (float32 and float64 give float64). So a
-    float32 tensor stays float32 beside integer tensors, numbers and 0-d values of any
-    kind. ``division``: an integer result becomes float32 (true division). Numbers are
-    returned as arrays of that dtype, or Python numbers (numpy's rule keeps them weak)."""
-    ranked = []
-    for x in (a, b):
-        if isinstance(x, _SCALARS):
-            kind = np.dtype(type(x)).kind if isinstance(x, np.generic) else (
-                "b" if type(x) is bool else "i" if type(x) is int else
-                "f" if type(x) is float else "c")
-            ranked.append((_CATEGORY.get(kind, 2), 0, None))
-        else:
-            ranked.append((_CATEGORY.get(x.dtype.kind, 2), 2 if x.ndim else 1, x.dtype))
-    category = max(r[0] for r in ranked)
-    top = max(r[1] for r in ranked if r[0] == category)
-    dtypes = [r[2] for r in ranked if r[0] == category and r[1] == top]
-    dtype = _DEFAULT[category] if top == 0 else np.result_type(*dtypes)
-    if division and category < 2:
-        dtype = _DEFAULT[2]
-    return tuple(_as(x, dtype) for x in (a, b))
-
-
-def _as(x, dtype):
-    if isinstance(x, np.generic):
-        return x.item()  # a Python number: weak beside the array that now has ``dtype``
-    if isinstance(x, _SCALARS):
-        return x
-    return x if x.dtype == dtype else x.astype(dtype)
-
-
-def _with_scalar(array, c, division):
-    """``array`` and the non-Tensor operand ``c`` beside it, promoted; the common case (a
-    float array and a Python number) through the constants' cache."""
-    if (type(c) is float or type(c) is int) and array.dtype.kind == "f":
-        c = _constant(c, array)
-    elif isinstance(c, _SCALARS) or hasattr(c, "dtype"):
-        array, c = promoted(array, c, division)
-    return (array, c)
-
-
 def _named(name, arrays, error):
     """A forward's ValueError or TypeError restated with the op's name and its inputs'
     shapes, or, for arrays on different devices, their devices."""
@@ -321,168 +248,10 @@ def _output(out):
     return wrap(out)
 
 
-def _record(stack, op, args, arrays, y, params, where=None, keep_all=False):
-    """Append one entry to every active tape that watches an input of the op.
-
-    An entry is ``(op, inputs, ans, out, params, where)`` (the names below): ``out`` is the
-    output's node, ``ans`` the output itself when a rule reads its values (else its
-    node), and ``inputs`` holds per input the tensor when a rule reads its values, else
-    its node (constants as they are). Only inputs watched by some tape need rules."""
-    mask = 0
-    tapes = None
-    for tape in stack:
-        watched = tape._watched
-        hit = 0
-        for i, a in enumerate(args):  # a requires_grad tensor is watched on first use
-            if isinstance(a, Tensor) and (
-                    a._node in watched or (a.requires_grad and tape._watch_variable(a))):
-                hit |= 1 << i
-        if hit:
-            mask |= hit
-            tapes = [tape] if tapes is None else tapes + [tape]
-    if tapes is None:
-        return
-    entry = _entry(op, args, arrays, y, params, mask, where, keep_all)
-    for tape in tapes:
-        tape._entries.append(entry)
-        tape._watched.add(entry[OUT])
-
-
-def _without_unread(unread, params):
-    """``params`` without the arrays no rule reads (None in their place), such as the
-    output a forward was handed: an entry must not keep them alive."""
-    if not any(hasattr(params.get(k), "nbytes") for k in unread):
-        return params
-    return {k: None if k in unread else v for k, v in params.items()}
-
-
-# The fields of an entry, for code that reads entries by position
-OP, INPUTS, ANS, OUT, PARAMS, WHERE = range(6)
-
-
-def _entry(op, args, arrays, y, params, mask, where=None, keep_all=False):
-    """The entry for one op: only the values the rules of the watched inputs read."""
-    if keep_all:
-        keep_ans, keep = True, (True,) * len(args)
-    else:
-        keep_ans, keep = op.plans.get(mask) or _plan(op, mask, len(args))
-    inputs = []
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor):
-            if a._node is None:  # an input no tape watches: known by a node all the same
-                a._node = node(a.data)
-            inputs.append(a if keep[i] else a._node)
-        else:
-            inputs.append(arrays[i])
-    out = y._node = node(y.data)
-    if op.unread and params:
-        params = _without_unread(op.unread, params)
-    return (op, tuple(inputs), y if keep_ans else out, out, params, where)
-
-
-def _plan(op, mask, count):
-    """What ``op``'s entries keep when the inputs in ``mask`` need gradients (cached)."""
-    vjp = op.vjp
-    plan = op.plans[mask] = node_plan(vjp if type(vjp) is tuple else (),
-                                      None if type(vjp) is tuple else vjp, mask, count)
-    return plan
-
-
-def _node_for(x):
-    """The node of a tensor no tape watches (made now: entries name every tensor input)."""
-    n = x._node = node(x.data)
-    return n
-
-
-# The hot path of small models: ``_record`` for one- and two-input ops on one tape,
-# without packing arguments or looping. They do exactly what ``_record`` does.
-def _record1(stack, op, x, y, params):
-    if len(stack) != 1:
-        return _record(stack, op, (x,), (x.data,), y, params)
-    tape = stack[0]
-    n = x._node
-    if n not in tape._watched:
-        if not (x.requires_grad and tape._watch_variable(x)):
-            return None
-        n = x._node
-    keep_ans, (keep_x,) = op.plans.get(1) or _plan(op, 1, 1)
-    data = y.data
-    out = y._node = _new(Node)
-    out.shape = data.shape
-    out.dtype = data.dtype
-    if op.unread and params:
-        params = _without_unread(op.unread, params)
-    tape._entries.append((op, (x if keep_x else n,), y if keep_ans else out, out, params, None))
-    tape._watched.add(out)
-    return None
-
-
-def _record2(stack, op, a, b, ad, bd, y, params):
-    if len(stack) != 1:
-        return _record(stack, op, (a, b), (ad, bd), y, params)
-    tape = stack[0]
-    watched = tape._watched
-    a_tensor = isinstance(a, Tensor)
-    b_tensor = isinstance(b, Tensor)
-    mask = 1 if a_tensor and (
-        a._node in watched or (a.requires_grad and tape._watch_variable(a))) else 0
-    if b_tensor and (b._node in watched or (b.requires_grad and tape._watch_variable(b))):
-        mask |= 2
-    if not mask:
-        return None
-    keep_ans, (keep_a, keep_b) = op.plans.get(mask) or _plan(op, mask, 2)
-    if a_tensor:
-        ad = a if keep_a else a._node or _node_for(a)
-    if b_tensor:
-        bd = b if keep_b else b._node or _node_for(b)
-    if keep_a and a_tensor and a._node is None:
-        _node_for(a)
-    if keep_b and b_tensor and b._node is None:
-        _node_for(b)
-    data = y.data
-    out = y._node = _new(Node)
-    out.shape = data.shape
-    out.dtype = data.dtype
-    if op.unread and params:
-        params = _without_unread(op.unread, params)
-    tape._entries.append((op, (ad, bd), y if keep_ans else out, out, params, None))
-    watched.add(out)
-    return None
-
-
-def _note_break(stack, op, args, y):
-    """A non-differentiable op (comparison, argmax) used a watched tensor: the tape notes
-    it, outside its entries, so that ``explain`` can say where a gradient path ends."""
-    for tape in stack:
-        if any(isinstance(a, Tensor) and (a._node in tape._watched or (
-                a.requires_grad and tape._watch_accessed)) for a in args):
-            where = user_line() if tape._keep_lines else None
-            tape._breaks.append((op.name, [a._node for a in args if isinstance(a, Tensor)],
-                                 tuple(y.shape), where))
-
-
-def _record_checked(stack, op, args, arrays, y, params):
-    """``_record`` while debugging is on somewhere (``detect_anomaly``, or a tape that keeps
-    source lines): check the forward for NaN/inf and keep the user's source line. A tape
-    keeping source lines keeps every input and output too, for ``explain`` and pictures."""
-    if _local.anomaly:
-        _check_forward(op.name, y)
-    keep_all = any(tape._keep_lines for tape in stack)
-    where = user_line() if keep_all or _local.anomaly else None
-    return _record_plain(stack, op, args, arrays, y, params, where, keep_all)
-
-
+# ----- the debug switch -----
 _record_plain = _record
 _debug_users = 0
 _debug_lock = threading.Lock()
-
-
-def _record1_checked(stack, op, x, y, params):
-    return _record_checked(stack, op, (x,), (x.data,), y, params)
-
-
-def _record2_checked(stack, op, a, b, ad, bd, y, params):
-    return _record_checked(stack, op, (a, b), (ad, bd), y, params)
 
 
 _fast = (_record1, _record2)
@@ -500,10 +269,3 @@ def debug_mode(on: bool) -> None:
         _record1, _record2 = (_record1_checked, _record2_checked) if checked else _fast
 
 
-def _check_forward(name, y):
-    data = y.data
-    if data.dtype.kind == "f" and not bool(np.isfinite(data).all()):
-        bad = "nan" if bool(np.isnan(data).any()) else "inf"
-        raise FloatingPointError(
-            f"detect_anomaly: the forward of '{name}' produced {bad} at {format_line(user_line())}"
-        )
