@@ -100,11 +100,15 @@ class _Paths:
                 for a in p if isinstance(p, (list, tuple)) else (p,):
                     if isinstance(a, (Tensor, np.ndarray)):
                         self.constants.append((k, a))
-        kept = {}  # the tensors derived from the source whose values the tape holds
-        for entry in entries:
+        kept = {}  # tensors derived from the source whose values are still there: held
+        for entry in entries:  # by the tape, or by the user (source_lines tapes note them)
             for x in (entry[ANS],) + entry[INPUTS]:
                 if isinstance(x, Tensor) and x._node in self.from_source:
                     kept.setdefault(x._node, x)
+        for n, ref in tape._outputs.items():
+            x = ref()
+            if x is not None and n in self.from_source:
+                kept.setdefault(n, x)
         kept.pop(source._node, None)
         self.derived = [source] + list(kept.values())
 

@@ -106,6 +106,7 @@ class Tape:
         self._variables = {}  # node -> tensor watched as a variable (kept alive, in order)
         self._pauses = 0  # times recording was paused (stop_recording, no_grad)
         self._breaks = []  # non-differentiable ops applied to watched tensors (for explain)
+        self._outputs = {}  # node -> weak reference to the tensor (source_lines only)
         self._spent = False
 
     # ----- recording -----
@@ -172,6 +173,7 @@ class Tape:
         self._watched = set()
         self._variables = {}
         self._breaks = []
+        self._outputs = {}
         self._spent = False
 
     def stop_recording(self):

@@ -52,9 +52,9 @@ def test_memory_counts_constants_and_views_as_their_base():
     assert s.shape == ()  # never run, so r itself is not kept
 
 
-def test_a_tape_keeping_source_lines_keeps_every_input_and_output():
-    t, _ = small_tape(source_lines=True)  # for explain and the pictures: x, y, z and s
-    assert t.memory() == {"total": 1204, "tanh": 800, "mul": 400, "sum": 4}
+def test_a_tape_keeping_source_lines_keeps_no_more():
+    t, _ = small_tape(source_lines=True)  # its outputs are noted weakly, for explain
+    assert t.memory() == {"total": 400, "tanh": 400, "mul": 0, "sum": 0}
 
 
 KEPT = [  # (what is recorded, which of its inputs' and output's values the entry keeps)

@@ -11,6 +11,8 @@ are the same for one- and two-input ops on one tape, the hot path of small model
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ..node import Node, node
@@ -21,7 +23,7 @@ from ..tensor import Tensor
 _new = object.__new__
 
 
-def _record(stack, op, args, arrays, y, params, where=None, keep_all=False):
+def _record(stack, op, args, arrays, y, params, where=None):
     """Append one entry to every active tape that watches an input of the op (only the
     rules of watched inputs will run: the entry keeps what those read)."""
     mask = 0
@@ -38,7 +40,7 @@ def _record(stack, op, args, arrays, y, params, where=None, keep_all=False):
             tapes = [tape] if tapes is None else tapes + [tape]
     if tapes is None:
         return
-    entry = _entry(op, args, arrays, y, params, mask, where, keep_all)
+    entry = _entry(op, args, arrays, y, params, mask, where)
     for tape in tapes:
         tape._entries.append(entry)
         tape._watched.add(entry[OUT])
@@ -56,12 +58,9 @@ def _without_unread(unread, params):
 OP, INPUTS, ANS, OUT, PARAMS, WHERE = range(6)
 
 
-def _entry(op, args, arrays, y, params, mask, where=None, keep_all=False):
+def _entry(op, args, arrays, y, params, mask, where=None):
     """The entry for one op: only the values the rules of the watched inputs read."""
-    if keep_all:
-        keep_ans, keep = True, (True,) * len(args)
-    else:
-        keep_ans, keep = op.plans.get(mask) or _plan(op, mask, len(args))
+    keep_ans, keep = op.plans.get(mask) or _plan(op, mask, len(args))
     inputs = []
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
@@ -160,12 +159,16 @@ def _note_break(stack, op, args, y):
 def _record_checked(stack, op, args, arrays, y, params):
     """``_record`` while debugging is on somewhere (``detect_anomaly``, or a tape that keeps
     source lines): check the forward for NaN/inf and keep the user's source line. A tape
-    keeping source lines keeps every input and output too, for ``explain`` and pictures."""
+    keeping source lines also notes its outputs weakly, so that ``explain`` can compare
+    values the user still holds, without keeping anything alive."""
     if _local.anomaly:
         _check_forward(op.name, y)
-    keep_all = any(tape._keep_lines for tape in stack)
-    where = user_line() if keep_all or _local.anomaly else None
-    return _record(stack, op, args, arrays, y, params, where, keep_all)
+    lines = [tape for tape in stack if tape._keep_lines]
+    where = user_line() if lines or _local.anomaly else None
+    _record(stack, op, args, arrays, y, params, where)
+    for tape in lines:
+        if y._node in tape._watched:
+            tape._outputs[y._node] = weakref.ref(y)
 
 
 def _record1_checked(stack, op, x, y, params):
