@@ -32,13 +32,12 @@ nothing else in the process (kernels/cpu/threads.py says why).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import threading
-from typing import Callable
 
 from . import reference
 from .cpu.threads import num_threads, set_num_threads
+from .registry import available, default_impl, device_of, get, register, unregister, use
+from .registry import call as _call
 from .shapes import (
     KERNELS,
     check_avg_pool_grad,
@@ -65,124 +64,6 @@ __all__ = [
     "num_threads",
     "set_num_threads",
 ]
-
-# ----- registry -----
-
-_impls: dict[str, dict[str, dict[str, Callable]]] = {}  # name -> device -> impl -> fn
-_defaults: dict[tuple[str, str], str] = {}  # (name, device) -> impl
-_local = threading.local()  # .selected: {name: impl} set by use()
-
-
-def device_of(x) -> str:
-    """"cuda" for cupy arrays (detected without importing cupy), else "cpu"."""
-    return "cuda" if type(x).__module__.startswith("cupy") else "cpu"
-
-
-def register(name: str, device: str, fn: Callable | None = None, impl: str = "mine",
-             default: bool = False):
-    """Register ``fn`` as implementation ``impl`` of kernel ``name`` on ``device``.
-
-    Usable as a decorator: ``@kernels.register("im2col", "cpu", impl="numba")``. A new
-    implementation is only used inside ``kernels.use(name, impl)`` unless ``default=True``
-    (or it is the first one registered for that device). Returns ``fn``.
-    """
-    if fn is None:
-        return lambda f: register(name, device, f, impl=impl, default=default)
-    if not callable(fn):
-        raise TypeError(f"kernels.register({name!r}, {device!r}): fn must be callable")
-    devices = _impls.setdefault(name, {})
-    devices.setdefault(device, {})[impl] = fn
-    if default or (name, device) not in _defaults:
-        _defaults[(name, device)] = impl
-    return fn
-
-
-def unregister(name: str, device: str, impl: str) -> None:
-    """Remove a registration (the default falls back to "numba", then "reference")."""
-    impls = _impls[name][device]
-    del impls[impl]
-    if _defaults.get((name, device)) == impl:
-        for fallback in ("numba", "cupy", "reference", *impls):
-            if fallback in impls:
-                _defaults[(name, device)] = fallback
-                break
-        else:
-            del _defaults[(name, device)]
-            del _impls[name][device]
-
-
-def available() -> dict[str, dict[str, list[str]]]:
-    """``{name: {device: [impls]}}`` of everything registered, default first."""
-    out = {}
-    for name, devices in _impls.items():
-        out[name] = {}
-        for device, impls in devices.items():
-            d = _defaults.get((name, device))
-            out[name][device] = sorted(impls, key=lambda i: (i != d, i))
-    return out
-
-
-def default_impl(name: str, device: str = "cpu") -> str:
-    """The implementation used for ``name`` on ``device`` outside any ``use`` block."""
-    return _defaults[(name, device)]
-
-
-def get(name: str, device: str = "cpu", impl: str | None = None) -> Callable:
-    """The function that a call of kernel ``name`` on ``device`` would run now."""
-    if name not in _impls:
-        raise LookupError(f"unknown kernel {name!r}; known kernels: {sorted(_impls)}")
-    impls = _impls[name].get(device)
-    if not impls:
-        hint = ("install cupy (the cuda12x extra) for the GPU kernels" if device == "cuda"
-                else "register one with kernels.register")
-        raise LookupError(f"kernel {name!r} has no implementation for device {device!r} "
-                          f"(it has some for {sorted(_impls[name])}); {hint}")
-    if impl is None:
-        impl = getattr(_local, "selected", {}).get(name) or _defaults[(name, device)]
-    try:
-        return impls[impl]
-    except KeyError:
-        raise LookupError(
-            f"kernel {name!r} has no {impl!r} implementation for device {device!r} "
-            f"(available there: {sorted(impls)}); register one with kernels.register"
-        ) from None
-
-
-@contextlib.contextmanager
-def use(name, impl: str):
-    """Select implementation ``impl`` of kernel ``name`` for the calls this thread makes in
-    the block. ``name`` may be a list of kernel names, or "*" for every kernel that has
-    an ``impl`` implementation.
-
-    >>> import numpy as np, kernels
-    >>> with kernels.use("*", "reference"):
-    ...     out, arg = kernels.max_pool2d_forward(np.ones((1, 1, 2, 2)), 2, 2, 0)
-    """
-    def has(n):
-        return any(impl in d for d in _impls.get(n, {}).values())
-
-    if name == "*":
-        names = [n for n in _impls if has(n)]
-        if not names:
-            raise LookupError(f"kernels.use: no kernel has an {impl!r} implementation")
-    else:
-        names = [name] if isinstance(name, str) else list(name)
-    for n in names:
-        if not has(n):
-            have = sorted({i for d in _impls.get(n, {}).values() for i in d})
-            raise LookupError(f"kernels.use: kernel {n!r} has no {impl!r} implementation "
-                              f"(available: {have})")
-    prev = getattr(_local, "selected", {})
-    _local.selected = {**prev, **{n: impl for n in names}}
-    try:
-        yield
-    finally:
-        _local.selected = prev
-
-
-def _call(name, x, *args):
-    return get(name, device_of(x))(x, *args)
-
 
 # ----- public kernels -----
 

@@ -1,0 +1,132 @@
+"""The registry: which implementations each kernel has on each device, and which one runs.
+
+A module of its own, importing nothing else of ``kernels``, so that every implementation
+can register itself where it is defined (``@register(...)``) without an import cycle;
+``kernels`` re-exports it all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Callable
+
+_impls: dict[str, dict[str, dict[str, Callable]]] = {}  # name -> device -> impl -> fn
+_defaults: dict[tuple[str, str], list[str]] = {}  # (name, device) -> defaults, newest last
+_lock = threading.Lock()  # registrations; lookups read the dicts without it
+_local = threading.local()  # .selected: {name: impl} set by use()
+
+
+def device_of(x) -> str:
+    """"cuda" for cupy arrays (detected without importing cupy), else "cpu"."""
+    return "cuda" if type(x).__module__.startswith("cupy") else "cpu"
+
+
+def register(name: str, device: str, fn: Callable | None = None, impl: str = "mine",
+             default: bool = False):
+    """Register ``fn`` as implementation ``impl`` of kernel ``name`` on ``device``.
+
+    Usable as a decorator: ``@kernels.register("im2col", "cpu", impl="numba")``. A new
+    implementation is only used inside ``kernels.use(name, impl)`` unless ``default=True``
+    (or it is the first one registered for that device). Returns ``fn``.
+    """
+    if fn is None:
+        return lambda f: register(name, device, f, impl=impl, default=default)
+    if not callable(fn):
+        raise TypeError(f"kernels.register({name!r}, {device!r}): fn must be callable")
+    with _lock:
+        _impls.setdefault(name, {}).setdefault(device, {})[impl] = fn
+        defaults = _defaults.setdefault((name, device), [])
+        if default or not defaults:
+            if impl in defaults:
+                defaults.remove(impl)
+            defaults.append(impl)
+    return fn
+
+
+def unregister(name: str, device: str, impl: str) -> None:
+    """Remove a registration; the default goes back to the one it replaced."""
+    with _lock:
+        impls = _impls[name][device]
+        del impls[impl]
+        defaults = [i for i in _defaults[(name, device)] if i != impl]
+        if not defaults and impls:  # it was the only default: any that is left
+            defaults = [next(iter(impls))]
+        if impls:
+            _defaults[(name, device)] = defaults
+        else:
+            del _defaults[(name, device)], _impls[name][device]
+
+
+def available() -> dict[str, dict[str, list[str]]]:
+    """``{name: {device: [impls]}}`` of everything registered, default first."""
+    out = {}
+    for name, devices in _impls.items():
+        out[name] = {}
+        for device, impls in devices.items():
+            d = default_impl(name, device)
+            out[name][device] = sorted(impls, key=lambda i: (i != d, i))
+    return out
+
+
+def default_impl(name: str, device: str = "cpu") -> str:
+    """The implementation used for ``name`` on ``device`` outside any ``use`` block."""
+    return _defaults[(name, device)][-1]
+
+
+def get(name: str, device: str = "cpu", impl: str | None = None) -> Callable:
+    """The function that a call of kernel ``name`` on ``device`` would run now."""
+    if name not in _impls:
+        raise LookupError(f"unknown kernel {name!r}; known kernels: {sorted(_impls)}")
+    impls = _impls[name].get(device)
+    if not impls:
+        hint = ("install cupy (the cuda12x extra) for the GPU kernels" if device == "cuda"
+                else "register one with kernels.register")
+        raise LookupError(f"kernel {name!r} has no implementation for device {device!r} "
+                          f"(it has some for {sorted(_impls[name])}); {hint}")
+    if impl is None:
+        impl = getattr(_local, "selected", {}).get(name) or default_impl(name, device)
+    try:
+        return impls[impl]
+    except KeyError:
+        raise LookupError(
+            f"kernel {name!r} has no {impl!r} implementation for device {device!r} "
+            f"(available there: {sorted(impls)}); register one with kernels.register"
+        ) from None
+
+
+@contextlib.contextmanager
+def use(name, impl: str):
+    """Select implementation ``impl`` of kernel ``name`` for the calls this thread makes in
+    the block. ``name`` may be a list of kernel names, or "*" for every kernel that has
+    an ``impl`` implementation.
+
+    >>> import numpy as np, kernels
+    >>> with kernels.use("*", "reference"):
+    ...     out, arg = kernels.max_pool2d_forward(np.ones((1, 1, 2, 2)), 2, 2, 0)
+    """
+    def has(n):
+        return any(impl in d for d in _impls.get(n, {}).values())
+
+    if name == "*":
+        names = [n for n in _impls if has(n)]
+        if not names:
+            raise LookupError(f"kernels.use: no kernel has an {impl!r} implementation")
+    else:
+        names = [name] if isinstance(name, str) else list(name)
+    for n in names:
+        if not has(n):
+            have = sorted({i for d in _impls.get(n, {}).values() for i in d})
+            raise LookupError(f"kernels.use: kernel {n!r} has no {impl!r} implementation "
+                              f"(available: {have})")
+    prev = getattr(_local, "selected", {})
+    _local.selected = {**prev, **{n: impl for n in names}}
+    try:
+        yield
+    finally:
+        _local.selected = prev
+
+
+def call(name, x, *args):
+    """Run kernel ``name`` with the implementation in effect on ``x``'s device."""
+    return get(name, device_of(x))(x, *args)
