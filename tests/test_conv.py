@@ -1,111 +1,17 @@
-"""conv2d and pooling against PyTorch: values, gradients, second order, jacobians, errors;
-on each device (the GPU rows, on the cupy kernels, skip without a GPU)."""
+"""conv2d and pooling: the routes conv2d takes (Winograd fused and batched, direct, im2col)
+and their agreement, pooling's indices, errors. Their values, gradients, Jacobians and
+second order against PyTorch are rows of the op table (tests/optable/conv.py, run by
+test_ops.py on each device)."""
 
 import numpy as np
 import pytest
 import torch
+from optable import ROWS
 
 import tape
 import tape.functional as F
 
 TF = torch.nn.functional
-
-# name, tape fn, torch fn, input shapes
-CASES = [
-    ("conv2d pad1 bias", lambda x, w, b: F.conv2d(x, w, b, padding=1),
-     lambda x, w, b: TF.conv2d(x, w, b, padding=1), [(2, 3, 5, 5), (4, 3, 3, 3), (4,)]),
-    ("conv2d stride2 dilation2", lambda x, w: F.conv2d(x, w, stride=2, padding=2, dilation=2),
-     lambda x, w: TF.conv2d(x, w, stride=2, padding=2, dilation=2), [(2, 2, 7, 6), (3, 2, 3, 2)]),
-    ("conv2d groups pairs", lambda x, w: F.conv2d(x, w, stride=(2, 1), padding=(1, 0), groups=2),
-     lambda x, w: TF.conv2d(x, w, stride=(2, 1), padding=(1, 0), groups=2),
-     [(2, 4, 5, 5), (6, 2, 3, 3)]),
-    ("conv2d batch1 odd 1x1", lambda x, w: F.conv2d(x, w), lambda x, w: TF.conv2d(x, w),
-     [(1, 3, 7, 5), (2, 3, 1, 1)]),
-    ("conv2d then tanh", lambda x, w: F.conv2d(x, w).tanh(), lambda x, w: TF.conv2d(x, w).tanh(),
-     [(1, 2, 4, 4), (2, 2, 2, 2)]),
-    # 3x3, stride 1, >= 8 input channels: the Winograd route on the CPU (im2col on the GPU)
-    ("winograd pad1 bias odd", lambda x, w, b: F.conv2d(x, w, b, padding=1),
-     lambda x, w, b: TF.conv2d(x, w, b, padding=1), [(2, 8, 5, 6), (3, 8, 3, 3), (3,)]),
-    ("winograd pad0 batch1 then tanh", lambda x, w: F.conv2d(x, w).tanh(),
-     lambda x, w: TF.conv2d(x, w).tanh(), [(1, 9, 7, 4), (2, 9, 3, 3)]),
-    ("winograd pad (2,1) groups", lambda x, w: F.conv2d(x, w, padding=(2, 1), groups=2) ** 2,
-     lambda x, w: TF.conv2d(x, w, padding=(2, 1), groups=2) ** 2, [(1, 16, 3, 4), (4, 8, 3, 3)]),
-    # channels past WINOGRAD_FUSED_MAX_CHANNELS: the batched GEMMs instead of the fused kernels
-    ("winograd batched many channels", lambda x, w: F.conv2d(x, w, padding=1).tanh(),
-     lambda x, w: TF.conv2d(x, w, padding=1).tanh(), [(1, 64, 2, 3), (40, 64, 3, 3)]),
-    # one input channel: the direct kernels on the CPU
-    ("direct cin1 pad1 bias then tanh", lambda x, w, b: F.conv2d(x, w, b, padding=1).tanh(),
-     lambda x, w, b: TF.conv2d(x, w, b, padding=1).tanh(), [(2, 1, 6, 5), (3, 1, 3, 3), (3,)]),
-    ("direct cin1 stride (2,1) pad (0,2) 2x4", lambda x, w: F.conv2d(
-        x, w, stride=(2, 1), padding=(0, 2)) ** 2,
-     lambda x, w: TF.conv2d(x, w, stride=(2, 1), padding=(0, 2)) ** 2,
-     [(1, 1, 7, 6), (2, 1, 2, 4)]),
-    ("max_pool2d 2x2", lambda x: F.max_pool2d(x, 2) ** 2, lambda x: TF.max_pool2d(x, 2) ** 2,
-     [(2, 3, 6, 6)]),
-    ("max_pool2d k3 s1 p1", lambda x: F.max_pool2d(x, 3, 1, 1) ** 2,
-     lambda x: TF.max_pool2d(x, 3, 1, 1) ** 2, [(2, 2, 5, 5)]),
-    ("max_pool2d odd (3,2)", lambda x: F.max_pool2d(x, (3, 2), (2, 1)) ** 2,
-     lambda x: TF.max_pool2d(x, (3, 2), (2, 1)) ** 2, [(1, 2, 7, 5)]),
-    ("avg_pool2d k3 s2 p1", lambda x: F.avg_pool2d(x, 3, 2, 1) ** 2,
-     lambda x: TF.avg_pool2d(x, 3, 2, 1) ** 2, [(2, 3, 7, 7)]),
-    ("adaptive_avg_pool2d uneven", lambda x: F.adaptive_avg_pool2d(x, (3, 2)) ** 2,
-     lambda x: TF.adaptive_avg_pool2d(x, (3, 2)) ** 2, [(2, 3, 7, 5)]),
-    ("adaptive_avg_pool2d even", lambda x: F.adaptive_avg_pool2d(x, 2) ** 2,
-     lambda x: TF.adaptive_avg_pool2d(x, 2) ** 2, [(2, 3, 4, 6)]),
-]
-IDS = [c[0] for c in CASES]
-
-
-def _inputs(shapes, dtype, seed=0, device="cpu"):
-    rng = np.random.default_rng(seed)
-    arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
-    return ([tape.tensor(a, requires_grad=True, device=device) for a in arrays],
-            [torch.tensor(a, requires_grad=True) for a in arrays])
-
-
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 2e-4)])
-@pytest.mark.parametrize("name, fn, torch_fn, shapes", CASES, ids=IDS)
-def test_forward_and_gradient(name, fn, torch_fn, shapes, dtype, tol, device):
-    xs, ts = _inputs(shapes, dtype, device=device)
-    with tape.Tape() as t:
-        y = fn(*xs)
-    yt = torch_fn(*ts)
-    v = np.random.default_rng(1).standard_normal(yt.shape).astype(dtype)
-    grads = t.gradient(y, xs, output_gradients=v)  # a numpy seed goes to y's device
-    want = torch.autograd.grad(yt, ts, torch.tensor(v))
-    assert y.dtype == dtype and y.device == device
-    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=tol, atol=tol)
-    for g, w, x in zip(grads, want, xs):
-        assert g.dtype == x.dtype and g.shape == x.shape and g.device == device
-        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("name, fn, torch_fn, shapes", CASES, ids=IDS)
-def test_second_order(name, fn, torch_fn, shapes, device):
-    xs, ts = _inputs(shapes, np.float64, device=device)
-    v = np.random.default_rng(1).standard_normal(torch_fn(*ts).shape)
-    with tape.Tape() as outer:
-        with tape.Tape() as inner:
-            y = fn(*xs)
-        grads = inner.gradient(y, xs, output_gradients=v)
-        penalty = sum((g * g).sum() for g in grads)
-    got = outer.gradient(penalty, xs, unconnected_gradients="zero")
-    gt = torch.autograd.grad(torch_fn(*ts), ts, torch.tensor(v), create_graph=True)
-    want = torch.autograd.grad(sum((g * g).sum() for g in gt), ts, allow_unused=True)
-    for g, w in zip(got, want):
-        w = np.zeros(g.shape) if w is None else w.numpy()
-        np.testing.assert_allclose(g.numpy(), w, rtol=1e-9, atol=1e-10)
-
-
-@pytest.mark.parametrize("name, fn, torch_fn, shapes", CASES, ids=IDS)
-def test_jacobian(name, fn, torch_fn, shapes, device):
-    xs, ts = _inputs(shapes, np.float64, device=device)
-    with tape.Tape() as t:
-        y = fn(*xs)
-    got = t.jacobian(y, xs[0])
-    want = torch.autograd.functional.jacobian(lambda a: torch_fn(a, *ts[1:]), ts[0].detach())
-    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
-
 
 def test_max_pool2d_return_indices_match_torch(device):
     x = np.random.default_rng(2).standard_normal((2, 3, 6, 6))
@@ -137,29 +43,27 @@ def test_bad_shapes_raise_clearly(call, error, match):
         call()
 
 
-WINOGRAD_CASES = [c for c in CASES if c[0].startswith("winograd")]
+WINOGRAD_ROWS = [r for r in ROWS if r.name.startswith("winograd")]
 
 
-@pytest.mark.parametrize("name, fn, torch_fn, shapes", WINOGRAD_CASES,
-                         ids=[c[0] for c in WINOGRAD_CASES])
-def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(name, fn, torch_fn, shapes,
-                                                                  monkeypatch):
+@pytest.mark.parametrize("row", WINOGRAD_ROWS, ids=[r.name for r in WINOGRAD_ROWS])
+def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(row, monkeypatch):
     """The rows above only test Winograd if conv2d takes that route; and its two forms (the
     fused kernels, the batched GEMMs) and im2col give the same values and gradients."""
     from tape.ops import winograd as conv
 
     if conv._wino is None:
         pytest.skip("numba is not installed: every convolution takes the im2col route")
-    default = {entry[0].name for entry in _recorded(fn, shapes)[0]._entries}
-    assert ("winograd_gemm" in default) == ("batched" in name), default
-    assert ("winograd_conv" in default) == ("batched" not in name), default
+    default = {entry[0].name for entry in _recorded(row)[0]._entries}
+    assert ("winograd_gemm" in default) == ("batched" in row.name), default
+    assert ("winograd_conv" in default) == ("batched" not in row.name), default
     results = {}
     for route, min_channels, fused_max, op in [("fused", 8, 10**9, "winograd_conv"),
                                                ("batched", 8, 0, "winograd_gemm"),
                                                ("im2col", 10**9, 0, "im2col")]:
         monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", min_channels)
         monkeypatch.setattr(conv, "WINOGRAD_FUSED_MAX_CHANNELS", fused_max)
-        t, xs, y, loss = _recorded(fn, shapes)
+        t, xs, y, loss = _recorded(row)
         assert op in {entry[0].name for entry in t._entries}, route
         results[route] = [y] + t.gradient(loss, xs)
     for route in ["fused", "batched"]:
@@ -167,10 +71,10 @@ def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(name, fn, tor
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
 
 
-def _recorded(fn, shapes):
-    xs, _ = _inputs(shapes, np.float64)
+def _recorded(row):
+    xs = [tape.tensor(a, requires_grad=True) for a in row.inputs("float64")]
     with tape.Tape() as t:
-        y = fn(*xs)
+        y = row.tape(*xs)
         loss = (y * y).sum()
     return t, xs, y, loss
 

@@ -1,0 +1,133 @@
+"""The op table's rows for tape.functional's layers and losses (torch.nn.functional's
+twins), dropout, and the ops users write themselves (custom_gradient, Function)."""
+
+import numpy as np
+import torch
+from optable.row import Table, normal, positive
+
+import tape
+
+# every check on the GPU too; tolerances for sums over whole batches
+T = Table(tol64=(1e-7, 1e-9), tol32=(2e-4, 2e-5), gpu=True)
+
+
+def prob(rng, shape):
+    return rng.uniform(0.05, 0.95, shape)
+
+
+def big(rng, shape):  # logits far into the saturated tails
+    return rng.standard_normal(shape) * 40
+
+
+N, C = 6, 5
+TGT = np.array([0, 3, 1, 4, 3, 2])  # class targets of (N, C) inputs
+T_IGN = np.array([0, -100, 1, 4, -100, 2])
+T_IGN2 = np.array([2, 3, 2, 4, 0, 2])  # ignore_index=2
+T4 = np.random.default_rng(4).integers(0, C, (2, 3, 4))
+T4[0, 1, 2] = T4[1, 0, 0] = -100
+IDX = np.array([[1, 2, 1, 9], [0, 1, 2, 1]])  # repeated rows: the gradient accumulates
+NP, NN = (normal, positive), (normal, normal)  # an input and its class weights; two inputs
+
+# ----- layers -----
+T.row("linear", lambda m, x, w, b: m.F.linear(x, w, b), (N, 4), (3, 4), (3,))
+T.row("linear_nobias", lambda m, x, w: m.F.linear(x, w), (N, 4), (3, 4))
+T.row("linear_3d", lambda m, x, w, b: m.F.linear(x, w, b), (2, N, 4), (3, 4), (3,))
+T.row("linear_1d", lambda m, x, w, b: m.F.linear(x, w, b), (4,), (3, 4), (3,))
+T.row("layer_norm", lambda m, x, w, b: m.F.layer_norm(x, (5,), w, b), (3, 4, 5), (5,), (5,))
+T.row("layer_norm_2axes", lambda m, x: m.F.layer_norm(x, (4, 5), eps=1e-3), (3, 4, 5))
+STATS = (normal, normal, positive, normal, normal)  # x, running mean and var, weight, bias
+T.row("batch_norm_train_2d", lambda m, x, rm, rv, w, b: m.F.batch_norm(
+    x, rm, rv, w, b, training=True), (8, 4), (4,), (4,), (4,), (4,), gen=STATS, nograd=(1, 2))
+T.row("batch_norm_train_4d", lambda m, x, rm, rv, w, b: m.F.batch_norm(
+    x, rm, rv, w, b, training=True, momentum=0.3, eps=1e-3),
+    (4, 3, 5, 5), (3,), (3,), (3,), (3,), gen=STATS, nograd=(1, 2))
+T.row("batch_norm_train_3d_nostats", lambda m, x: m.F.batch_norm(
+    x, None, None, training=True), (4, 3, 7))
+T.row("batch_norm_eval_4d", lambda m, x, rm, rv, w, b: m.F.batch_norm(
+    x, rm, rv, w, b, training=False), (4, 3, 5, 5), (3,), (3,), (3,), (3,), gen=STATS,
+    nograd=(1, 2))
+T.row("embedding", lambda m, w: m.F.embedding(m.const(IDX), w), (10, 3))
+T.row("embedding_padding", lambda m, w: m.F.embedding(m.const(IDX), w, padding_idx=1), (10, 3))
+T.row("dropout_eval", lambda m, x: m.F.dropout(x, 0.4, training=False), (4, 5))
+T.row("dropout", lambda m, x: m.dropout_seeded(x, 0.4) * x, (4, 5),
+      note="random: torch's RNG cannot draw tape's mask, so the twin multiplies by the mask "
+           "tape draws for the same seed; the values check the mask's scaling, the "
+           "derivatives dropout's rule (tape.manual_seed fixes the mask)")
+
+# ----- losses, each reduction -----
+for red in ("mean", "sum", "none"):
+    T.row(f"ce_{red}", lambda m, x, red=red: m.F.cross_entropy(
+        x, m.const(TGT), reduction=red), (N, C))
+    T.row(f"ce_weight_{red}", lambda m, x, w, red=red: m.F.cross_entropy(
+        x, m.const(TGT), weight=w, reduction=red), (N, C), (C,), gen=NP, nograd=(1,))
+    T.row(f"ce_ignore_{red}", lambda m, x, red=red: m.F.cross_entropy(
+        x, m.const(T_IGN), reduction=red), (N, C))
+    T.row(f"ce_smooth_{red}", lambda m, x, red=red: m.F.cross_entropy(
+        x, m.const(TGT), reduction=red, label_smoothing=0.1), (N, C))
+    T.row(f"ce_all_{red}", lambda m, x, w, red=red: m.F.cross_entropy(
+        x, m.const(T_IGN2), weight=w, ignore_index=2, reduction=red, label_smoothing=0.2),
+        (N, C), (C,), gen=NP, nograd=(1,))
+    T.row(f"ce_4d_{red}", lambda m, x, w, red=red: m.F.cross_entropy(
+        x, m.const(T4), weight=w, reduction=red, label_smoothing=0.05),
+        (2, C, 3, 4), (C,), gen=NP, nograd=(1,))
+    T.row(f"ce_prob_{red}", lambda m, x, q, w, red=red: m.F.cross_entropy(
+        x, q, weight=w, reduction=red, label_smoothing=0.1),
+        (N, C), (N, C), (C,), gen=(normal, prob, positive), nograd=(2,))
+    T.row(f"ce_prob_4d_{red}", lambda m, x, q, red=red: m.F.cross_entropy(
+        x, q, reduction=red), (2, C, 3), (2, C, 3), gen=(normal, prob))
+    T.row(f"ce_unbatched_{red}", lambda m, x, red=red: m.F.cross_entropy(
+        x, m.const(3), reduction=red), (C,))
+    T.row(f"nll_{red}", lambda m, x, w, red=red: m.F.nll_loss(
+        x, m.const(T_IGN), weight=w, reduction=red), (N, C), (C,), gen=NP, nograd=(1,))
+    T.row(f"nll_4d_{red}", lambda m, x, red=red: m.F.nll_loss(
+        x, m.const(T4), reduction=red), (2, C, 3, 4))
+    T.row(f"mse_{red}", lambda m, x, y, red=red: m.F.mse_loss(x, y, reduction=red),
+          (4, 5), (4, 5), gen=NN)
+    T.row(f"l1_{red}", lambda m, x, y, red=red: m.F.l1_loss(x, y, reduction=red),
+          (4, 5), (4, 5), gen=NN)
+    T.row(f"bce_{red}", lambda m, x, t, w, red=red: m.F.binary_cross_entropy(
+        x, t, weight=w, reduction=red), (4, 5), (4, 5), (5,), gen=(prob, prob, positive),
+        nograd=(2,))
+    T.row(f"bce_logits_{red}", lambda m, x, t, w, pw, red=red:
+          m.F.binary_cross_entropy_with_logits(x, t, weight=w, reduction=red, pos_weight=pw),
+          (4, 5), (4, 5), (5,), (5,), gen=(normal, prob, positive, positive), nograd=(2, 3))
+T.row("bce_logits_big", lambda m, x, t: m.F.binary_cross_entropy_with_logits(
+    x, t, reduction="none"), (4, 5), (4, 5), gen=(big, prob))
+T.row("ce_big_logits", lambda m, x: m.F.cross_entropy(x * 100, m.const(TGT)), (N, C))
+
+
+# ----- ops users write: custom_gradient (tape ops in grad_fn: differentiable again) -----
+@tape.custom_gradient
+def _softplus(x):
+    def grad_fn(dy):
+        return dy * tape.sigmoid(x)
+
+    return tape.log(1.0 + tape.exp(x)), grad_fn
+
+
+@tape.custom_gradient
+def _mul(a, b):
+    return a * b, lambda dy: (dy * b, dy * a)
+
+
+class _Cube(tape.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 3 * x**2 * grad
+
+
+T.row("custom_gradient", lambda m, x: _softplus(x) * x, (3, 4), gpu=False,
+      torch_fn=lambda m, x: torch.nn.functional.softplus(x) * x)
+T.row("custom_gradient_two_inputs", lambda m, a, b: _mul(a.sin(), b) * a, (2, 3), (2, 3),
+      gpu=False, torch_fn=lambda m, a, b: a.sin() * b * a)
+T.row("function", lambda m, x: _Cube.apply(x.sin()) * x, (3, 4), gpu=False,
+      torch_fn=lambda m, x: x.sin() ** 3 * x,
+      skip_second="Function.backward works on raw arrays, so its gradient is differentiable "
+                  "once (PyTorch's once_differentiable): a gradient of it raises "
+                  "(tests/test_tape.py), there is no second order to compare")
