@@ -32,14 +32,11 @@ nothing else in the process (kernels/cpu/threads.py says why).
 
 from __future__ import annotations
 
-import importlib.util
-
-from . import reference
+from . import reference  # noqa: F401 (registers the reference implementations first)
 from .cpu.threads import num_threads, set_num_threads
 from .registry import available, default_impl, device_of, get, register, unregister, use
 from .registry import call as _call
 from .shapes import (
-    KERNELS,
     check_avg_pool_grad,
     check_cols,
     check_max_pool_grad,
@@ -47,6 +44,15 @@ from .shapes import (
     conv_output_shape,
     pair,
     pool_geometry,
+)
+
+KERNELS = (  # the raw kernels: each has a reference, a numba and a CUDA implementation
+    "im2col",
+    "col2im",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
 )
 
 __all__ = [
@@ -137,26 +143,15 @@ def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     return _call("avg_pool2d_backward", grad_out, x_shape, g[4:6], g[6:8], g[8:10])
 
 
-# ----- built-in implementations -----
-
-for _name in KERNELS:
-    register(_name, "cpu", getattr(reference, _name), impl="reference")
+# ----- built-in implementations: each registers itself where it is defined -----
 
 try:
-    from .cpu import im2col as _cpu_im2col, pool as _cpu_pool
+    from .cpu import im2col as _cpu_im2col, pool as _cpu_pool  # noqa: F401 (they register)
 except ImportError:  # numba missing: the numpy reference stays the default
     pass
 else:
-    for _name in KERNELS:
-        _mod = _cpu_im2col if "col" in _name else _cpu_pool
-        register(_name, "cpu", getattr(_mod, _name), impl="numba", default=True)
     from .cpu.jit import start_precompiling
 
     start_precompiling()  # a fresh install: compile the kernels on a second core meanwhile
 
-if importlib.util.find_spec("cupy") is not None:  # cupy itself is imported on first GPU call
-    from . import gpu as _gpu
-
-    for _name in KERNELS:
-        register(_name, "cuda", getattr(reference, _name), impl="reference")
-        register(_name, "cuda", getattr(_gpu, _name), impl="cupy", default=True)
+from . import gpu as _gpu  # noqa: E402, F401 (registers the cupy kernels where cupy is installed)

@@ -6,7 +6,8 @@ also runs on cupy arrays (it is registered for "cuda" too when cupy is installed
 
 Arguments arrive already normalised by the public dispatchers in :mod:`kernels`
 (``stride``, ``padding``, ``dilation`` are ``(h, w)`` tuples of ints), but every function
-also accepts ints, so they can be called directly.
+also accepts ints, so they can be called directly. Each registers itself as the
+"reference" implementation of the kernel it is named after.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import importlib
 
 import numpy as np
 
+from .registry import CUPY_INSTALLED, register
 from .shapes import (
-    KERNELS,
     check_avg_pool_grad,
     check_cols,
     check_max_pool_grad,
@@ -24,7 +25,16 @@ from .shapes import (
     pool_geometry,
 )
 
-__all__ = list(KERNELS)
+__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
+           "avg_pool2d_forward", "avg_pool2d_backward"]
+
+
+def _reference(fn):
+    """Register ``fn`` as the "reference" implementation of the kernel it is named after,
+    on the CPU and, since it runs on cupy arrays too, on the GPU where cupy is installed."""
+    for device in ("cpu", "cuda") if CUPY_INSTALLED else ("cpu",):
+        register(fn.__name__, device, fn, impl="reference")
+    return fn
 
 
 def _xp(a):
@@ -40,6 +50,7 @@ def _window(i0, j0, sh, sw, ho, wo):
 # ----- im2col / col2im -----
 
 
+@_reference
 def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
     """Unfold ``x`` (N, C, H, W) into ``cols`` (C*kh*kw, N*Hout*Wout); see ``kernels.im2col``."""
     xp = _xp(x)
@@ -55,6 +66,7 @@ def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
     return cols.reshape(c * kh * kw, n * ho * wo)
 
 
+@_reference
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
     """Adjoint of :func:`im2col`: sum ``cols`` back into an (N, C, H, W) array."""
     xp = _xp(cols)
@@ -73,6 +85,7 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
 # ----- pooling -----
 
 
+@_reference
 def max_pool2d_forward(x, k, stride=None, padding=0):
     """Max pooling; returns ``(out, argmax)``, argmax a flat int64 index into each H*W plane.
 
@@ -99,6 +112,7 @@ def max_pool2d_forward(x, k, stride=None, padding=0):
     return best, arg
 
 
+@_reference
 def max_pool2d_backward(grad_out, argmax, x_shape):
     """Scatter ``grad_out`` to the positions ``argmax`` recorded by the forward."""
     xp = _xp(grad_out)
@@ -114,6 +128,7 @@ def max_pool2d_backward(grad_out, argmax, x_shape):
     return dx.reshape(n, c, h, w)
 
 
+@_reference
 def avg_pool2d_forward(x, k, stride=None, padding=0):
     """Average pooling; zero padding is counted in the divisor (torch's count_include_pad)."""
     xp = _xp(x)
@@ -129,6 +144,7 @@ def avg_pool2d_forward(x, k, stride=None, padding=0):
     return out
 
 
+@_reference
 def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     """Spread each ``grad_out`` element evenly over its window (padding included)."""
     xp = _xp(grad_out)

@@ -8,8 +8,11 @@ can register itself where it is defined (``@register(...)``) without an import c
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import threading
 from typing import Callable
+
+CUPY_INSTALLED = importlib.util.find_spec("cupy") is not None  # "cuda" kernels registered
 
 _impls: dict[str, dict[str, dict[str, Callable]]] = {}  # name -> device -> impl -> fn
 _defaults: dict[tuple[str, str], list[str]] = {}  # (name, device) -> defaults, newest last

@@ -1,25 +1,14 @@
 """Argument normalisation and output-shape arithmetic shared by every kernel implementation.
 
 All the shape checks live here so that every implementation (reference, numba, CUDA, or a
-user's drop-in) sees the same normalised arguments and the user sees the same error messages;
-and the names of the kernels every implementation provides.
+user's drop-in) sees the same normalised arguments and the user sees the same error messages.
 """
 
 from __future__ import annotations
 
 import numbers
 
-KERNELS = (
-    "im2col",
-    "col2im",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
-)
-
 __all__ = [
-    "KERNELS",
     "pair",
     "conv_output_shape",
     "conv_geometry",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..registry import register
 from ..shapes import check_cols, conv_geometry
 from . import buffers
 from .jit import inline, kernel
@@ -133,6 +134,7 @@ def _col2im(start, stop, cf, df, n_, c_, h_, w_, kh, kw, sh, sw, ph, pw, dh, dw,
                                 df[U(xr + ow * sw)] += cf[U(o + ow)]
 
 
+@register("im2col", "cpu", impl="numba", default=True)
 def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
     """numba im2col; same contract and layout as ``kernels.im2col``."""
     if x.dtype not in _FLOATS:
@@ -148,6 +150,7 @@ def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
     return cols
 
 
+@register("col2im", "cpu", impl="numba", default=True)
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
     """numba col2im, the exact adjoint of :func:`im2col`."""
     if cols.dtype not in _FLOATS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..registry import register
 from ..shapes import check_avg_pool_grad, check_max_pool_grad, pool_geometry
 from .im2col import valid_range
 from . import buffers
@@ -118,6 +119,7 @@ def _max_bwd(start, stop, gf, af, df, bad, hw, m):
                 df[U(xb + a)] += gf[U(o)]
 
 
+@register("max_pool2d_forward", "cpu", impl="numba", default=True)
 def max_pool2d_forward(x, k, stride=None, padding=0):
     """numba max pooling; returns ``(out, argmax)`` as ``kernels.max_pool2d_forward``."""
     if x.dtype not in _FLOATS:
@@ -135,6 +137,7 @@ def max_pool2d_forward(x, k, stride=None, padding=0):
     return out, arg
 
 
+@register("max_pool2d_backward", "cpu", impl="numba", default=True)
 def max_pool2d_backward(grad_out, argmax, x_shape):
     """Scatter ``grad_out`` into a zero (N, C, H, W) array at the forward's ``argmax``."""
     if grad_out.dtype not in _FLOATS:
@@ -236,6 +239,7 @@ def _avg_bwd(start, stop, gf, df, h_, w_, ho, wo, kh, kw, sh, sw, ph, pw, area):
                         df[U(r + j)] += v
 
 
+@register("avg_pool2d_forward", "cpu", impl="numba", default=True)
 def avg_pool2d_forward(x, k, stride=None, padding=0):
     """numba average pooling (padding counted in the divisor, as torch's default)."""
     if x.dtype not in _FLOATS:
@@ -255,6 +259,7 @@ def avg_pool2d_forward(x, k, stride=None, padding=0):
     return out
 
 
+@register("avg_pool2d_backward", "cpu", impl="numba", default=True)
 def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     """Spread each gradient evenly over its window; the adjoint of :func:`avg_pool2d_forward`."""
     if grad_out.dtype not in _FLOATS:

@@ -1,22 +1,19 @@
 """CuPy RawKernel implementations (device "cuda"): sources in :mod:`.sources`, launcher in
 :mod:`.launch`, wrappers in :mod:`.ops`, host emulation for tests in :mod:`.emulate`.
 
-Importing this package never imports cupy; the first kernel call does.
+Importing this package never imports cupy; the first kernel call does. The wrappers are
+registered as the "cuda" default, "cupy", where cupy is installed.
 """
 
 from __future__ import annotations
 
-from ..shapes import KERNELS
+from ..registry import CUPY_INSTALLED
 from .launch import CupyBackend
-from .ops import KernelOps
+from .ops import KernelOps, gpu_kernel
 
-_ops = KernelOps(CupyBackend())
+CUPY = KernelOps(CupyBackend())  # the kernels on the GPU
 
-im2col = _ops.im2col
-col2im = _ops.col2im
-max_pool2d_forward = _ops.max_pool2d_forward
-max_pool2d_backward = _ops.max_pool2d_backward
-avg_pool2d_forward = _ops.avg_pool2d_forward
-avg_pool2d_backward = _ops.avg_pool2d_backward
+if CUPY_INSTALLED:
+    CUPY.register("cuda", "cupy", default=True)
 
-__all__ = [*KERNELS, "KernelOps"]
+__all__ = ["CUPY", "KernelOps", "gpu_kernel"]

@@ -125,9 +125,16 @@ class HostBackend:
     xp = np
 
     def __init__(self, lib: ctypes.CDLL | None = None, grid=None, block=None):
-        self.lib = lib or build()
+        self._lib = lib
         self.grid, self.block = grid, block
         self._fns: dict = {}
+
+    @property
+    def lib(self) -> ctypes.CDLL:
+        """The emulation library, built on first use (not when registered)."""
+        if self._lib is None:
+            self._lib = build()
+        return self._lib
 
     def _fn(self, name, ctype):
         fn = self._fns.get((name, ctype))
@@ -149,5 +156,5 @@ class HostBackend:
 
 
 def host_ops(grid=None, block=None) -> KernelOps:
-    """The six GPU kernels, emulated on the host over numpy arrays."""
+    """The GPU kernels, emulated on the host over numpy arrays (built on the first call)."""
     return KernelOps(HostBackend(grid=grid, block=block))

@@ -1,5 +1,8 @@
-"""The six GPU kernels' Python wrappers, written once for any "backend".
+"""The GPU kernels' Python wrappers, written once for any "backend".
 
+Each wrapper is a :class:`KernelOps` method named after its kernel and marked
+``@gpu_kernel``; ``KernelOps(backend).register(device, impl)`` registers all of them, as
+kernels/gpu/__init__.py does for cupy and the conformance tests for the host emulation.
 A backend has ``xp`` (the array module: cupy on a GPU, numpy for the host emulation) and
 ``launch(name, dtype, total, args)`` which runs ``<name>_<float|double>`` over ``total``
 threads. Wrappers validate shapes, allocate outputs and convert integer arguments to int64
@@ -11,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..registry import register
 from ..shapes import (
     check_avg_pool_grad,
     check_cols,
@@ -26,11 +30,28 @@ def _i64(*vals):
     return tuple(np.int64(v) for v in vals)
 
 
+def gpu_kernel(method):
+    """Mark a :class:`KernelOps` method as the implementation of the kernel it is named
+    after."""
+    method.is_gpu_kernel = True
+    return method
+
+
 class KernelOps:
     """``im2col`` ... ``avg_pool2d_backward`` over one backend (see module docstring)."""
 
     def __init__(self, backend):
         self.backend = backend
+
+    @classmethod
+    def kernel_names(cls) -> tuple[str, ...]:
+        """The kernels implemented here (the methods marked ``@gpu_kernel``)."""
+        return tuple(n for n, f in vars(cls).items() if getattr(f, "is_gpu_kernel", False))
+
+    def register(self, device: str, impl: str, default: bool = False) -> None:
+        """Register every kernel here, on this backend, as ``impl`` on ``device``."""
+        for name in self.kernel_names():
+            register(name, device, getattr(self, name), impl=impl, default=default)
 
     # the array module is looked up per call so that cupy is imported only when used
     @property
@@ -43,6 +64,7 @@ class KernelOps:
 
     # ----- im2col / col2im -----
 
+    @gpu_kernel
     def im2col(self, x, kh, kw, stride=1, padding=0, dilation=1):
         if x.dtype.name not in _FLOATS:
             return reference.im2col(x, kh, kw, stride, padding, dilation)
@@ -56,6 +78,7 @@ class KernelOps:
                      *_i64(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo))
         return cols
 
+    @gpu_kernel
     def col2im(self, cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
         if cols.dtype.name not in _FLOATS:
             return reference.col2im(cols, x_shape, kh, kw, stride, padding, dilation)
@@ -71,6 +94,7 @@ class KernelOps:
 
     # ----- max pooling -----
 
+    @gpu_kernel
     def max_pool2d_forward(self, x, k, stride=None, padding=0):
         if x.dtype.name not in _FLOATS:
             return reference.max_pool2d_forward(x, k, stride, padding)
@@ -83,6 +107,7 @@ class KernelOps:
                      *_i64(n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo))
         return out, arg
 
+    @gpu_kernel
     def max_pool2d_backward(self, grad_out, argmax, x_shape):
         if grad_out.dtype.name not in _FLOATS:
             return reference.max_pool2d_backward(grad_out, argmax, x_shape)
@@ -96,6 +121,7 @@ class KernelOps:
 
     # ----- average pooling -----
 
+    @gpu_kernel
     def avg_pool2d_forward(self, x, k, stride=None, padding=0):
         if x.dtype.name not in _FLOATS:
             return reference.avg_pool2d_forward(x, k, stride, padding)
@@ -109,6 +135,7 @@ class KernelOps:
                      *_i64(n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo))
         return out
 
+    @gpu_kernel
     def avg_pool2d_backward(self, grad_out, x_shape, k, stride=None, padding=0):
         if grad_out.dtype.name not in _FLOATS:
             return reference.avg_pool2d_backward(grad_out, x_shape, k, stride, padding)

@@ -1,9 +1,10 @@
 """CUDA C++ sources of the GPU kernels, one module-level string per kernel.
 
 Each string is a complete translation unit (no #include, so NVRTC compiles it as is and the
-host emulation in :mod:`kernels.gpu.emulate` can compile it with g++): a ``template <typename
-T> __device__`` body, then ``extern "C" __global__`` entry points ``<name>_float`` and
-``<name>_double`` generated from the parameter list in :data:`PARAMS`.
+host emulation in :mod:`kernels.gpu.emulate` can compile it with g++), made by
+:func:`cuda_kernel` from the kernel's name, parameter list and body: a ``template
+<typename T> __device__`` function, then ``extern "C" __global__`` entry points
+``<name>_float`` and ``<name>_double``. It records each source in :data:`SOURCES`.
 
 Every kernel runs a grid-stride loop, so any grid/block shape is correct. All but one are
 gathers (one thread per element they write: no atomics, deterministic); max-pool backward
@@ -25,45 +26,39 @@ __device__ __forceinline__ ll k_max(ll a, ll b) { return a > b ? a : b; }
 #endif
 """
 
-# Parameter lists; ``T`` is the floating type. Shared by the launchers and the tests.
-PARAMS = {
-    "im2col": "const T* x, T* cols, ll N, ll C, ll H, ll W, ll kh, ll kw, ll sh, ll sw, "
-    "ll ph, ll pw, ll dh, ll dw, ll Ho, ll Wo",
-    "col2im": "const T* cols, T* dx, ll N, ll C, ll H, ll W, ll kh, ll kw, ll sh, ll sw, "
-    "ll ph, ll pw, ll dh, ll dw, ll Ho, ll Wo",
-    "max_pool2d_forward": "const T* x, T* out, ll* argmax, ll N, ll C, ll H, ll W, ll kh, "
-    "ll kw, ll sh, ll sw, ll ph, ll pw, ll Ho, ll Wo",
-    "max_pool2d_backward": "const T* grad_out, const ll* argmax, T* dx, ll NC, ll HW, ll M",
-    "avg_pool2d_forward": "const T* x, T* out, ll N, ll C, ll H, ll W, ll kh, ll kw, ll sh, "
-    "ll sw, ll ph, ll pw, ll Ho, ll Wo",
-    "avg_pool2d_backward": "const T* grad_out, T* dx, ll N, ll C, ll H, ll W, ll kh, ll kw, "
-    "ll sh, ll sw, ll ph, ll pw, ll Ho, ll Wo",
-}
-
 DTYPES = {"float32": "float", "float64": "double"}
+SOURCES: dict[str, str] = {}  # kernel name -> its translation unit, filled by cuda_kernel
+PARAMS: dict[str, str] = {}  # kernel name -> its parameter list (``T``: the floating type)
 
 
 def _arg_names(params: str) -> str:
     return ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
 
 
-def _instantiate(name: str, body: str) -> str:
-    params = PARAMS[name]
+def cuda_kernel(name: str, params: str, body: str) -> str:
+    """Define GPU kernel ``name``: ``body`` (in braces) becomes ``template <typename T>
+    __device__ void <name>_impl(<params>)``, called by one ``extern "C"`` entry point per
+    dtype. The source is recorded in SOURCES (and PARAMS) for the launcher, the host
+    emulation and the tests, so that a kernel is written in one place. Returns it."""
+    impl = f"template <typename T>\n__device__ void {name}_impl({params})\n{body.lstrip()}"
     entries = "".join(
         f'extern "C" __global__ void {name}_{ct}({params.replace("T*", ct + "*")})\n'
         f"{{ {name}_impl<{ct}>({_arg_names(params)}); }}\n"
         for ct in DTYPES.values()
     )
-    return _PRELUDE + body + entries
+    PARAMS[name] = params
+    SOURCES[name] = _PRELUDE + impl + entries
+    return SOURCES[name]
 
 
 # ----- im2col / col2im -----
 
 # cols[(c*kh + i)*kw + j, (n*Ho + oh)*Wo + ow] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
-IM2COL = _instantiate("im2col", r"""
-template <typename T>
-__device__ void im2col_impl(const T* x, T* cols, ll N, ll C, ll H, ll W, ll kh, ll kw,
-                            ll sh, ll sw, ll ph, ll pw, ll dh, ll dw, ll Ho, ll Wo)
+IM2COL = cuda_kernel(
+    "im2col",
+    "const T* x, T* cols, ll N, ll C, ll H, ll W, ll kh, ll kw, ll sh, ll sw, "
+    "ll ph, ll pw, ll dh, ll dw, ll Ho, ll Wo",
+    r"""
 {
     const ll L = N * Ho * Wo;
     GRID_STRIDE_LOOP(idx, C * kh * kw * L) {
@@ -80,10 +75,11 @@ __device__ void im2col_impl(const T* x, T* cols, ll N, ll C, ll H, ll W, ll kh, 
 """)
 
 # One thread per input element, summing every column entry that im2col copied it to.
-COL2IM = _instantiate("col2im", r"""
-template <typename T>
-__device__ void col2im_impl(const T* cols, T* dx, ll N, ll C, ll H, ll W, ll kh, ll kw,
-                            ll sh, ll sw, ll ph, ll pw, ll dh, ll dw, ll Ho, ll Wo)
+COL2IM = cuda_kernel(
+    "col2im",
+    "const T* cols, T* dx, ll N, ll C, ll H, ll W, ll kh, ll kw, ll sh, ll sw, "
+    "ll ph, ll pw, ll dh, ll dw, ll Ho, ll Wo",
+    r"""
 {
     const ll L = N * Ho * Wo;
     GRID_STRIDE_LOOP(idx, N * C * H * W) {
@@ -110,11 +106,11 @@ __device__ void col2im_impl(const T* cols, T* dx, ll N, ll C, ll H, ll W, ll kh,
 # ----- max pooling -----
 
 # Padding acts as -inf: only real elements are compared. First maximum wins; NaN propagates.
-MAX_POOL2D_FORWARD = _instantiate("max_pool2d_forward", r"""
-template <typename T>
-__device__ void max_pool2d_forward_impl(const T* x, T* out, ll* argmax, ll N, ll C, ll H,
-                                        ll W, ll kh, ll kw, ll sh, ll sw, ll ph, ll pw,
-                                        ll Ho, ll Wo)
+MAX_POOL2D_FORWARD = cuda_kernel(
+    "max_pool2d_forward",
+    "const T* x, T* out, ll* argmax, ll N, ll C, ll H, ll W, ll kh, "
+    "ll kw, ll sh, ll sw, ll ph, ll pw, ll Ho, ll Wo",
+    r"""
 {
     GRID_STRIDE_LOOP(idx, N * C * Ho * Wo) {
         const ll ow = idx % Wo, oh = (idx / Wo) % Ho, nc = idx / (Wo * Ho);
@@ -140,10 +136,10 @@ __device__ void max_pool2d_forward_impl(const T* x, T* out, ll* argmax, ll N, ll
 # One thread per output element, scattering into its argmax. The API gives no window
 # geometry, so this scatters with atomicAdd (windows may overlap when stride < k); dx must
 # be zeroed first. Out-of-range indices are skipped.
-MAX_POOL2D_BACKWARD = _instantiate("max_pool2d_backward", r"""
-template <typename T>
-__device__ void max_pool2d_backward_impl(const T* grad_out, const ll* argmax, T* dx, ll NC,
-                                         ll HW, ll M)
+MAX_POOL2D_BACKWARD = cuda_kernel(
+    "max_pool2d_backward",
+    "const T* grad_out, const ll* argmax, T* dx, ll NC, ll HW, ll M",
+    r"""
 {
     GRID_STRIDE_LOOP(idx, NC * M) {
         const ll a = argmax[idx];
@@ -154,10 +150,11 @@ __device__ void max_pool2d_backward_impl(const T* grad_out, const ll* argmax, T*
 
 # ----- average pooling (padding counted in the divisor) -----
 
-AVG_POOL2D_FORWARD = _instantiate("avg_pool2d_forward", r"""
-template <typename T>
-__device__ void avg_pool2d_forward_impl(const T* x, T* out, ll N, ll C, ll H, ll W, ll kh,
-                                        ll kw, ll sh, ll sw, ll ph, ll pw, ll Ho, ll Wo)
+AVG_POOL2D_FORWARD = cuda_kernel(
+    "avg_pool2d_forward",
+    "const T* x, T* out, ll N, ll C, ll H, ll W, ll kh, ll kw, ll sh, "
+    "ll sw, ll ph, ll pw, ll Ho, ll Wo",
+    r"""
 {
     GRID_STRIDE_LOOP(idx, N * C * Ho * Wo) {
         const ll ow = idx % Wo, oh = (idx / Wo) % Ho, nc = idx / (Wo * Ho);
@@ -173,11 +170,11 @@ __device__ void avg_pool2d_forward_impl(const T* x, T* out, ll N, ll C, ll H, ll
 }
 """)
 
-AVG_POOL2D_BACKWARD = _instantiate("avg_pool2d_backward", r"""
-template <typename T>
-__device__ void avg_pool2d_backward_impl(const T* grad_out, T* dx, ll N, ll C, ll H, ll W,
-                                         ll kh, ll kw, ll sh, ll sw, ll ph, ll pw, ll Ho,
-                                         ll Wo)
+AVG_POOL2D_BACKWARD = cuda_kernel(
+    "avg_pool2d_backward",
+    "const T* grad_out, T* dx, ll N, ll C, ll H, ll W, ll kh, ll kw, "
+    "ll sh, ll sw, ll ph, ll pw, ll Ho, ll Wo",
+    r"""
 {
     GRID_STRIDE_LOOP(idx, N * C * H * W) {
         const ll w = idx % W, h = (idx / W) % H, nc = idx / (W * H);
@@ -193,12 +190,3 @@ __device__ void avg_pool2d_backward_impl(const T* grad_out, T* dx, ll N, ll C, l
     }
 }
 """)
-
-SOURCES = {
-    "im2col": IM2COL,
-    "col2im": COL2IM,
-    "max_pool2d_forward": MAX_POOL2D_FORWARD,
-    "max_pool2d_backward": MAX_POOL2D_BACKWARD,
-    "avg_pool2d_forward": AVG_POOL2D_FORWARD,
-    "avg_pool2d_backward": AVG_POOL2D_BACKWARD,
-}

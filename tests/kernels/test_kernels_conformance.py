@@ -43,20 +43,8 @@ def example_strided_im2col(x, kh, kw, stride, padding, dilation):
 kernels.register("im2col", "cpu", example_strided_im2col, impl="example_strided")
 
 
-def _emulated(name):
-    ops = []
-
-    def run(*args):  # the C++ build happens on the first call, not at collection
-        if not ops:
-            ops.append(emulate.host_ops())
-        return getattr(ops[0], name)(*args)
-
-    return run
-
-
-if emulate.compiler() is not None:
-    for _name in kernels.KERNELS:
-        kernels.register(_name, "cpu", _emulated(_name), impl="cuda_emulated")
+if emulate.compiler() is not None:  # the C++ build happens on the first call
+    emulate.host_ops().register("cpu", "cuda_emulated")
 
 for _mod in filter(None, os.environ.get("KERNELS_TEST_PLUGINS", "").split(",")):
     importlib.import_module(_mod.strip())
