@@ -48,6 +48,8 @@ T.row("batch_norm_eval_4d", lambda m, x, rm, rv, w, b: m.F.batch_norm(
     nograd=(1, 2))
 T.row("embedding", lambda m, w: m.F.embedding(m.const(IDX), w), (10, 3))
 T.row("embedding_padding", lambda m, w: m.F.embedding(m.const(IDX), w, padding_idx=1), (10, 3))
+T.row("embedding_squared", lambda m, w: m.F.embedding(m.const(IDX), w) ** 2, (10, 3))  # the
+# gradient depends on w, so its rule (embedding_backward) is recorded and differentiated
 T.row("dropout_eval", lambda m, x: m.F.dropout(x, 0.4, training=False), (4, 5))
 T.row("dropout", lambda m, x: m.dropout_seeded(x, 0.4) * x, (4, 5),
       note="random: torch's RNG cannot draw tape's mask, so the twin multiplies by the mask "

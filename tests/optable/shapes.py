@@ -2,6 +2,7 @@
 rows with a leading batch axis for ``batch_jacobian``."""
 
 import numpy as np
+import torch
 from optable.row import Row, Table, fixed, normal, shifted
 
 T = Table()
@@ -59,6 +60,8 @@ T.row("split_last",
     lambda m, x: m.split(x, 2, axis=-1)[1].exp(), (2, 3, 4))
 T.row("pad_last", lambda m, x: m.pad(x, (1, 2)), (2, 3))
 T.row("pad_two_axes", lambda m, x: m.pad(x, (1, 0, 2, 1)), (2, 3))
+T.row("astype_float32_and_back", lambda m, x: (x.astype(np.float32) * 3).astype(np.float64),
+      (2, 3), torch_fn=lambda m, x: (x.to(torch.float32) * 3).to(torch.float64))
 T.row("pad_value", lambda m, x: m.pad(x, (0, 1, 1, 0, 2, 2), value=1.5), (2, 3, 2))
 
 # ----- indexing -----
