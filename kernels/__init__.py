@@ -20,10 +20,12 @@ Every public function here dispatches, per call, on the device of its array argu
 Writing a drop-in implementation is one registration (see kernels/README.md)::
 
     @kernels.register("im2col", "cpu", impl="mine")
-    def my_im2col(x, kh, kw, stride, padding, dilation): ...
+    def my_im2col(x, g): ...   # g: a kernels.ConvGeometry (g.kh, g.stride, g.cols_shape...)
 
-Implementations receive the public arguments with ``stride``/``padding``/``dilation``
-(and pooling's ``k``) already validated and normalised to ``(h, w)`` tuples of ints.
+The dispatcher validates the arguments once and passes the arrays and their geometry,
+a named tuple (:class:`ConvGeometry`, :class:`PoolGeometry`, :class:`ScatterGeometry`).
+Arrays of a dtype the implementation was not registered for (float32 and float64 unless
+told otherwise) go to the "reference" implementation instead.
 
 The CPU kernels run on tape's own threads (``kernels.num_threads()``, set with
 ``kernels.set_num_threads(n)`` or ``TAPE_NUM_THREADS``); importing ``kernels`` changes
@@ -37,6 +39,9 @@ from .cpu.threads import num_threads, set_num_threads
 from .registry import available, default_impl, device_of, get, register, unregister, use
 from .registry import call as _call
 from .shapes import (
+    ConvGeometry,
+    PoolGeometry,
+    ScatterGeometry,
     check_avg_pool_grad,
     check_cols,
     check_max_pool_grad,
@@ -65,6 +70,11 @@ __all__ = [
     "default_impl",
     "device_of",
     "conv_output_shape",
+    "conv_geometry",
+    "pool_geometry",
+    "ConvGeometry",
+    "PoolGeometry",
+    "ScatterGeometry",
     "pair",
     "KERNELS",
     "num_threads",
@@ -92,8 +102,7 @@ def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
     >>> im2col(x, 3, 3, stride=1, padding=1, dilation=1).shape
     (27, 50)
     """
-    g = conv_geometry(x.shape, kh, kw, stride, padding, dilation, op="im2col")
-    return _call("im2col", x, g[4], g[5], g[6:8], g[8:10], g[10:12])
+    return _call("im2col", x, conv_geometry(x.shape, kh, kw, stride, padding, dilation))
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
@@ -107,9 +116,8 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
            [2., 4., 2.],
            [1., 2., 1.]], dtype=float32)
     """
-    x_shape = tuple(int(s) for s in x_shape)
-    g = check_cols(cols.shape, x_shape, kh, kw, stride, padding, dilation)
-    return _call("col2im", cols, x_shape, g[4], g[5], g[6:8], g[8:10], g[10:12])
+    return _call("col2im", cols, check_cols(cols.shape, x_shape, kh, kw, stride, padding,
+                                            dilation))
 
 
 def max_pool2d_forward(x, k, stride=None, padding=0):
@@ -118,29 +126,26 @@ def max_pool2d_forward(x, k, stride=None, padding=0):
     the flat index ``h*W + w`` of each maximum in its (n, c) input plane, as torch's
     ``return_indices=True``.
     """
-    g = pool_geometry(x.shape, k, stride, padding, op="max_pool2d")
-    return _call("max_pool2d_forward", x, g[4:6], g[6:8], g[8:10])
+    return _call("max_pool2d_forward", x, pool_geometry(x.shape, k, stride, padding))
 
 
 def max_pool2d_backward(grad_out, argmax, x_shape):
     """Input gradient of max pooling: ``grad_out`` scattered (summed) at ``argmax``."""
-    x_shape = tuple(int(s) for s in x_shape)
-    check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
-    return _call("max_pool2d_backward", grad_out, argmax, x_shape)
+    g = check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
+    return _call("max_pool2d_backward", grad_out, argmax, g)
 
 
 def avg_pool2d_forward(x, k, stride=None, padding=0):
     """Average pooling; zero padding counts in the divisor (``kh*kw`` always), as torch's
     default ``count_include_pad=True``."""
-    g = pool_geometry(x.shape, k, stride, padding, op="avg_pool2d")
-    return _call("avg_pool2d_forward", x, g[4:6], g[6:8], g[8:10])
+    return _call("avg_pool2d_forward", x, pool_geometry(x.shape, k, stride, padding,
+                                                        op="avg_pool2d"))
 
 
 def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     """Input gradient of :func:`avg_pool2d_forward`."""
-    x_shape = tuple(int(s) for s in x_shape)
     g = check_avg_pool_grad(grad_out.shape, x_shape, k, stride, padding)
-    return _call("avg_pool2d_backward", grad_out, x_shape, g[4:6], g[6:8], g[8:10])
+    return _call("avg_pool2d_backward", grad_out, g)
 
 
 # ----- built-in implementations: each registers itself where it is defined -----

@@ -4,10 +4,10 @@ Vectorised over the batch, channels and pixels; the only Python loops run over t
 ``kh * kw`` window offsets. Written against the array module of the input, so the same code
 also runs on cupy arrays (it is registered for "cuda" too when cupy is installed).
 
-Arguments arrive already normalised by the public dispatchers in :mod:`kernels`
-(``stride``, ``padding``, ``dilation`` are ``(h, w)`` tuples of ints), but every function
-also accepts ints, so they can be called directly. Each registers itself as the
-"reference" implementation of the kernel it is named after.
+Each takes the arrays and the geometry ``g`` the public dispatchers in :mod:`kernels`
+computed (:mod:`kernels.shapes`), as every implementation does, and registers itself as the
+"reference" implementation of the kernel it is named after: the one that takes every
+dtype, so the dispatcher falls back to it for the dtypes another implementation lacks.
 """
 
 from __future__ import annotations
@@ -17,13 +17,6 @@ import importlib
 import numpy as np
 
 from .registry import CUPY_INSTALLED, register
-from .shapes import (
-    check_avg_pool_grad,
-    check_cols,
-    check_max_pool_grad,
-    conv_geometry,
-    pool_geometry,
-)
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward"]
@@ -31,9 +24,10 @@ __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
 
 def _reference(fn):
     """Register ``fn`` as the "reference" implementation of the kernel it is named after,
-    on the CPU and, since it runs on cupy arrays too, on the GPU where cupy is installed."""
+    for every dtype, on the CPU and (it runs on cupy arrays too) on the GPU where cupy is
+    installed."""
     for device in ("cpu", "cuda") if CUPY_INSTALLED else ("cpu",):
-        register(fn.__name__, device, fn, impl="reference")
+        register(fn.__name__, device, fn, impl="reference", dtypes=None)
     return fn
 
 
@@ -42,118 +36,112 @@ def _xp(a):
     return importlib.import_module("cupy") if mod.startswith("cupy") else np
 
 
-def _window(i0, j0, sh, sw, ho, wo):
+def _window(i0, j0, g):
     """Slices picking, for window offset (i0, j0), one element per output pixel."""
-    return (slice(i0, i0 + sh * (ho - 1) + 1, sh), slice(j0, j0 + sw * (wo - 1) + 1, sw))
+    return (slice(i0, i0 + g.sh * (g.ho - 1) + 1, g.sh),
+            slice(j0, j0 + g.sw * (g.wo - 1) + 1, g.sw))
+
+
+def _padded(x, g, xp):
+    return xp.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw))) if g.ph or g.pw else x
+
+
+def _unpadded(dxp, g, xp):
+    return xp.ascontiguousarray(dxp[:, :, g.ph : g.ph + g.h, g.pw : g.pw + g.w])
 
 
 # ----- im2col / col2im -----
 
 
 @_reference
-def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
+def im2col(x, g):
     """Unfold ``x`` (N, C, H, W) into ``cols`` (C*kh*kw, N*Hout*Wout); see ``kernels.im2col``."""
     xp = _xp(x)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = conv_geometry(
-        x.shape, kh, kw, stride, padding, dilation, op="im2col"
-    )
-    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-    cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            rows, colsl = _window(i * dh, j * dw, sh, sw, ho, wo)
-            cols[:, i, j] = xpad[:, :, rows, colsl].transpose(1, 0, 2, 3)
-    return cols.reshape(c * kh * kw, n * ho * wo)
+    xpad = _padded(x, g, xp)
+    cols = xp.empty((g.c, g.kh, g.kw, g.n, g.ho, g.wo), dtype=x.dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            cols[:, i, j] = xpad[(..., *_window(i * g.dh, j * g.dw, g))].transpose(1, 0, 2, 3)
+    return cols.reshape(g.cols_shape)
 
 
 @_reference
-def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
+def col2im(cols, g):
     """Adjoint of :func:`im2col`: sum ``cols`` back into an (N, C, H, W) array."""
     xp = _xp(cols)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = check_cols(
-        cols.shape, x_shape, kh, kw, stride, padding, dilation
-    )
-    c6 = cols.reshape(c, kh, kw, n, ho, wo)
-    dxp = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            rows, colsl = _window(i * dh, j * dw, sh, sw, ho, wo)
-            dxp[:, :, rows, colsl] += c6[:, i, j].transpose(1, 0, 2, 3)
-    return xp.ascontiguousarray(dxp[:, :, ph : ph + h, pw : pw + w])
+    c6 = cols.reshape(g.c, g.kh, g.kw, g.n, g.ho, g.wo)
+    dxp = xp.zeros((g.n, g.c, g.h + 2 * g.ph, g.w + 2 * g.pw), dtype=cols.dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            dxp[(..., *_window(i * g.dh, j * g.dw, g))] += c6[:, i, j].transpose(1, 0, 2, 3)
+    return _unpadded(dxp, g, xp)
 
 
 # ----- pooling -----
 
 
 @_reference
-def max_pool2d_forward(x, k, stride=None, padding=0):
+def max_pool2d_forward(x, g):
     """Max pooling; returns ``(out, argmax)``, argmax a flat int64 index into each H*W plane.
 
     Padding acts as -inf. Ties keep the first maximum in row-major window order and a NaN
     wins, as in torch.
     """
     xp = _xp(x)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(x.shape, k, stride, padding)
-    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-    best = xp.zeros((n, c, ho, wo), dtype=x.dtype)
-    arg = xp.full((n, c, ho, wo), -1, dtype=np.int64)
-    oh = xp.arange(ho).reshape(ho, 1) * sh - ph
-    ow = xp.arange(wo).reshape(1, wo) * sw - pw
-    for i in range(kh):
-        for j in range(kw):
-            v = xpad[(slice(None), slice(None)) + _window(i, j, sh, sw, ho, wo)]
-            valid = (oh + i >= 0) & (oh + i < h) & (ow + j >= 0) & (ow + j < w)
+    xpad = _padded(x, g, xp)
+    best = xp.zeros(g.out_shape, dtype=x.dtype)
+    arg = xp.full(g.out_shape, -1, dtype=np.int64)
+    oh = xp.arange(g.ho).reshape(g.ho, 1) * g.sh - g.ph
+    ow = xp.arange(g.wo).reshape(1, g.wo) * g.sw - g.pw
+    for i in range(g.kh):
+        for j in range(g.kw):
+            v = xpad[(..., *_window(i, j, g))]
+            valid = (oh + i >= 0) & (oh + i < g.h) & (ow + j >= 0) & (ow + j < g.w)
             take = (arg < 0) | (v > best)
             if x.dtype.kind == "f":
                 take |= xp.isnan(v)
             take &= valid
             best = xp.where(take, v, best)
-            arg = xp.where(take, (oh + i) * w + (ow + j), arg)
+            arg = xp.where(take, (oh + i) * g.w + (ow + j), arg)
     return best, arg
 
 
 @_reference
-def max_pool2d_backward(grad_out, argmax, x_shape):
+def max_pool2d_backward(grad_out, argmax, g):
     """Scatter ``grad_out`` to the positions ``argmax`` recorded by the forward."""
     xp = _xp(grad_out)
-    n, c, h, w, m = check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
-    dx = xp.zeros((n * c, h * w), dtype=grad_out.dtype)
-    g = grad_out.reshape(n * c, m)
-    a = argmax.reshape(n * c, m)
-    rows = xp.arange(n * c).reshape(-1, 1)
+    planes = g.n * g.c
+    dx = xp.zeros((planes, g.h * g.w), dtype=grad_out.dtype)
+    gr = grad_out.reshape(planes, g.ho * g.wo)
+    a = argmax.reshape(planes, g.ho * g.wo)
+    rows = xp.broadcast_to(xp.arange(planes).reshape(-1, 1), a.shape)
     if xp is np:
-        np.add.at(dx, (np.broadcast_to(rows, a.shape), a), g)
+        np.add.at(dx, (rows, a), gr)
     else:  # pragma: no cover - cupy path
-        importlib.import_module("cupyx").scatter_add(dx, (xp.broadcast_to(rows, a.shape), a), g)
-    return dx.reshape(n, c, h, w)
+        importlib.import_module("cupyx").scatter_add(dx, (rows, a), gr)
+    return dx.reshape(g.x_shape)
 
 
 @_reference
-def avg_pool2d_forward(x, k, stride=None, padding=0):
+def avg_pool2d_forward(x, g):
     """Average pooling; zero padding is counted in the divisor (torch's count_include_pad)."""
     xp = _xp(x)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(
-        x.shape, k, stride, padding, op="avg_pool2d"
-    )
-    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-    out = xp.zeros((n, c, ho, wo), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            out += xpad[(slice(None), slice(None)) + _window(i, j, sh, sw, ho, wo)]
-    out /= kh * kw
+    xpad = _padded(x, g, xp)
+    out = xp.zeros(g.out_shape, dtype=x.dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            out += xpad[(..., *_window(i, j, g))]
+    out /= g.kh * g.kw
     return out
 
 
 @_reference
-def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
+def avg_pool2d_backward(grad_out, g):
     """Spread each ``grad_out`` element evenly over its window (padding included)."""
     xp = _xp(grad_out)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = check_avg_pool_grad(
-        grad_out.shape, x_shape, k, stride, padding
-    )
-    g = grad_out / (kh * kw)
-    dxp = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dxp[(slice(None), slice(None)) + _window(i, j, sh, sw, ho, wo)] += g
-    return xp.ascontiguousarray(dxp[:, :, ph : ph + h, pw : pw + w])
+    share = grad_out / (g.kh * g.kw)
+    dxp = xp.zeros((g.n, g.c, g.h + 2 * g.ph, g.w + 2 * g.pw), dtype=grad_out.dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            dxp[(..., *_window(i, j, g))] += share
+    return _unpadded(dxp, g, xp)

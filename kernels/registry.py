@@ -2,7 +2,9 @@
 
 A module of its own, importing nothing else of ``kernels``, so that every implementation
 can register itself where it is defined (``@register(...)``) without an import cycle;
-``kernels`` re-exports it all.
+``kernels`` re-exports it all. Each registration says which dtypes it takes (float32 and
+float64 unless told otherwise); :func:`call` sends arrays of other dtypes to the device's
+"reference" implementation, so that no implementation needs a fallback of its own.
 """
 
 from __future__ import annotations
@@ -10,11 +12,20 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import threading
-from typing import Callable
+from typing import Callable, NamedTuple
+
+import numpy as np
 
 CUPY_INSTALLED = importlib.util.find_spec("cupy") is not None  # "cuda" kernels registered
+FLOATS = ("float32", "float64")
 
-_impls: dict[str, dict[str, dict[str, Callable]]] = {}  # name -> device -> impl -> fn
+
+class _Impl(NamedTuple):
+    fn: Callable
+    dtypes: frozenset | None  # the np.dtypes of its first array it takes; None: any
+
+
+_impls: dict[str, dict[str, dict[str, _Impl]]] = {}  # name -> device -> impl -> entry
 _defaults: dict[tuple[str, str], list[str]] = {}  # (name, device) -> defaults, newest last
 _lock = threading.Lock()  # registrations; lookups read the dicts without it
 _local = threading.local()  # .selected: {name: impl} set by use()
@@ -26,19 +37,22 @@ def device_of(x) -> str:
 
 
 def register(name: str, device: str, fn: Callable | None = None, impl: str = "mine",
-             default: bool = False):
+             default: bool = False, dtypes=FLOATS):
     """Register ``fn`` as implementation ``impl`` of kernel ``name`` on ``device``.
 
     Usable as a decorator: ``@kernels.register("im2col", "cpu", impl="numba")``. A new
     implementation is only used inside ``kernels.use(name, impl)`` unless ``default=True``
-    (or it is the first one registered for that device). Returns ``fn``.
+    (or it is the first one registered for that device). ``dtypes``: those of its first
+    array argument that it takes (``None``: any); calls with others go to the device's
+    "reference" implementation. Returns ``fn``.
     """
     if fn is None:
-        return lambda f: register(name, device, f, impl=impl, default=default)
+        return lambda f: register(name, device, f, impl=impl, default=default, dtypes=dtypes)
     if not callable(fn):
         raise TypeError(f"kernels.register({name!r}, {device!r}): fn must be callable")
+    entry = _Impl(fn, None if dtypes is None else frozenset(np.dtype(d) for d in dtypes))
     with _lock:
-        _impls.setdefault(name, {}).setdefault(device, {})[impl] = fn
+        _impls.setdefault(name, {}).setdefault(device, {})[impl] = entry
         defaults = _defaults.setdefault((name, device), [])
         if default or not defaults:
             if impl in defaults:
@@ -78,7 +92,12 @@ def default_impl(name: str, device: str = "cpu") -> str:
 
 
 def get(name: str, device: str = "cpu", impl: str | None = None) -> Callable:
-    """The function that a call of kernel ``name`` on ``device`` would run now."""
+    """The function that a call of kernel ``name`` on ``device`` would run now (with
+    arrays of a dtype it takes)."""
+    return _entry(name, device, impl).fn
+
+
+def _entry(name, device, impl=None) -> _Impl:
     if name not in _impls:
         raise LookupError(f"unknown kernel {name!r}; known kernels: {sorted(_impls)}")
     impls = _impls[name].get(device)
@@ -131,5 +150,14 @@ def use(name, impl: str):
 
 
 def call(name, x, *args):
-    """Run kernel ``name`` with the implementation in effect on ``x``'s device."""
-    return get(name, device_of(x))(x, *args)
+    """Run kernel ``name`` on ``x``'s device with the implementation in effect, or with the
+    device's "reference" where that one does not take ``x``'s dtype."""
+    device = device_of(x)
+    entry = _entry(name, device)
+    if entry.dtypes is not None and x.dtype not in entry.dtypes:
+        if "reference" not in _impls[name][device]:
+            raise TypeError(f"kernel {name!r} on {device!r}: the implementation in effect "
+                            f"takes {sorted(d.name for d in entry.dtypes)}, not {x.dtype}, "
+                            f"and there is no 'reference' implementation to fall back to")
+        entry = _impls[name][device]["reference"]
+    return entry.fn(x, *args)

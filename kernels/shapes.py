@@ -7,14 +7,110 @@ user's drop-in) sees the same normalised arguments and the user sees the same er
 from __future__ import annotations
 
 import numbers
+from typing import NamedTuple
 
 __all__ = [
+    "ConvGeometry",
+    "PoolGeometry",
+    "ScatterGeometry",
     "pair",
     "conv_output_shape",
     "conv_geometry",
     "pool_geometry",
     "check_cols",
+    "check_max_pool_grad",
+    "check_avg_pool_grad",
 ]
+
+
+def _fields(*names, doc):
+    """A read-only property: the tuple of these fields."""
+    return property(lambda g: tuple(getattr(g, n) for n in names), doc=doc)
+
+
+_X_SHAPE = _fields("n", "c", "h", "w", doc="(N, C, H, W): the input's shape")
+_OUT_SHAPE = _fields("n", "c", "ho", "wo", doc="(N, C, Hout, Wout): the output's shape")
+_KERNEL_SIZE = _fields("kh", "kw", doc="(kh, kw)")
+_STRIDE = _fields("sh", "sw", doc="(sh, sw)")
+_PADDING = _fields("ph", "pw", doc="(ph, pw)")
+
+
+class ConvGeometry(NamedTuple):
+    """A ``kh x kw`` window sliding over an (N, C, H, W) input, validated: what im2col and
+    col2im implementations receive as ``g``. Fields are ints, in the order of the numba
+    and CUDA kernels' parameters (so ``*g`` passes them all)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sh: int  # stride
+    sw: int
+    ph: int  # padding
+    pw: int
+    dh: int  # dilation
+    dw: int
+    ho: int  # output size
+    wo: int
+
+    x_shape = _X_SHAPE
+    out_shape = _OUT_SHAPE
+    kernel_size = _KERNEL_SIZE
+    stride = _STRIDE
+    padding = _PADDING
+    dilation = _fields("dh", "dw", doc="(dh, dw)")
+
+    @property
+    def cols_shape(self):
+        """im2col's ``(C*kh*kw, N*Hout*Wout)``."""
+        return self.c * self.kh * self.kw, self.n * self.ho * self.wo
+
+
+class PoolGeometry(NamedTuple):
+    """A pooling window over an (N, C, H, W) input, validated: what pooling forward and
+    avg_pool2d_backward implementations receive as ``g`` (fields in the kernels'
+    parameter order, as :class:`ConvGeometry` without dilation)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    ho: int
+    wo: int
+
+    x_shape = _X_SHAPE
+    out_shape = _OUT_SHAPE
+    kernel_size = _KERNEL_SIZE
+    stride = _STRIDE
+    padding = _PADDING
+
+    @property
+    def plain_2x2(self):
+        """2x2 windows, stride 2, no padding: the common CNN case, with kernels of its own."""
+        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (2, 2, 2, 2, 0, 0)
+
+
+class ScatterGeometry(NamedTuple):
+    """What max_pool2d_backward implementations receive as ``g``: gradients of shape
+    (N, C, Hout, Wout) go to the (N, C, H, W) positions argmax holds (no window needed)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    ho: int
+    wo: int
+
+    x_shape = _X_SHAPE
+    out_shape = _OUT_SHAPE
 
 
 def pair(value, name: str = "value", op: str = "kernel") -> tuple[int, int]:
@@ -58,12 +154,13 @@ def conv_output_shape(x_shape, kh, kw, stride=1, padding=0, dilation=1) -> tuple
     >>> conv_output_shape((2, 3, 28, 28), 3, 3, stride=1, padding=1)
     (2, 3, 28, 28)
     """
-    g = conv_geometry(x_shape, kh, kw, stride, padding, dilation, op="conv_output_shape")
-    return g[0], g[1], g[-2], g[-1]
+    return conv_geometry(x_shape, kh, kw, stride, padding, dilation,
+                         op="conv_output_shape").out_shape
 
 
-def conv_geometry(x_shape, kh, kw, stride, padding, dilation, op: str = "im2col"):
-    """Validate and return ``(N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)``."""
+def conv_geometry(x_shape, kh, kw, stride=1, padding=0, dilation=1,
+                  op: str = "im2col") -> ConvGeometry:
+    """Validate a sliding window's arguments; raise ``ValueError`` naming ``op`` otherwise."""
     n, c, h, w = _shape4(x_shape, op)
     kh, kw = pair((kh, kw), "kernel size", op)
     sh, sw = pair(stride, "stride", op)
@@ -86,11 +183,11 @@ def conv_geometry(x_shape, kh, kw, stride, padding, dilation, op: str = "im2col"
             f"use a smaller kernel or more padding"
         )
     ho, wo = (hp - ekh) // sh + 1, (wp - ekw) // sw + 1
-    return n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo
+    return ConvGeometry(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
 
 
-def pool_geometry(x_shape, k, stride, padding, op: str = "max_pool2d"):
-    """Validate pooling arguments; return ``(N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)``.
+def pool_geometry(x_shape, k, stride=None, padding=0, op: str = "max_pool2d") -> PoolGeometry:
+    """Validate pooling arguments; raise ``ValueError`` naming ``op`` otherwise.
 
     ``stride=None`` means ``stride = k`` (torch's default). As in torch, padding may be at
     most half the kernel size, so that every window holds at least one real element.
@@ -103,29 +200,26 @@ def pool_geometry(x_shape, k, stride, padding, op: str = "max_pool2d"):
             f"{op}: padding {(ph, pw)} must be at most half the kernel size {kh}x{kw} "
             f"(as in torch); reduce the padding"
         )
-    n, c, h, w, kh, kw, sh, sw, ph, pw, _, _, ho, wo = conv_geometry(
-        x_shape, kh, kw, (sh, sw), (ph, pw), 1, op=op
-    )
-    return n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo
+    g = conv_geometry(x_shape, kh, kw, (sh, sw), (ph, pw), 1, op=op)
+    return PoolGeometry(g.n, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.ho, g.wo)
 
 
-def check_cols(cols_shape, x_shape, kh, kw, stride, padding, dilation, op: str = "col2im"):
-    """Validate ``col2im`` arguments against the im2col layout; return the conv geometry."""
+def check_cols(cols_shape, x_shape, kh, kw, stride=1, padding=0, dilation=1,
+               op: str = "col2im") -> ConvGeometry:
+    """Validate ``col2im`` arguments against the im2col layout."""
     g = conv_geometry(x_shape, kh, kw, stride, padding, dilation, op=op)
-    n, c, _, _, kh, kw = g[:6]
-    ho, wo = g[-2:]
-    want = (c * kh * kw, n * ho * wo)
-    if tuple(cols_shape) != want:
+    if tuple(cols_shape) != g.cols_shape:
         raise ValueError(
             f"{op}: cols has shape {tuple(cols_shape)}, but x_shape {tuple(x_shape)} with kernel "
-            f"{kh}x{kw}, stride {g[6:8]}, padding {g[8:10]}, dilation {g[10:12]} needs "
-            f"(C*kh*kw, N*Hout*Wout) = {want}"
+            f"{g.kh}x{g.kw}, stride {g.stride}, padding {g.padding}, dilation {g.dilation} "
+            f"needs (C*kh*kw, N*Hout*Wout) = {g.cols_shape}"
         )
     return g
 
 
-def check_max_pool_grad(grad_shape, argmax_shape, x_shape, op: str = "max_pool2d_backward"):
-    """Validate ``max_pool2d_backward`` shapes; return ``(N, C, H, W, Hout*Wout)``."""
+def check_max_pool_grad(grad_shape, argmax_shape, x_shape,
+                        op: str = "max_pool2d_backward") -> ScatterGeometry:
+    """Validate ``max_pool2d_backward`` shapes."""
     n, c, h, w = _shape4(x_shape, op, "x_shape")
     grad_shape, argmax_shape = tuple(grad_shape), tuple(argmax_shape)
     if len(grad_shape) != 4 or grad_shape != argmax_shape or grad_shape[:2] != (n, c):
@@ -133,17 +227,16 @@ def check_max_pool_grad(grad_shape, argmax_shape, x_shape, op: str = "max_pool2d
             f"{op}: grad_out {grad_shape} and argmax {argmax_shape} must have the same shape "
             f"(N, C, Hout, Wout) with N, C matching x_shape {(n, c, h, w)}"
         )
-    return n, c, h, w, grad_shape[2] * grad_shape[3]
+    return ScatterGeometry(n, c, h, w, grad_shape[2], grad_shape[3])
 
 
-def check_avg_pool_grad(grad_shape, x_shape, k, stride, padding,
-                        op: str = "avg_pool2d_backward"):
-    """Validate ``avg_pool2d_backward`` arguments; return the :func:`pool_geometry`."""
+def check_avg_pool_grad(grad_shape, x_shape, k, stride=None, padding=0,
+                        op: str = "avg_pool2d_backward") -> PoolGeometry:
+    """Validate ``avg_pool2d_backward`` arguments."""
     g = pool_geometry(x_shape, k, stride, padding, op=op)
-    want = (g[0], g[1], g[-2], g[-1])
-    if tuple(grad_shape) != want:
+    if tuple(grad_shape) != g.out_shape:
         raise ValueError(
-            f"{op}: grad_out has shape {tuple(grad_shape)}, expected {want} for x_shape "
-            f"{tuple(x_shape)}, kernel {g[4:6]}, stride {g[6:8]}, padding {g[8:10]}"
+            f"{op}: grad_out has shape {tuple(grad_shape)}, expected {g.out_shape} for x_shape "
+            f"{tuple(x_shape)}, kernel {g.kernel_size}, stride {g.stride}, padding {g.padding}"
         )
     return g

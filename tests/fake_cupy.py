@@ -39,7 +39,7 @@ def _unwrap(x):
         return x._a
     if isinstance(x, np.ndarray):
         _bad(x)
-    if isinstance(x, tuple):
+    if isinstance(x, tuple) and not hasattr(x, "_fields"):  # a kernel's geometry stays
         return tuple(_unwrap(i) for i in x)
     if isinstance(x, list):
         return [_unwrap(i) for i in x]

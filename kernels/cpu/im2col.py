@@ -1,4 +1,5 @@
-"""numba im2col / col2im for float32 and float64 (other dtypes fall back to the reference).
+"""numba im2col / col2im for float32 and float64 (the dispatcher sends other dtypes to the
+reference).
 
 Layout: ``cols[c*kh*kw + i*kw + j, n*Hout*Wout + oh*Wout + ow]``, see ``kernels.im2col``.
 
@@ -11,14 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import reference
 from ..registry import register
-from ..shapes import check_cols, conv_geometry
 from . import buffers
 from .jit import inline, kernel
 from .threads import parallel_for
 
-_FLOATS = (np.float32, np.float64)
 U = np.uintp
 
 
@@ -135,33 +133,23 @@ def _col2im(start, stop, cf, df, n_, c_, h_, w_, kh, kw, sh, sw, ph, pw, dh, dw,
 
 
 @register("im2col", "cpu", impl="numba", default=True)
-def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
+def im2col(x, g):
     """numba im2col; same contract and layout as ``kernels.im2col``."""
-    if x.dtype not in _FLOATS:
-        return reference.im2col(x, kh, kw, stride, padding, dilation)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = conv_geometry(
-        x.shape, kh, kw, stride, padding, dilation, op="im2col"
-    )
     x = np.ascontiguousarray(x)
-    cols = buffers.empty((c * kh * kw, n * ho * wo), x.dtype)
+    cols = buffers.empty(g.cols_shape, x.dtype)
     if cols.size:
-        parallel_for(_im2col, c * kh * kw * n, x.reshape(-1), cols.reshape(-1), n, c, h, w,
-                     kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, work=cols.size)
+        parallel_for(_im2col, g.c * g.kh * g.kw * g.n, x.reshape(-1), cols.reshape(-1), *g,
+                     work=cols.size)
     return cols
 
 
 @register("col2im", "cpu", impl="numba", default=True)
-def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
+def col2im(cols, g):
     """numba col2im, the exact adjoint of :func:`im2col`."""
-    if cols.dtype not in _FLOATS:
-        return reference.col2im(cols, x_shape, kh, kw, stride, padding, dilation)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo = check_cols(
-        cols.shape, x_shape, kh, kw, stride, padding, dilation
-    )
     cols = np.ascontiguousarray(cols)
-    dx = buffers.empty((n, c, h, w), cols.dtype)
+    dx = buffers.empty(g.x_shape, cols.dtype)
     if dx.size:
-        nblk, bs = _col2im_blocks(n, c)
-        parallel_for(_col2im, c * nblk, cols.reshape(-1), dx.reshape(-1), n, c, h, w,
-                     kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, nblk, bs, work=cols.size)
+        nblk, bs = _col2im_blocks(g.n, g.c)
+        parallel_for(_col2im, g.c * nblk, cols.reshape(-1), dx.reshape(-1), *g, nblk, bs,
+                     work=cols.size)
     return dx

@@ -1,4 +1,5 @@
-"""numba max / average pooling (NCHW) for float32 and float64; other dtypes use the reference.
+"""numba max / average pooling (NCHW) for float32 and float64 (the dispatcher sends other
+dtypes to the reference).
 
 Max pooling stores, for each output, the flat index into its input H*W plane (as torch);
 the backward scatters with it. Every kernel's work item is one (n, c) plane, so the
@@ -9,15 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import reference
 from ..registry import register
-from ..shapes import check_avg_pool_grad, check_max_pool_grad, pool_geometry
 from .im2col import valid_range
 from . import buffers
 from .jit import inline, kernel
 from .threads import parallel_for
 
-_FLOATS = (np.float32, np.float64)
 U = np.uintp
 
 
@@ -119,42 +117,43 @@ def _max_bwd(start, stop, gf, af, df, bad, hw, m):
                 df[U(xb + a)] += gf[U(o)]
 
 
+def _window(g):
+    """The general kernels' window arguments."""
+    return g.kh, g.kw, g.sh, g.sw, g.ph, g.pw
+
+
 @register("max_pool2d_forward", "cpu", impl="numba", default=True)
-def max_pool2d_forward(x, k, stride=None, padding=0):
+def max_pool2d_forward(x, g):
     """numba max pooling; returns ``(out, argmax)`` as ``kernels.max_pool2d_forward``."""
-    if x.dtype not in _FLOATS:
-        return reference.max_pool2d_forward(x, k, stride, padding)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(x.shape, k, stride, padding)
     x = np.ascontiguousarray(x)
-    out = buffers.empty((n, c, ho, wo), x.dtype)
-    arg = buffers.empty((n, c, ho, wo), np.int64)
+    out = buffers.empty(g.out_shape, x.dtype)
+    arg = buffers.empty(g.out_shape, np.int64)
     if out.size:
-        flat = (x.reshape(-1), out.reshape(-1), arg.reshape(-1), h, w, ho, wo)
-        if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-            parallel_for(_max_fwd_2x2, n * c, *flat, work=x.size)
+        flat = (x.reshape(-1), out.reshape(-1), arg.reshape(-1), g.h, g.w, g.ho, g.wo)
+        if g.plain_2x2:
+            parallel_for(_max_fwd_2x2, g.n * g.c, *flat, work=x.size)
         else:
-            parallel_for(_max_fwd, n * c, *flat, kh, kw, sh, sw, ph, pw, work=x.size)
+            parallel_for(_max_fwd, g.n * g.c, *flat, *_window(g), work=x.size)
     return out, arg
 
 
 @register("max_pool2d_backward", "cpu", impl="numba", default=True)
-def max_pool2d_backward(grad_out, argmax, x_shape):
+def max_pool2d_backward(grad_out, argmax, g):
     """Scatter ``grad_out`` into a zero (N, C, H, W) array at the forward's ``argmax``."""
-    if grad_out.dtype not in _FLOATS:
-        return reference.max_pool2d_backward(grad_out, argmax, x_shape)
-    n, c, h, w, m = check_max_pool_grad(grad_out.shape, argmax.shape, x_shape)
-    g = np.ascontiguousarray(grad_out).reshape(-1)
+    planes, hw = g.n * g.c, g.h * g.w
+    gf = np.ascontiguousarray(grad_out).reshape(-1)
     a = np.ascontiguousarray(argmax, dtype=np.int64).reshape(-1)
-    dx = buffers.empty((n, c, h * w), grad_out.dtype)
-    bad = np.zeros(n * c, dtype=np.uint8)
+    dx = buffers.empty((planes, hw), grad_out.dtype)
+    bad = np.zeros(planes, dtype=np.uint8)
     if dx.size:
-        parallel_for(_max_bwd, n * c, g, a, dx.reshape(-1), bad, h * w, m, work=dx.size)
+        parallel_for(_max_bwd, planes, gf, a, dx.reshape(-1), bad, hw, g.ho * g.wo,
+                     work=dx.size)
     if bad.any():
         raise ValueError(
-            f"max_pool2d_backward: argmax holds indices outside [0, {h * w}) for x_shape "
-            f"{tuple(x_shape)}; pass the argmax returned by max_pool2d_forward"
+            f"max_pool2d_backward: argmax holds indices outside [0, {hw}) for x_shape "
+            f"{g.x_shape}; pass the argmax returned by max_pool2d_forward"
         )
-    return dx.reshape(n, c, h, w)
+    return dx.reshape(g.x_shape)
 
 
 # ----- average pooling -----
@@ -240,40 +239,30 @@ def _avg_bwd(start, stop, gf, df, h_, w_, ho, wo, kh, kw, sh, sw, ph, pw, area):
 
 
 @register("avg_pool2d_forward", "cpu", impl="numba", default=True)
-def avg_pool2d_forward(x, k, stride=None, padding=0):
+def avg_pool2d_forward(x, g):
     """numba average pooling (padding counted in the divisor, as torch's default)."""
-    if x.dtype not in _FLOATS:
-        return reference.avg_pool2d_forward(x, k, stride, padding)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = pool_geometry(
-        x.shape, k, stride, padding, op="avg_pool2d"
-    )
     x = np.ascontiguousarray(x)
-    out = buffers.empty((n, c, ho, wo), x.dtype)
+    out = buffers.empty(g.out_shape, x.dtype)
     if out.size:
-        area = x.dtype.type(kh * kw)
-        flat = (x.reshape(-1), out.reshape(-1), h, w, ho, wo)
-        if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-            parallel_for(_avg_fwd_2x2, n * c, *flat, area, work=x.size)
+        area = x.dtype.type(g.kh * g.kw)
+        flat = (x.reshape(-1), out.reshape(-1), g.h, g.w, g.ho, g.wo)
+        if g.plain_2x2:
+            parallel_for(_avg_fwd_2x2, g.n * g.c, *flat, area, work=x.size)
         else:
-            parallel_for(_avg_fwd, n * c, *flat, kh, kw, sh, sw, ph, pw, area, work=x.size)
+            parallel_for(_avg_fwd, g.n * g.c, *flat, *_window(g), area, work=x.size)
     return out
 
 
 @register("avg_pool2d_backward", "cpu", impl="numba", default=True)
-def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
+def avg_pool2d_backward(grad_out, g):
     """Spread each gradient evenly over its window; the adjoint of :func:`avg_pool2d_forward`."""
-    if grad_out.dtype not in _FLOATS:
-        return reference.avg_pool2d_backward(grad_out, x_shape, k, stride, padding)
-    n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo = check_avg_pool_grad(
-        grad_out.shape, x_shape, k, stride, padding
-    )
-    g = np.ascontiguousarray(grad_out)
-    dx = buffers.empty((n, c, h, w), grad_out.dtype)
+    gf = np.ascontiguousarray(grad_out)
+    dx = buffers.empty(g.x_shape, grad_out.dtype)
     if dx.size:
-        area = g.dtype.type(kh * kw)
-        flat = (g.reshape(-1), dx.reshape(-1), h, w, ho, wo)
-        if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-            parallel_for(_avg_bwd_2x2, n * c, *flat, area, work=dx.size)
+        area = gf.dtype.type(g.kh * g.kw)
+        flat = (gf.reshape(-1), dx.reshape(-1), g.h, g.w, g.ho, g.wo)
+        if g.plain_2x2:
+            parallel_for(_avg_bwd_2x2, g.n * g.c, *flat, area, work=dx.size)
         else:
-            parallel_for(_avg_bwd, n * c, *flat, kh, kw, sh, sw, ph, pw, area, work=dx.size)
+            parallel_for(_avg_bwd, g.n * g.c, *flat, *_window(g), area, work=dx.size)
     return dx

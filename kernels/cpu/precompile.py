@@ -42,6 +42,7 @@ def _items(dtype=np.float32):
     """(kernel name, a small call compiling it), a CNN's backward kernels first, with the
     argument types the wrappers pass at run time (so the signatures training will use).
     The arguments are made without kernels, so that nothing compiles out of this order."""
+    from ..shapes import check_max_pool_grad, conv_geometry, pool_geometry
     from . import direct, elementwise, im2col, pool, winograd
 
     rng = np.random.default_rng(0)
@@ -51,7 +52,9 @@ def _items(dtype=np.float32):
 
     x, g, u, pooled, cols = a(4, 8, 12, 12), a(4, 8, 12, 12), a(16, 8, 8), a(4, 8, 6, 6), a(72, 576)
     arg, v, m, big = np.zeros(pooled.shape, np.int64), a(16, 144, 8), a(16, 36, 8), a(1 << 14)
-    three = ((3, 3), (1, 1), (1, 1))  # kernel, stride, padding of the general pooling kernels
+    conv = conv_geometry(x.shape, 3, 3, 1, 1, 1)
+    two, three = pool_geometry(x.shape, 2), pool_geometry(x.shape, 3, 1, 1)  # 3: the general
+    scatter = check_max_pool_grad(pooled.shape, arg.shape, x.shape)  # pooling kernels
     grey, wg, gg = a(4, 1, 12, 12), a(8, 1, 3, 3), a(4, 8, 12, 12)  # a first layer's conv
     return [
         ("_output_adjoint_image", lambda: winograd._output_adjoint_image(g, 0, m, 0, 6, 6)),
@@ -60,31 +63,30 @@ def _items(dtype=np.float32):
         ("_weight_grad_s1", lambda: direct.weight_grad(gg, grey, wg.shape, (1, 1), (1, 1))),
         ("_input_image", lambda: winograd._input_image(x, 0, m, 0, 1, 1, 6, 6)),  # (forward's)
         ("_fused_backward", lambda: winograd.fused_backward(g, x, u, (1, 1))),
-        ("_max_bwd", lambda: pool.max_pool2d_backward(pooled, arg, x.shape)),
+        ("_max_bwd", lambda: pool.max_pool2d_backward(pooled, arg, scatter)),
         ("_relu_grad", lambda: elementwise.relu_grad(big, big)),
-        ("_col2im", lambda: im2col.col2im(cols, x.shape, 3, 3, (1, 1), (1, 1), (1, 1))),
+        ("_col2im", lambda: im2col.col2im(cols, conv)),
         ("_input_grad_s1", lambda: direct.input_grad(gg, wg, grey.shape, (1, 1), (1, 1))),
         ("_sgd_momentum", lambda: elementwise.sgd_momentum_(big.copy(), big, big.copy(), .1, .9)),
         ("_output_image", lambda: winograd._output_image(m, 0, x, 0, 6, 6)),
         ("_fused_forward", lambda: winograd.fused_forward(x, u, (1, 1))),
         ("_forward_s1", lambda: direct.forward(grey, wg, (1, 1), (1, 1))),
         ("_relu", lambda: elementwise.relu(big)),
-        ("_max_fwd_2x2", lambda: pool.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))),
-        ("_im2col", lambda: im2col.im2col(x, 3, 3, (1, 1), (1, 1), (1, 1))),
+        ("_max_fwd_2x2", lambda: pool.max_pool2d_forward(x, two)),
+        ("_im2col", lambda: im2col.im2col(x, conv)),
         ("_output_adjoint", lambda: winograd.transformed_grad(g)),
         ("_input_adjoint", lambda: winograd.input_adjoint(v, x.shape, (1, 1))),
         ("_input", lambda: winograd.transformed_input(x, (1, 1))),
         ("_output", lambda: winograd.output(v, 4, (12, 12))),
-        ("_avg_bwd_2x2", lambda: pool.avg_pool2d_backward(pooled, x.shape, (2, 2), (2, 2),
-                                                          (0, 0))),
-        ("_avg_fwd_2x2", lambda: pool.avg_pool2d_forward(x, (2, 2), (2, 2), (0, 0))),
-        ("_max_fwd", lambda: pool.max_pool2d_forward(x, *three)),
-        ("_avg_bwd", lambda: pool.avg_pool2d_backward(g, x.shape, *three)),
+        ("_avg_bwd_2x2", lambda: pool.avg_pool2d_backward(pooled, two)),
+        ("_avg_fwd_2x2", lambda: pool.avg_pool2d_forward(x, two)),
+        ("_max_fwd", lambda: pool.max_pool2d_forward(x, three)),
+        ("_avg_bwd", lambda: pool.avg_pool2d_backward(g, three)),
         ("_forward", lambda: direct.forward(grey, wg, (2, 2), (1, 1))),
         ("_input_grad", lambda: direct.input_grad(a(4, 8, 6, 6), wg, grey.shape, (2, 2), (1, 1))),
         ("_weight_grad", lambda: direct.weight_grad(a(4, 8, 6, 6), grey, wg.shape, (2, 2),
                                                     (1, 1))),
-        ("_avg_fwd", lambda: pool.avg_pool2d_forward(x, *three)),  # last: "all done"
+        ("_avg_fwd", lambda: pool.avg_pool2d_forward(x, three)),  # last: "all done"
     ]
 
 

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 import kernels
-from kernels import reference
 from kernels.gpu import emulate
 
 from kernels.cpu import threads as _threads
@@ -29,18 +28,14 @@ from kernels.cpu import threads as _threads
 # ----- implementations under test -----
 
 
-def example_strided_im2col(x, kh, kw, stride, padding, dilation):
+@kernels.register("im2col", "cpu", impl="example_strided")
+def example_strided_im2col(x, g):
     """A drop-in im2col from numpy's sliding_window_view (the README's example)."""
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    n, c = x.shape[:2]
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)))
     win = np.lib.stride_tricks.sliding_window_view(
-        xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3)
-    )[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw)
-    return np.ascontiguousarray(win.transpose(1, 4, 5, 0, 2, 3)).reshape(c * kh * kw, -1)
-
-
-kernels.register("im2col", "cpu", example_strided_im2col, impl="example_strided")
+        xp, (g.dh * (g.kh - 1) + 1, g.dw * (g.kw - 1) + 1), axis=(2, 3)
+    )[:, :, :: g.sh, :: g.sw, :: g.dh, :: g.dw]  # (N, C, Ho, Wo, kh, kw)
+    return np.ascontiguousarray(win.transpose(1, 4, 5, 0, 2, 3)).reshape(g.cols_shape)
 
 
 if emulate.compiler() is not None:  # the C++ build happens on the first call
@@ -52,6 +47,12 @@ for _mod in filter(None, os.environ.get("KERNELS_TEST_PLUGINS", "").split(",")):
 
 def impls(name):
     return kernels.available()[name]["cpu"]
+
+
+def oracle(name, *args):
+    """Kernel ``name`` (its public signature) on the numpy reference."""
+    with kernels.use(name, "reference"):
+        return getattr(kernels, name)(*args)
 
 
 # ----- fixtures and helpers -----
@@ -122,7 +123,7 @@ def test_im2col(impl, dtype, case, threads):
     x = rng_for("im2col", case).standard_normal(shape).astype(dtype)
     with kernels.use("im2col", impl):
         cols = kernels.im2col(x, kh, kw, stride, padding, dilation)
-    want = reference.im2col(x, kh, kw, stride, padding, dilation)
+    want = oracle("im2col", x, kh, kw, stride, padding, dilation)
     assert cols.dtype == x.dtype and cols.shape == want.shape
     np.testing.assert_array_equal(cols, want)  # a gather: bit-exact
 
@@ -137,7 +138,7 @@ def test_im2col_noncontiguous_input(impl):
     x = rng_for("nc").standard_normal((5, 7, 3, 2)).transpose(3, 2, 0, 1)  # (2, 3, 5, 7) view
     with kernels.use("im2col", impl):
         cols = kernels.im2col(x, 3, 2, 1, 1, 1)
-    np.testing.assert_array_equal(cols, reference.im2col(np.ascontiguousarray(x), 3, 2, 1, 1, 1))
+    np.testing.assert_array_equal(cols, oracle("im2col", np.ascontiguousarray(x), 3, 2, 1, 1, 1))
 
 
 # ----- col2im -----
@@ -150,19 +151,19 @@ def test_col2im(impl, dtype, case, threads):
     shape, kh, kw, stride, padding, dilation = case
     rng = rng_for("col2im", case)
     x = rng.standard_normal(shape).astype(dtype)
-    cshape = reference.im2col(x, kh, kw, stride, padding, dilation).shape
+    cshape = oracle("im2col", x, kh, kw, stride, padding, dilation).shape
     c = rng.standard_normal(cshape).astype(dtype)
     with kernels.use("col2im", impl):
         dx = kernels.col2im(c, shape, kh, kw, stride, padding, dilation)
     assert dx.dtype == c.dtype and dx.shape == shape
-    np.testing.assert_allclose(dx, reference.col2im(c, shape, kh, kw, stride, padding, dilation),
+    np.testing.assert_allclose(dx, oracle("col2im", c, shape, kh, kw, stride, padding, dilation),
                                **TOL[dtype])
 
     # the adjoint identity, in float64 so that only the kernels' logic can break it
     x64, c64 = x.astype(np.float64), c.astype(np.float64)
     with kernels.use("col2im", impl):
         back = kernels.col2im(c64, shape, kh, kw, stride, padding, dilation)
-    lhs = np.vdot(reference.im2col(x64, kh, kw, stride, padding, dilation), c64)
+    lhs = np.vdot(oracle("im2col", x64, kh, kw, stride, padding, dilation), c64)
     assert np.isclose(lhs, np.vdot(x64, back), rtol=1e-12, atol=1e-12)
 
     torch = torch_or_skip()
@@ -192,7 +193,7 @@ def test_max_pool2d_forward(impl, dtype, case, threads):
     x = rng_for("maxf", case).standard_normal(shape).astype(dtype)
     with kernels.use("max_pool2d_forward", impl):
         out, arg = kernels.max_pool2d_forward(x, k, stride, padding)
-    want, want_arg = reference.max_pool2d_forward(x, k, stride, padding)
+    want, want_arg = oracle("max_pool2d_forward", x, k, stride, padding)
     assert out.dtype == x.dtype and arg.dtype == np.int64 and out.shape == arg.shape
     np.testing.assert_array_equal(out, want)
     np.testing.assert_array_equal(arg, want_arg)
@@ -222,12 +223,12 @@ def test_max_pool2d_backward(impl, dtype, case, threads):
     shape, k, stride, padding = case
     rng = rng_for("maxb", case)
     x = rng.standard_normal(shape).astype(dtype)
-    _, arg = reference.max_pool2d_forward(x, k, stride, padding)
+    _, arg = oracle("max_pool2d_forward", x, k, stride, padding)
     g = rng.standard_normal(arg.shape).astype(dtype)
     with kernels.use("max_pool2d_backward", impl):
         dx = kernels.max_pool2d_backward(g, arg, shape)
     assert dx.dtype == g.dtype and dx.shape == shape
-    np.testing.assert_allclose(dx, reference.max_pool2d_backward(g, arg, shape), **TOL[dtype])
+    np.testing.assert_allclose(dx, oracle("max_pool2d_backward", g, arg, shape), **TOL[dtype])
     _, _, t_grad = _torch_max_pool(x, k, stride, padding, g)
     np.testing.assert_allclose(dx, t_grad, **TOL[dtype])
 
@@ -251,7 +252,7 @@ def test_avg_pool2d_forward(impl, dtype, case, threads):
     x = rng_for("avgf", case).standard_normal(shape).astype(dtype)
     with kernels.use("avg_pool2d_forward", impl):
         out = kernels.avg_pool2d_forward(x, k, stride, padding)
-    want = reference.avg_pool2d_forward(x, k, stride, padding)
+    want = oracle("avg_pool2d_forward", x, k, stride, padding)
     assert out.dtype == x.dtype and out.shape == want.shape
     np.testing.assert_allclose(out, want, **TOL[dtype])
     t_out, _ = _torch_avg_pool(x, k, stride, padding, np.ones_like(want))
@@ -265,12 +266,12 @@ def test_avg_pool2d_backward(impl, dtype, case, threads):
     shape, k, stride, padding = case
     rng = rng_for("avgb", case)
     x = rng.standard_normal(shape).astype(dtype)
-    g = rng.standard_normal(reference.avg_pool2d_forward(x, k, stride, padding).shape)
+    g = rng.standard_normal(oracle("avg_pool2d_forward", x, k, stride, padding).shape)
     g = g.astype(dtype)
     with kernels.use("avg_pool2d_backward", impl):
         dx = kernels.avg_pool2d_backward(g, shape, k, stride, padding)
     assert dx.dtype == g.dtype and dx.shape == shape
-    want = reference.avg_pool2d_backward(g, shape, k, stride, padding)
+    want = oracle("avg_pool2d_backward", g, shape, k, stride, padding)
     np.testing.assert_allclose(dx, want, **TOL[dtype])
     _, t_grad = _torch_avg_pool(x, k, stride, padding, g)
     np.testing.assert_allclose(dx, t_grad, **TOL[dtype])

@@ -105,24 +105,26 @@ def test_emulated_kernels_any_launch_shape(host_lib, launch_shape, dtype):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 7, 8)).astype(dtype)
     for args in [(3, 3, 1, 1, 1), (2, 3, (2, 1), (1, 0), (1, 2))]:
-        cols = ops.im2col(x, *args)
-        np.testing.assert_array_equal(cols, reference.im2col(x, *args))
+        conv = kernels.conv_geometry(x.shape, *args)
+        cols = ops.im2col(x, conv)
+        np.testing.assert_array_equal(cols, reference.im2col(x, conv))
         c = rng.standard_normal(cols.shape).astype(dtype)
-        np.testing.assert_allclose(ops.col2im(c, x.shape, *args),
-                                   reference.col2im(c, x.shape, *args), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ops.col2im(c, conv), reference.col2im(c, conv), rtol=1e-5,
+                                   atol=1e-5)
     for k, s, p in [(2, 2, 0), (3, 1, 1), (3, 2, 1)]:
-        out, arg = ops.max_pool2d_forward(x, k, s, p)
-        want, want_arg = reference.max_pool2d_forward(x, k, s, p)
+        pool = kernels.pool_geometry(x.shape, k, s, p)
+        out, arg = ops.max_pool2d_forward(x, pool)
+        want, want_arg = reference.max_pool2d_forward(x, pool)
         np.testing.assert_array_equal(out, want)
         np.testing.assert_array_equal(arg, want_arg)
         g = rng.standard_normal(out.shape).astype(dtype)
-        np.testing.assert_allclose(ops.max_pool2d_backward(g, arg, x.shape),
-                                   reference.max_pool2d_backward(g, arg, x.shape), rtol=1e-5)
-        np.testing.assert_allclose(ops.avg_pool2d_forward(x, k, s, p),
-                                   reference.avg_pool2d_forward(x, k, s, p), rtol=1e-5)
-        np.testing.assert_allclose(ops.avg_pool2d_backward(g, x.shape, k, s, p),
-                                   reference.avg_pool2d_backward(g, x.shape, k, s, p),
-                                   rtol=1e-5, atol=1e-6)
+        scatter = kernels.ScatterGeometry(*x.shape, *out.shape[2:])
+        np.testing.assert_allclose(ops.max_pool2d_backward(g, arg, scatter),
+                                   reference.max_pool2d_backward(g, arg, scatter), rtol=1e-5)
+        np.testing.assert_allclose(ops.avg_pool2d_forward(x, pool),
+                                   reference.avg_pool2d_forward(x, pool), rtol=1e-5)
+        np.testing.assert_allclose(ops.avg_pool2d_backward(g, pool),
+                                   reference.avg_pool2d_backward(g, pool), rtol=1e-5, atol=1e-6)
 
 
 def test_emulation_builds_with_warnings_as_errors(host_lib):
@@ -170,27 +172,29 @@ def test_cupy_kernels_match_reference(name):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 3, 9, 8))
     gx = cp.asarray(x)
+    conv = kernels.conv_geometry(x.shape, 3, 2, (2, 1), 1, (1, 2))
+    pool = kernels.pool_geometry(x.shape, 3, 2, 1)
     if name in ("im2col", "col2im"):
         cols = kernels.im2col(gx, 3, 2, (2, 1), 1, (1, 2))
-        np.testing.assert_array_equal(cp.asnumpy(cols),
-                                      reference.im2col(x, 3, 2, (2, 1), 1, (1, 2)))
+        np.testing.assert_array_equal(cp.asnumpy(cols), reference.im2col(x, conv))
         c = rng.standard_normal(cols.shape)
         np.testing.assert_allclose(
             cp.asnumpy(kernels.col2im(cp.asarray(c), x.shape, 3, 2, (2, 1), 1, (1, 2))),
-            reference.col2im(c, x.shape, 3, 2, (2, 1), 1, (1, 2)), rtol=1e-12)
+            reference.col2im(c, conv), rtol=1e-12)
     elif name.startswith("max"):
         out, arg = kernels.max_pool2d_forward(gx, 3, 2, 1)
-        want, want_arg = reference.max_pool2d_forward(x, 3, 2, 1)
+        want, want_arg = reference.max_pool2d_forward(x, pool)
         np.testing.assert_array_equal(cp.asnumpy(out), want)
         np.testing.assert_array_equal(cp.asnumpy(arg), want_arg)
         g = rng.standard_normal(want.shape)
         np.testing.assert_allclose(
             cp.asnumpy(kernels.max_pool2d_backward(cp.asarray(g), arg, x.shape)),
-            reference.max_pool2d_backward(g, want_arg, x.shape), rtol=1e-12)
+            reference.max_pool2d_backward(g, want_arg, kernels.ScatterGeometry(*x.shape, 5, 4)),
+            rtol=1e-12)
     else:
         np.testing.assert_allclose(cp.asnumpy(kernels.avg_pool2d_forward(gx, 3, 2, 1)),
-                                   reference.avg_pool2d_forward(x, 3, 2, 1), rtol=1e-12)
+                                   reference.avg_pool2d_forward(x, pool), rtol=1e-12)
         g = rng.standard_normal((2, 3, 5, 4))
         np.testing.assert_allclose(
             cp.asnumpy(kernels.avg_pool2d_backward(cp.asarray(g), x.shape, 3, 2, 1)),
-            reference.avg_pool2d_backward(g, x.shape, 3, 2, 1), rtol=1e-12)
+            reference.avg_pool2d_backward(g, pool), rtol=1e-12)

@@ -53,18 +53,61 @@ def test_device_of_detects_cupy_by_module_name_only():
     assert kernels.device_of(np.zeros(1)) == "cpu"
 
 
-def test_user_impl_runs_only_inside_use_and_gets_normalised_args(scratch_impl):
+def test_user_impl_runs_only_inside_use_and_gets_the_geometry(scratch_impl):
     x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
     kernels.im2col(x, 3, 3, 1, 1, 1)
     assert scratch_impl == []
     with kernels.use("im2col", "mine"):
         cols = kernels.im2col(x, 3, 3, 1, 1, 1)
     assert len(scratch_impl) == 1
-    _, args = scratch_impl[0]
-    assert args[1:] == (3, 3, (1, 1), (1, 1), (1, 1))  # ints normalised to pairs
-    np.testing.assert_array_equal(cols, reference.im2col(x, 3, 3, 1, 1, 1))
+    _, (_, g) = scratch_impl[0]
+    assert g == kernels.ConvGeometry(1, 2, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 5, 5)
+    assert (g.stride, g.padding, g.dilation, g.cols_shape) == ((1, 1), (1, 1), (1, 1), (18, 25))
+    np.testing.assert_array_equal(cols, reference.im2col(x, g))
     kernels.im2col(x, 3, 3, 1, 1, 1)
     assert len(scratch_impl) == 1  # selection ended with the block
+
+
+def test_each_kernel_gets_its_named_geometry(scratch_impl):
+    x = np.ones((2, 3, 6, 5))
+    with kernels.use("*", "mine"):
+        cols = kernels.im2col(x, 3, 2, (2, 1), 1, (1, 2))
+        kernels.col2im(cols, x.shape, 3, 2, (2, 1), 1, (1, 2))
+        out, arg = kernels.max_pool2d_forward(x, 3, None, 1)
+        kernels.max_pool2d_backward(out, arg, x.shape)
+        kernels.avg_pool2d_forward(x, (2, 1))
+        kernels.avg_pool2d_backward(np.ones((2, 3, 3, 5)), x.shape, (2, 1))
+    g = {name: args[-1] for name, args in scratch_impl}
+    assert g["im2col"] == g["col2im"] == kernels.conv_geometry(x.shape, 3, 2, (2, 1), 1, (1, 2))
+    assert g["im2col"].dilation == (1, 2) and g["im2col"].out_shape == (2, 3, 3, 5)
+    assert g["max_pool2d_forward"] == kernels.PoolGeometry(2, 3, 6, 5, 3, 3, 3, 3, 1, 1, 2, 2)
+    assert g["max_pool2d_backward"] == kernels.ScatterGeometry(2, 3, 6, 5, 2, 2)
+    assert g["avg_pool2d_forward"] == g["avg_pool2d_backward"]
+    assert g["avg_pool2d_forward"].stride == (2, 1) and g["avg_pool2d_forward"].out_shape == (
+        2, 3, 3, 5)
+
+
+def test_other_dtypes_go_to_the_reference_unless_registered(scratch_impl):
+    """The dispatcher, not each implementation, sends the dtypes an implementation was
+    not registered for (float32 and float64 by default) to the reference."""
+    x = np.arange(32).reshape(1, 2, 4, 4)
+    with kernels.use("max_pool2d_forward", "mine"):
+        out, _ = kernels.max_pool2d_forward(x, 2)
+        assert out.dtype == x.dtype and scratch_impl == []
+        kernels.max_pool2d_forward(x.astype(np.float32), 2)
+        assert len(scratch_impl) == 1
+    kernels.register("max_pool2d_forward", "cpu", lambda x, g: "any", impl="any", dtypes=None)
+    try:
+        with kernels.use("max_pool2d_forward", "any"):
+            assert kernels.max_pool2d_forward(x, 2) == "any"
+    finally:
+        kernels.unregister("max_pool2d_forward", "cpu", "any")
+    kernels.register("foo", "cpu", lambda x: "float", impl="floats")
+    try:
+        with pytest.raises(TypeError, match="takes .*float32.*, not int64, and there is no"):
+            kernels.registry.call("foo", x)
+    finally:
+        kernels.unregister("foo", "cpu", "floats")
 
 
 def test_use_is_thread_local_nestable_and_star(scratch_impl):
@@ -89,7 +132,7 @@ def test_use_is_thread_local_nestable_and_star(scratch_impl):
 
 def test_register_as_decorator_and_default(scratch_impl):
     @kernels.register("avg_pool2d_forward", "cpu", impl="deco", default=True)
-    def deco(x, k, stride, padding):
+    def deco(x, g):
         return "deco"
 
     try:
@@ -188,12 +231,11 @@ PLUGIN = """
 import kernels
 from kernels import reference
 
-def my_avg(x, k, stride, padding):
-    out = reference.avg_pool2d_forward(x, k, stride, padding)
+@kernels.register("avg_pool2d_forward", "cpu", impl="mine")
+def my_avg(x, g):  # g: kernels.PoolGeometry
+    out = reference.avg_pool2d_forward(x, g)
     {mutation}
     return out
-
-kernels.register("avg_pool2d_forward", "cpu", my_avg, impl="mine")
 """
 
 
