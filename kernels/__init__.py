@@ -29,13 +29,16 @@ told otherwise) go to the "reference" implementation instead.
 
 The CPU kernels run on tape's own threads (``kernels.num_threads()``, set with
 ``kernels.set_num_threads(n)`` or ``TAPE_NUM_THREADS``); importing ``kernels`` changes
-nothing else in the process (kernels/cpu/threads.py says why).
+nothing else in the process (kernels/cpu/threads.py says why). That and the other
+process-wide settings are one object, ``kernels.config.current()``, changed with
+``kernels.configure(...)`` (kernels/config.py).
 """
 
 from __future__ import annotations
 
 from . import reference  # noqa: F401 (registers the reference implementations first)
-from .cpu.threads import num_threads, set_num_threads
+from . import config
+from .config import configure, num_threads, set_num_threads
 from .registry import available, default_impl, device_of, get, register, unregister, use
 from .registry import call as _call
 from .shapes import (
@@ -77,6 +80,8 @@ __all__ = [
     "ScatterGeometry",
     "pair",
     "KERNELS",
+    "config",
+    "configure",
     "num_threads",
     "set_num_threads",
 ]

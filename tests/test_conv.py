@@ -47,9 +47,10 @@ WINOGRAD_ROWS = [r for r in ROWS if r.name.startswith("winograd")]
 
 
 @pytest.mark.parametrize("row", WINOGRAD_ROWS, ids=[r.name for r in WINOGRAD_ROWS])
-def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(row, monkeypatch):
+def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(row):
     """The rows above only test Winograd if conv2d takes that route; and its two forms (the
     fused kernels, the batched GEMMs) and im2col give the same values and gradients."""
+    import kernels
     from tape.ops import winograd as conv
 
     if conv._wino is None:
@@ -61,9 +62,9 @@ def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(row, monkeypa
     for route, min_channels, fused_max, op in [("fused", 8, 10**9, "winograd_conv"),
                                                ("batched", 8, 0, "winograd_gemm"),
                                                ("im2col", 10**9, 0, "im2col")]:
-        monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", min_channels)
-        monkeypatch.setattr(conv, "WINOGRAD_FUSED_MAX_CHANNELS", fused_max)
-        t, xs, y, loss = _recorded(row)
+        with kernels.configure(winograd_min_channels=min_channels,
+                               winograd_fused_max_channels=fused_max):
+            t, xs, y, loss = _recorded(row)
         assert op in {entry[0].name for entry in t._entries}, route
         results[route] = [y] + t.gradient(loss, xs)
     for route in ["fused", "batched"]:

@@ -123,20 +123,23 @@ def test_compiling_kernels_is_said_once_and_only_when_it_happens(tmp_path):
 
 
 def test_the_background_precompiler_is_started_only_when_needed(monkeypatch):
+    import kernels
     from kernels.cpu import jit, precompile
 
     started = []
     monkeypatch.setattr(jit.subprocess, "Popen", lambda *a, **k: started.append(a) or None)
     monkeypatch.setattr(precompile, "done", lambda: True)
-    jit.start_precompiling()
-    assert not started  # the cache has the kernels
-    monkeypatch.setattr(precompile, "done", lambda: False)
-    monkeypatch.setenv("TAPE_PRECOMPILE", "0")
-    jit.start_precompiling()
-    assert not started  # turned off
-    monkeypatch.delenv("TAPE_PRECOMPILE")
-    monkeypatch.setattr("kernels.cpu.threads.num_threads", lambda: 2)
-    jit.start_precompiling()
+    with kernels.configure(num_threads=2, precompile=True):
+        jit.start_precompiling()
+        assert not started  # the cache has the kernels
+        monkeypatch.setattr(precompile, "done", lambda: False)
+        with kernels.configure(precompile=False):
+            jit.start_precompiling()
+        assert not started  # turned off
+        with kernels.configure(num_threads=1):
+            jit.start_precompiling()
+        assert not started  # one thread: no second core to compile on
+        jit.start_precompiling()
     assert len(started) == 1 and started[0][0][-1] == "kernels.cpu.precompile"
 
 

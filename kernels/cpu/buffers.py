@@ -11,17 +11,19 @@ any more (its reference count says so). Steps repeat their shapes, so after the 
 step every large temporary is a block that is already mapped.
 
 Only arrays of at least ``MIN_BYTES`` are pooled; at most ``MAX_IDLE_BYTES`` of unused
-blocks are kept. ``TAPE_BUFFERS=0`` turns the pool off (plain ``np.empty``).
+blocks are kept. The setting ``buffers`` (kernels/config.py; ``TAPE_BUFFERS=0``,
+``kernels.configure(buffers=False)``) turns the pool off: plain ``np.empty``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 
 import numpy as np
+
+from .. import config
 
 MIN_BYTES = 128 << 10  # below this, malloc reuses freed memory without faults anyway
 MAX_IDLE_BYTES = 512 << 20
@@ -29,7 +31,6 @@ PAGE = 4096
 
 _blocks: dict[int, list[np.ndarray]] = {}  # size in bytes -> blocks (flat uint8 arrays)
 _lock = threading.Lock()
-_enabled = os.environ.get("TAPE_BUFFERS", "1") != "0"
 _IDLE_REFS = 3  # a block nobody uses: its list's slot, the loop variable, getrefcount's arg
 
 
@@ -38,7 +39,7 @@ def empty(shape, dtype):
     dtype = np.dtype(dtype)
     count = math.prod(shape)
     nbytes = count * dtype.itemsize
-    if nbytes < MIN_BYTES or not _enabled:
+    if nbytes < MIN_BYTES or not config.current().buffers:
         return np.empty(shape, dtype)
     size = -(-nbytes // PAGE) * PAGE
     with _lock:

@@ -53,11 +53,13 @@ NOTICE_AFTER = 1.0  # seconds of compiling before tape says so
 
 def start_precompiling():
     """Compile the kernels in a background process (on a second core) when numba's cache
-    lacks them; not with ``TAPE_PRECOMPILE=0`` or when tape runs on one thread."""
+    lacks them; not with the setting ``precompile`` off (``TAPE_PRECOMPILE=0``) or when
+    tape runs on one thread."""
+    from .. import config
     from . import precompile
-    from .threads import num_threads
 
-    if os.environ.get("TAPE_PRECOMPILE", "1") == "0" or num_threads() < 2 or precompile.done():
+    settings = config.current()
+    if not settings.precompile or settings.num_threads < 2 or precompile.done():
         return None
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.environ.get("PYTHONPATH")  # the child imports these kernels, wherever they are;

@@ -23,8 +23,9 @@ its own and changes nothing outside it:
   MLP step 2x faster. So tape watches the machine (:class:`_Machine`) and takes its
   GEMMs onto its own threads while other processes use a core.
 
-The helpers sleep on a lock when idle, and are started on first use. ``TAPE_NUM_THREADS``
-or :func:`set_num_threads` sets how many threads (the caller included) tape uses.
+The helpers sleep on a lock when idle, and are started on first use. How many threads
+(the caller included) tape uses is the setting ``num_threads`` (kernels/config.py:
+``TAPE_NUM_THREADS``, ``kernels.configure(num_threads=n)`` or ``kernels.set_num_threads``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import time
 
 import numpy as np
 
+from .. import config
 from . import buffers
 
 SMALL_WORK = 1 << 18  # elements; below this one thread is faster than waking a helper
@@ -48,21 +50,6 @@ BUSY_WINDOW = 0.5  # seconds between looks at how much CPU other processes use
 BUSY_CPUS = 0.5  # other processes using at least this many CPUs: the machine is busy
 
 
-def _default_threads():
-    """``TAPE_NUM_THREADS``, else the CPUs this process may run on."""
-    env = os.environ.get("TAPE_NUM_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"TAPE_NUM_THREADS must be a whole number of threads, got "
-                             f"{env!r}") from None
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 class _Team:
     """The calling thread and ``n - 1`` helpers working through one job's chunks."""
 
@@ -71,7 +58,6 @@ class _Team:
         self.helpers = []  # (go, done) locks of each started helper
         self.busy = threading.Lock()  # one job at a time; a second caller runs alone
         self.job = None
-        self.last_used = -1.0
 
     def _start_helpers(self):
         while len(self.helpers) < self.n - 1:
@@ -123,34 +109,25 @@ class _Team:
             self.busy.release()
 
 
-_team = _Team(_default_threads())
+_teams: dict[int, _Team] = {}  # by size: switching back to a size reuses its helpers
+
+
+def _team() -> _Team:
+    """The team of as many threads as the setting ``num_threads`` says now."""
+    n = config.current().num_threads
+    team = _teams.get(n)
+    if team is None:
+        team = _teams.setdefault(n, _Team(n))  # a race makes one extra, never started
+    return team
 
 
 def _after_fork():
-    """A forked child has only the thread that forked: start a team of its own."""
-    global _team
-    _team = _Team(_team.n)
+    """A forked child has only the thread that forked: teams of its own."""
+    _teams.clear()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
-
-
-def num_threads() -> int:
-    """How many threads tape's CPU kernels and GEMMs use (the calling thread included)."""
-    return _team.n
-
-
-def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (the caller included) from now on; 1 runs everything in the caller."""
-    global _team
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"set_num_threads: need at least one thread, got {n}")
-    if n != _team.n:
-        old = _team
-        _team = _Team(n)
-        old.n = 0  # its helpers stay asleep; they are daemons and hold no work
 
 
 def chunks(n_items, n_chunks):
@@ -169,11 +146,12 @@ def parallel_for(fn, n_items, *args, work=None):
     """
     if fn not in _called:
         _first_call(fn)
-    team = _team
+    team = _team()
     if team.n == 1 or n_items < 2 or (n_items if work is None else work) < SMALL_WORK:
         fn(0, n_items, *args)
         return
-    team.last_used = time.perf_counter()
+    global _kernels_last_used
+    _kernels_last_used = time.perf_counter()
     # a few big work items (chunks of images) are dealt one by one, so that the threads
     # finish together; many small ones (planes, elements) in a few runs each
     ranges = n_items if n_items <= FEW_ITEMS else CHUNKS_PER_THREAD * team.n
@@ -181,6 +159,7 @@ def parallel_for(fn, n_items, *args, work=None):
 
 
 _called = set()  # kernels called in this process
+_kernels_last_used = -1.0  # perf_counter() of the last parallel kernel call
 
 
 def _first_call(fn):
@@ -306,10 +285,10 @@ def matmul(a, b):
     small) runs in the caller. Otherwise numpy's own matmul, threaded by OpenBLAS as for
     any numpy user.
     """
-    team = _team
+    team = _team()
     if team.n > 1:
         now = time.perf_counter()
-        if now - team.last_used > RECENT and not _machine.others_busy(now):
+        if now - _kernels_last_used > RECENT and not _machine.others_busy(now):
             return a @ b
     blas = _blas()
     if blas.set is None:  # not numpy's OpenBLAS: nothing we can hold

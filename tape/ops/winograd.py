@@ -33,11 +33,6 @@ try:
 except ImportError:  # no numba: every convolution takes the im2col route
     _wino = None
 
-WINOGRAD_MIN_CHANNELS = 8  # fewer input channels: im2col + one GEMM is faster (bench/);
-# set it higher than any channel count to turn the Winograd route off.
-WINOGRAD_FUSED_MAX_CHANNELS = 48  # harmonic mean of Cin and Cout up to which the fused
-# kernels (one pass per chunk of images) beat the batched GEMMs (bench/); 0 turns them off.
-
 
 def _winograd_applies(x, w, k, stride, dilation, cin):
     """3x3, stride 1, enough channels, numpy float arrays of one dtype, and the built-in
@@ -45,7 +40,7 @@ def _winograd_applies(x, w, k, stride, dilation, cin):
     takes every convolution, so that experiments with it measure what they mean to."""
     xd, wd = (x.data if isinstance(x, Tensor) else x), (w.data if isinstance(w, Tensor) else w)
     return (_wino is not None and k == (3, 3) and stride == (1, 1) and dilation == (1, 1)
-            and cin >= WINOGRAD_MIN_CHANNELS and type(xd) is np.ndarray
+            and cin >= kernels.config.current().winograd_min_channels and type(xd) is np.ndarray
             and type(wd) is np.ndarray and xd.dtype == wd.dtype
             and xd.dtype in (np.float32, np.float64)
             and kernels.get("im2col", "cpu") is kernels.get("im2col", "cpu", impl="numba"))
@@ -56,7 +51,8 @@ def _fused_applies(out_hw, cin, cout):
     SciPy installed (numba's np.dot calls its BLAS). Each of one image's GEMMs small
     enough to run on one thread."""
     tiles = _wino.tiles(out_hw[0]) * _wino.tiles(out_hw[1])
-    return (2 * cin * cout <= WINOGRAD_FUSED_MAX_CHANNELS * (cin + cout)
+    fused_max = kernels.config.current().winograd_fused_max_channels
+    return (2 * cin * cout <= fused_max * (cin + cout)
             and tiles * cin * cout <= 1 << 18 and _wino.HAS_SCIPY)
 
 

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 import pytest
 
+import kernels
 from kernels.cpu import buffers, threads
 
 
@@ -23,10 +24,8 @@ def _record(start, stop, seen, who):
 
 @pytest.fixture
 def two_threads():
-    before = threads.num_threads()
-    threads.set_num_threads(2)
-    yield
-    threads.set_num_threads(before)
+    with kernels.configure(num_threads=2):
+        yield
 
 
 @pytest.mark.parametrize("n_items", [1, 2, 3, 7, 1000])
@@ -88,16 +87,18 @@ def test_nested_calls_run_in_the_caller(two_threads):
 
 
 def test_one_thread_runs_everything_in_the_caller():
-    before = threads.num_threads()
-    threads.set_num_threads(1)
+    before = kernels.num_threads()
+    kernels.set_num_threads(1)
     try:
+        assert kernels.num_threads() == 1 == kernels.config.current().num_threads
         seen, who = np.zeros(1000, int), []
         threads.parallel_for(_record, 1000, seen, who, work=1 << 30)
         assert (seen == 1).all() and set(who) == {threading.get_ident()}
     finally:
-        threads.set_num_threads(before)
+        kernels.set_num_threads(before)
     with pytest.raises(ValueError, match="at least one thread"):
-        threads.set_num_threads(0)
+        kernels.set_num_threads(0)
+    assert kernels.num_threads() == before
 
 
 def _child(queue):
@@ -133,7 +134,7 @@ def test_matmul_on_the_team_equals_numpy(two_threads, monkeypatch, shapes, dtype
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal(s).astype(dtype) for s in shapes)
     expected = a @ b
-    monkeypatch.setattr(threads._team, "last_used", float("inf"))  # as if kernels just ran
+    monkeypatch.setattr(threads, "_kernels_last_used", float("inf"))  # as if kernels just ran
     blas = threads._blas()
     before = blas.get() if blas.get else None
     got = threads.matmul(a, b)
@@ -145,7 +146,7 @@ def test_matmul_on_the_team_equals_numpy(two_threads, monkeypatch, shapes, dtype
 
 
 def test_matmul_leaves_numpy_to_itself_when_kernels_are_idle(monkeypatch):
-    monkeypatch.setattr(threads._team, "last_used", -1e9)
+    monkeypatch.setattr(threads, "_kernels_last_used", -1e9)
     a = np.ones((300, 300), np.float32)
     assert (threads.matmul(a, a) == 300).all()
 
@@ -159,8 +160,13 @@ def test_numpys_openblas_thread_count_is_found():
 # ----- buffers -----
 
 
-def test_a_free_block_is_reused_and_a_used_one_is_not(monkeypatch):
-    monkeypatch.setattr(buffers, "_enabled", True)
+@pytest.fixture
+def buffers_on():
+    with kernels.configure(buffers=True):
+        yield
+
+
+def test_a_free_block_is_reused_and_a_used_one_is_not(buffers_on):
     buffers.clear()
     shape = (64, 1024)  # 256 KiB of float32
     a = buffers.empty(shape, np.float32)
@@ -189,8 +195,7 @@ def test_buffers_give_contiguous_arrays_of_any_dtype_and_small_ones_plainly():
     assert small.base is None  # below MIN_BYTES: a plain allocation
 
 
-def test_idle_blocks_are_released_past_the_limit(monkeypatch):
-    monkeypatch.setattr(buffers, "_enabled", True)
+def test_idle_blocks_are_released_past_the_limit(buffers_on, monkeypatch):
     monkeypatch.setattr(buffers, "MAX_IDLE_BYTES", 4 << 20)
     buffers.clear()
     for k in range(1, 20):
