@@ -19,6 +19,7 @@ import pytest
 import torch
 from devices import GPU
 from optable import BATCH_ROWS, ROWS, TOL32, TOL64
+from optable.checks import check_grad, check_values, torch_jacobian
 
 import tape
 from tape import backend
@@ -70,47 +71,6 @@ def _rng(row, salt):
     return np.random.default_rng(zlib.crc32(row.name.encode()) + 1000 * salt + 1)
 
 
-def _numpy(t):
-    return t.detach().numpy(force=True) if isinstance(t, torch.Tensor) else np.asarray(t)
-
-
-def _check_values(got, want, tol, what):
-    """``got`` (a tape.Tensor) has the shape, dtype and values of ``want`` (a torch tensor)."""
-    assert isinstance(got, tape.Tensor), f"{what}: expected a tape.Tensor, got {type(got)}"
-    want = _numpy(want)
-    assert got.shape == want.shape, f"{what}: shape {got.shape}, torch has {want.shape}"
-    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, torch has {want.dtype}"
-    if want.dtype.kind in "biu":
-        np.testing.assert_array_equal(got.numpy(), want, err_msg=what)
-    else:
-        rtol, atol = tol
-        np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=atol, err_msg=what)
-
-
-def _check_grad(got, want, source, tol, what, none_is_zero=False):
-    """A gradient (or Jacobian) against torch's; None stands for zeros where allowed."""
-    want = None if want is None else _numpy(want)
-    if got is None:
-        assert none_is_zero or want is None, f"{what}: tape gave None, torch {want}"
-        assert want is None or not want.any(), f"{what}: tape gave None, torch {want}"
-        return
-    assert isinstance(got, tape.Tensor), f"{what}: expected a tape.Tensor, got {type(got)}"
-    assert got.dtype == source.dtype, f"{what}: dtype {got.dtype} != source dtype {source.dtype}"
-    if want is None:
-        want = np.zeros(got.shape, source.dtype)
-    assert got.shape == want.shape, f"{what}: shape {got.shape}, torch has {want.shape}"
-    rtol, atol = tol
-    np.testing.assert_allclose(got.numpy(), want, rtol=rtol, atol=atol, err_msg=what)
-
-
-def _torch_jacobian(fn, inputs):
-    """torch.autograd.functional.jacobian, vectorized (vmap) where torch's rules allow it."""
-    try:
-        return torch.autograd.functional.jacobian(fn, inputs, vectorize=True)
-    except RuntimeError:  # an op without a batching rule (data-dependent shapes, in place)
-        return torch.autograd.functional.jacobian(fn, inputs)
-
-
 def _inputs(row, arrays, device="cpu"):
     """Tape and torch tensors of ``arrays``; the row's differentiated inputs require grad."""
     xs = [tape.tensor(a, requires_grad=i not in row.nograd, device=device)
@@ -145,7 +105,7 @@ def test_forward(row, dtype, device):
     arrays = row.inputs(dtype)
     y = row.tape(*[tape.tensor(a, device=device) for a in arrays], device=device)
     want = row.torch(*[torch.from_numpy(a.copy()) for a in arrays])
-    _check_values(y, want, _tol(row, dtype), f"{row.name} forward")
+    check_values(y, want, _tol(row, dtype), f"{row.name} forward")
     assert y.device == device, f"{row.name}: the result is on {y.device}, not {device}"
 
 
@@ -162,16 +122,16 @@ def test_gradient(row, dtype, device):
         y = row.tape(*xs, device=device)
     ty = row.torch(*txs)
     tol = _tol(row, dtype)
-    _check_values(y, ty, tol, f"{row.name} recorded forward")
+    check_values(y, ty, tol, f"{row.name} recorded forward")
     assert y.device == device, f"{row.name}: the result is on {y.device}, not {device}"
     for i in row.nograd:  # inputs updated in place (running statistics), as torch's
-        _check_values(xs[i], txs[i], tol, f"{row.name} input {i} after the call")
+        check_values(xs[i], txs[i], tol, f"{row.name} input {i} after the call")
     v = _rng(row, 1).standard_normal(y.shape).astype(y.dtype)
     grads = t.gradient(y, src, output_gradients=v)  # a numpy seed goes to y's device
     want = torch.autograd.grad(ty, tsrc, torch.from_numpy(v), allow_unused=True)
     assert isinstance(grads, list) and len(grads) == len(src)
     for i, g, tg, x in zip(row.sources, grads, want, src):
-        _check_grad(g, tg, x, tol, f"{row.name} gradient of input {i}")
+        check_grad(g, tg, x, tol, f"{row.name} gradient of input {i}")
         assert g is None or g.device == device, f"{row.name}: gradient {i} on {g.device}"
 
 
@@ -186,10 +146,10 @@ def test_jacobian(row, dtype, device):
     with tape.Tape() as t:
         y = row.tape(*xs, device=device)
     jacs = t.jacobian(y, src)
-    want = _torch_jacobian(_torch_of_sources(row, txs), tuple(_src(row, txs)))
+    want = torch_jacobian(_torch_of_sources(row, txs), tuple(_src(row, txs)))
     for i, j, tj, x in zip(row.sources, jacs, want, src):
         assert j is None or j.shape == y.shape + x.shape
-        _check_grad(j, tj, x, _tol(row, dtype), f"{row.name} jacobian of input {i}",
+        check_grad(j, tj, x, _tol(row, dtype), f"{row.name} jacobian of input {i}",
                     none_is_zero=True)
 
 
@@ -218,8 +178,8 @@ def test_second_order(row, device):
     else:
         tsecond = [None] * len(src)
     for k, (i, x) in enumerate(zip(row.sources, src)):
-        _check_grad(grads[k], tgrads[k], x, row.tol64, f"{row.name} inner gradient {i}")
-        _check_grad(second[k], tsecond[k], x, row.tol64, f"{row.name} second order, input {i}",
+        check_grad(grads[k], tgrads[k], x, row.tol64, f"{row.name} inner gradient {i}")
+        check_grad(second[k], tsecond[k], x, row.tol64, f"{row.name} second order, input {i}",
                     none_is_zero=True)
 
 
@@ -244,9 +204,9 @@ def test_jacobian_of_gradient(row, device):
                                     create_graph=True)
         return tg
 
-    want = _torch_jacobian(torch_grad, tuple(_src(row, txs)))
+    want = torch_jacobian(torch_grad, tuple(_src(row, txs)))
     for i, j, tj, x in zip(row.sources, jacs, want, src):
-        _check_grad(j, tj, x, row.tol64, f"{row.name} jacobian of the gradient, input {i}",
+        check_grad(j, tj, x, row.tol64, f"{row.name} jacobian of the gradient, input {i}",
                     none_is_zero=True)
 
 
@@ -274,7 +234,7 @@ def test_gradient_of_jacobian(row, device):
     want = (torch.autograd.grad(ts, tsrc, allow_unused=True) if ts.requires_grad
             else [None] * len(src))
     for k, (i, x) in enumerate(zip(row.sources, src)):
-        _check_grad(got[k], want[k], x, row.tol64, f"{row.name} gradient of the jacobian, "
+        check_grad(got[k], want[k], x, row.tol64, f"{row.name} gradient of the jacobian, "
                     f"input {i}", none_is_zero=True)
 
 
@@ -287,8 +247,8 @@ def test_batch_jacobian(row, dtype, device):
     with tape.Tape() as t:
         y = row.tape(x, device=device)
     got = t.batch_jacobian(y, x)
-    full = _torch_jacobian(lambda a: row.torch(a), tx)
+    full = torch_jacobian(lambda a: row.torch(a), tx)
     k = y.ndim - 1  # full[b] has shape y.shape[1:] + x.shape; take example b of the source
     want = torch.stack([full[b].select(k, b) for b in range(x.shape[0])])
     assert got.shape == y.shape + x.shape[1:]
-    _check_grad(got, want, x, TOL64 if dtype == "float64" else TOL32, f"{row.name} batch_jacobian")
+    check_grad(got, want, x, TOL64 if dtype == "float64" else TOL32, f"{row.name} batch_jacobian")
