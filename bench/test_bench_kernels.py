@@ -3,7 +3,8 @@
 
 Each kernel and case is one ``benchmark.group`` with one benchmark per implementation
 that ``kernels.available()`` lists for the CPU when the suite is collected: the built-in
-numba kernels, the numpy reference, and any drop-in implementation you register. To time
+numba kernels, the numpy reference, and any drop-in implementation you register; for
+conv2d, each route that takes the convolution (and "auto", the default's pick). To time
 your own against the built-in ones, put its ``kernels.register`` calls in a module and
 name it in ``KERNELS_TEST_PLUGINS`` (as for the conformance suite, kernels/README.md):
 
@@ -35,6 +36,8 @@ SHAPE = (64, 32, 28, 28)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONV = {"2x2 s2": (2, 2, 2, 0, 1), "3x3 s1 p1": (3, 3, 1, 1, 1)}
 POOL = {"2x2 s2": (2, 2, 0), "3x3 s1 p1": (3, 1, 1)}
+CONV2D = {"3x3 s1 p1 ->32": ((32, 32, 3, 3), SHAPE),  # conv2d's routes: w, x shapes
+          "3x3 s1 p1 Cin=1 ->8": ((8, 1, 3, 3), (64, 1, 28, 28))}
 
 
 def _x(seed=0, shape=SHAPE):
@@ -59,13 +62,21 @@ def _cases():
                  ("max_pool2d_backward", case, lambda g=g, i=arg: (g, i, SHAPE)),
                  ("avg_pool2d_forward", case, lambda a=(k, s, p): (_x(), *a)),
                  ("avg_pool2d_backward", case, lambda g=g, a=(k, s, p): (g, SHAPE, *a))]
-    return [(name, case, impl, args) for name, case, args in rows for impl in _impls(name)]
+    out = [(name, case, impl, args) for name, case, args in rows for impl in _impls(name)]
+    for case, (w_shape, x_shape) in CONV2D.items():
+        x, w = _x(0, x_shape), _x(1, w_shape)
+        for impl in _impls("conv2d"):
+            with kernels.use("conv2d", impl):  # only where the route takes the convolution
+                if impl == "auto" or kernels.conv2d_route(x, w, 1, 1) == impl:
+                    out.append(("conv2d", f"{case} {x_shape}", impl,
+                                lambda x=x, w=w: (x, w, 1, 1)))
+    return out
 
 
 @pytest.mark.parametrize("name, case, impl, args", _cases(),
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_kernel(benchmark, name, case, impl, args):
-    benchmark.group = f"kernels: {name} {case} {SHAPE}"
+    benchmark.group = f"kernels: {name} {case}" + ("" if name == "conv2d" else f" {SHAPE}")
     call_args = args()
     with kernels.use(name, impl):
         benchmark(getattr(kernels, name), *call_args)

@@ -39,7 +39,17 @@ from __future__ import annotations
 from . import reference  # noqa: F401 (registers the reference implementations first)
 from . import config
 from .config import configure, num_threads, set_num_threads
-from .registry import available, default_impl, device_of, get, register, unregister, use
+from .registry import (
+    available,
+    default_impl,
+    device_of,
+    get,
+    register,
+    resolve,
+    selected_impl,
+    unregister,
+    use,
+)
 from .registry import call as _call
 from .shapes import (
     ConvGeometry,
@@ -48,6 +58,7 @@ from .shapes import (
     check_avg_pool_grad,
     check_cols,
     check_max_pool_grad,
+    conv2d_geometry,
     conv_geometry,
     conv_output_shape,
     pair,
@@ -65,15 +76,20 @@ KERNELS = (  # the raw kernels: each has a reference, a numba and a CUDA impleme
 
 __all__ = [
     *KERNELS,
+    "conv2d",
+    "conv2d_route",
     "register",
     "unregister",
     "get",
     "use",
     "available",
     "default_impl",
+    "selected_impl",
+    "resolve",
     "device_of",
     "conv_output_shape",
     "conv_geometry",
+    "conv2d_geometry",
     "pool_geometry",
     "ConvGeometry",
     "PoolGeometry",
@@ -153,10 +169,24 @@ def avg_pool2d_backward(grad_out, x_shape, k, stride=None, padding=0):
     return _call("avg_pool2d_backward", grad_out, g)
 
 
+def conv2d(x, w, stride=1, padding=0, dilation=1):
+    """2-D convolution (cross-correlation) of ``x`` (N, C, H, W) with ``w`` (Cout, C, kh, kw),
+    as ``torch.nn.functional.conv2d`` without bias and groups: (N, Cout, Hout, Wout).
+
+    Its implementations are the routes (kernels/convolution.py): "im2col", "winograd",
+    "direct", and on the CPU the default "auto", which picks one; :func:`conv2d_route`
+    says which one a call takes.
+    """
+    g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation)
+    return _call("conv2d", x, w, g)
+
+
 # ----- built-in implementations: each registers itself where it is defined -----
 
+from .convolution import conv2d_route  # noqa: E402 (registers "im2col" and "auto")
+
 try:
-    from .cpu import im2col as _cpu_im2col, pool as _cpu_pool  # noqa: F401 (they register)
+    from .cpu import conv2d as _cpu_conv2d, im2col as _cpu_im2col, pool as _cpu_pool  # noqa: F401
 except ImportError:  # numba missing: the numpy reference stays the default
     pass
 else:

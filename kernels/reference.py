@@ -16,17 +16,17 @@ import importlib
 
 import numpy as np
 
-from .registry import CUPY_INSTALLED, register
+from .registry import DEVICES, register
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
-           "avg_pool2d_forward", "avg_pool2d_backward"]
+           "avg_pool2d_forward", "avg_pool2d_backward", "conv2d", "conv2d_from_cols"]
 
 
 def _reference(fn):
     """Register ``fn`` as the "reference" implementation of the kernel it is named after,
     for every dtype, on the CPU and (it runs on cupy arrays too) on the GPU where cupy is
     installed."""
-    for device in ("cpu", "cuda") if CUPY_INSTALLED else ("cpu",):
+    for device in DEVICES:
         register(fn.__name__, device, fn, impl="reference", dtypes=None)
     return fn
 
@@ -75,6 +75,21 @@ def col2im(cols, g):
         for j in range(g.kw):
             dxp[(..., *_window(i * g.dh, j * g.dw, g))] += c6[:, i, j].transpose(1, 0, 2, 3)
     return _unpadded(dxp, g, xp)
+
+
+def conv2d_from_cols(cols, w, g, matmul=None):
+    """A convolution's output (N, Cout, Hout, Wout) from its im2col ``cols``: one GEMM,
+    ``(Cout, K) @ cols`` (``matmul``: numpy's unless given), then (Cout, N) -> (N, Cout)."""
+    cout = w.shape[0]
+    w2 = w.reshape(cout, -1)
+    y = w2 @ cols if matmul is None else matmul(w2, cols)
+    return _xp(y).ascontiguousarray(y.reshape(cout, g.n, g.ho, g.wo).transpose(1, 0, 2, 3))
+
+
+@_reference
+def conv2d(x, w, g):
+    """conv2d of ``x`` (N, C, H, W) with ``w`` (Cout, C, kh, kw): im2col and one GEMM."""
+    return conv2d_from_cols(im2col(x, g), w, g)
 
 
 # ----- pooling -----

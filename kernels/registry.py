@@ -2,9 +2,11 @@
 
 A module of its own, importing nothing else of ``kernels``, so that every implementation
 can register itself where it is defined (``@register(...)``) without an import cycle;
-``kernels`` re-exports it all. Each registration says which dtypes it takes (float32 and
-float64 unless told otherwise); :func:`call` sends arrays of other dtypes to the device's
-"reference" implementation, so that no implementation needs a fallback of its own.
+``kernels`` re-exports it all. Each registration says which calls it takes: the dtypes
+of its first array (float32 and float64 unless told otherwise) and, optionally, a
+predicate ``applies(*args)`` (conv2d's Winograd route: 3x3, stride 1). :func:`call` sends
+the other calls to the device's "reference" implementation, so that no implementation
+needs a fallback of its own.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 CUPY_INSTALLED = importlib.util.find_spec("cupy") is not None  # "cuda" kernels registered
+DEVICES = ("cpu", "cuda") if CUPY_INSTALLED else ("cpu",)  # where kernels are registered
 FLOATS = ("float32", "float64")
 
 
 class _Impl(NamedTuple):
     fn: Callable
     dtypes: frozenset | None  # the np.dtypes of its first array it takes; None: any
+    applies: Callable | None  # applies(*args): whether it takes the call; None: always
+
+    def takes(self, args) -> bool:
+        return ((self.dtypes is None or args[0].dtype in self.dtypes)
+                and (self.applies is None or bool(self.applies(*args))))
 
 
 _impls: dict[str, dict[str, dict[str, _Impl]]] = {}  # name -> device -> impl -> entry
@@ -37,20 +45,23 @@ def device_of(x) -> str:
 
 
 def register(name: str, device: str, fn: Callable | None = None, impl: str = "mine",
-             default: bool = False, dtypes=FLOATS):
+             default: bool = False, dtypes=FLOATS, applies: Callable | None = None):
     """Register ``fn`` as implementation ``impl`` of kernel ``name`` on ``device``.
 
     Usable as a decorator: ``@kernels.register("im2col", "cpu", impl="numba")``. A new
     implementation is only used inside ``kernels.use(name, impl)`` unless ``default=True``
     (or it is the first one registered for that device). ``dtypes``: those of its first
-    array argument that it takes (``None``: any); calls with others go to the device's
+    array argument that it takes (``None``: any); ``applies``: called with ``fn``'s
+    arguments, whether it takes the call. The calls it does not take go to the device's
     "reference" implementation. Returns ``fn``.
     """
     if fn is None:
-        return lambda f: register(name, device, f, impl=impl, default=default, dtypes=dtypes)
+        return lambda f: register(name, device, f, impl=impl, default=default, dtypes=dtypes,
+                                  applies=applies)
     if not callable(fn):
         raise TypeError(f"kernels.register({name!r}, {device!r}): fn must be callable")
-    entry = _Impl(fn, None if dtypes is None else frozenset(np.dtype(d) for d in dtypes))
+    entry = _Impl(fn, None if dtypes is None else frozenset(np.dtype(d) for d in dtypes),
+                  applies)
     with _lock:
         _impls.setdefault(name, {}).setdefault(device, {})[impl] = entry
         defaults = _defaults.setdefault((name, device), [])
@@ -107,7 +118,7 @@ def _entry(name, device, impl=None) -> _Impl:
         raise LookupError(f"kernel {name!r} has no implementation for device {device!r} "
                           f"(it has some for {sorted(_impls[name])}); {hint}")
     if impl is None:
-        impl = getattr(_local, "selected", {}).get(name) or default_impl(name, device)
+        impl = selected_impl(name, device)
     try:
         return impls[impl]
     except KeyError:
@@ -149,15 +160,36 @@ def use(name, impl: str):
         _local.selected = prev
 
 
-def call(name, x, *args):
-    """Run kernel ``name`` on ``x``'s device with the implementation in effect, or with the
-    device's "reference" where that one does not take ``x``'s dtype."""
-    device = device_of(x)
-    entry = _entry(name, device)
-    if entry.dtypes is not None and x.dtype not in entry.dtypes:
-        if "reference" not in _impls[name][device]:
-            raise TypeError(f"kernel {name!r} on {device!r}: the implementation in effect "
-                            f"takes {sorted(d.name for d in entry.dtypes)}, not {x.dtype}, "
-                            f"and there is no 'reference' implementation to fall back to")
-        entry = _impls[name][device]["reference"]
-    return entry.fn(x, *args)
+def selected_impl(name: str, device: str = "cpu") -> str:
+    """The implementation in effect for ``name`` on ``device`` in this thread: the one
+    ``use`` selected, else the default (before any fallback)."""
+    return getattr(_local, "selected", {}).get(name) or default_impl(name, device)
+
+
+def takes(name: str, device: str, impl: str, *args) -> bool:
+    """Whether implementation ``impl`` is registered there and takes these arguments."""
+    entry = _impls.get(name, {}).get(device, {}).get(impl)
+    return entry is not None and entry.takes(args)
+
+
+def resolve(name: str, *args) -> str:
+    """The implementation a call of kernel ``name`` with these arguments runs: the one in
+    effect on their device, or the "reference" where that one does not take them."""
+    device = device_of(args[0])
+    impl = selected_impl(name, device)
+    entry = _entry(name, device, impl)
+    if entry.takes(args):
+        return impl
+    if "reference" not in _impls[name][device]:
+        why = ("its applies() refuses them" if entry.dtypes is None or args[0].dtype
+               in entry.dtypes else f"it takes {sorted(d.name for d in entry.dtypes)}, "
+               f"not {args[0].dtype}")
+        raise TypeError(f"kernel {name!r} on {device!r}: {impl!r} does not take these "
+                        f"arguments ({why}), and there is no 'reference' implementation to "
+                        f"fall back to")
+    return "reference"
+
+
+def call(name, *args):
+    """Run kernel ``name`` with the implementation :func:`resolve` picks."""
+    return _impls[name][device_of(args[0])][resolve(name, *args)].fn(*args)

@@ -16,6 +16,7 @@ __all__ = [
     "pair",
     "conv_output_shape",
     "conv_geometry",
+    "conv2d_geometry",
     "pool_geometry",
     "check_cols",
     "check_max_pool_grad",
@@ -184,6 +185,18 @@ def conv_geometry(x_shape, kh, kw, stride=1, padding=0, dilation=1,
         )
     ho, wo = (hp - ekh) // sh + 1, (wp - ekw) // sw + 1
     return ConvGeometry(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+
+
+def conv2d_geometry(x_shape, w_shape, stride=1, padding=0, dilation=1,
+                    op: str = "conv2d") -> ConvGeometry:
+    """Validate a convolution of ``x_shape`` (N, C, H, W) with weights ``w_shape``
+    (Cout, C, kh, kw); the window is the weights'."""
+    ws = tuple(int(s) for s in w_shape)
+    xs = _shape4(x_shape, op)
+    if len(ws) != 4 or ws[1] != xs[1]:
+        raise ValueError(f"{op}: weight of shape {ws} should be (Cout, C, kh, kw) with C the "
+                         f"input's {xs[1]} channels (input shape {xs})")
+    return conv_geometry(xs, ws[2], ws[3], stride, padding, dilation, op=op)
 
 
 def pool_geometry(x_shape, k, stride=None, padding=0, op: str = "max_pool2d") -> PoolGeometry:

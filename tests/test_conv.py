@@ -81,10 +81,12 @@ def _recorded(row):
 
 
 def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
-    from tape.ops import conv, winograd
+    """Without numba the registry has no Winograd and no direct route."""
+    import kernels
 
-    monkeypatch.setattr(winograd, "_wino", None)
-    monkeypatch.setattr(conv, "_direct", None)
+    cpu = kernels.registry._impls["conv2d"]["cpu"]
+    monkeypatch.setitem(kernels.registry._impls["conv2d"], "cpu", {
+        impl: entry for impl, entry in cpu.items() if impl not in ("winograd", "direct")})
     x = tape.tensor(np.ones((1, 8, 4, 4)), requires_grad=True)
     w = tape.tensor(np.ones((2, 8, 3, 3)), requires_grad=True)
     with tape.Tape() as t:
@@ -159,3 +161,64 @@ def test_one_input_channel_takes_the_direct_kernels_and_agrees_with_im2col(strid
     for a, b in zip([runs["numba"][1], *runs["numba"][2]],
                     [runs["reference"][1], *runs["reference"][2]]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _routes_taken(fn, *args):
+    with tape.Tape() as t:
+        y = fn(*args)
+    return {entry[0].name for entry in t._entries} & {"im2col", "winograd_conv",
+                                                      "winograd_gemm", "direct_conv"}, y
+
+
+def test_the_route_is_the_registrys_choice():
+    """kernels.use("conv2d", route) takes every convolution of the block down that route
+    where the route can take it (else the reference's: tape's im2col route)."""
+    import kernels
+
+    rng = np.random.default_rng(0)
+    wide = [tape.tensor(rng.standard_normal(s), requires_grad=True)
+            for s in [(2, 8, 5, 5), (3, 8, 3, 3)]]
+    grey = [tape.tensor(rng.standard_normal(s), requires_grad=True)
+            for s in [(2, 1, 5, 5), (3, 1, 3, 2)]]  # 3x2: not Winograd's
+    few = [tape.tensor(rng.standard_normal(s), requires_grad=True)
+           for s in [(2, 3, 5, 5), (3, 3, 3, 3)]]
+    conv = lambda x, w: F.conv2d(x, w, padding=1)  # noqa: E731
+    expected = {  # selected implementation -> the route each of wide, grey, few takes
+        "auto": ({"winograd_conv"}, {"direct_conv"}, {"im2col"}),
+        "im2col": ({"im2col"},) * 3,
+        "winograd": ({"winograd_conv"}, {"im2col"}, {"winograd_conv"}),
+        "direct": ({"im2col"}, {"direct_conv"}, {"im2col"}),
+        "reference": ({"im2col"},) * 3,
+    }
+    if kernels.available()["conv2d"]["cpu"] != sorted(expected, key=lambda i: (i != "auto", i)):
+        pytest.skip("numba is not installed: every convolution takes the im2col route")
+    values = {}
+    for impl, routes in expected.items():
+        with kernels.use("conv2d", impl):
+            for name, args, route in zip(["wide", "grey", "few"], [wide, grey, few], routes):
+                taken, y = _routes_taken(conv, *args)
+                assert taken == route, (impl, name, taken)
+                values.setdefault(name, []).append(y.numpy())
+    for name, ys in values.items():
+        for y in ys[1:]:
+            np.testing.assert_allclose(y, ys[0], rtol=1e-12, atol=1e-12)
+
+
+def test_each_group_with_one_input_channel_takes_the_direct_kernels():
+    import kernels
+
+    if "direct" not in kernels.available()["conv2d"]["cpu"]:
+        pytest.skip("numba is not installed: every convolution takes the im2col route")
+    rng = np.random.default_rng(1)
+    x = tape.tensor(rng.standard_normal((2, 3, 6, 5)), requires_grad=True)
+    w = tape.tensor(rng.standard_normal((6, 1, 3, 3)), requires_grad=True)
+    runs = {}
+    for impl in ["auto", "im2col"]:
+        with kernels.use("conv2d", impl), tape.Tape() as t:
+            y = F.conv2d(x, w, stride=(1, 2), padding=1, groups=3)
+            loss = (y * y).sum()
+        runs[impl] = {e[0].name for e in t._entries}, [y] + t.gradient(loss, [x, w])
+    assert "direct_conv" in runs["auto"][0] and "im2col" not in runs["auto"][0]
+    assert "im2col" in runs["im2col"][0]
+    for a, b in zip(runs["auto"][1], runs["im2col"][1]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)

@@ -9,7 +9,9 @@ jacobian cotangent into N (``fold_lead``).
 On the CPU two routes are faster where they apply, each an op with kernels for the first
 order and the maps above, as ops, for higher orders and jacobians: Winograd F(2x2, 3x3)
 for 3x3 stride-1 convolutions with >= 8 input channels (``winograd.py``), and direct
-kernels for one input channel (kernels/README.md). Pooling is in ``pool.py``.
+kernels for one input channel (kernels/README.md). Which route a convolution takes is the
+kernels registry's choice (``kernels.conv2d_route``, the kernel "conv2d"), so that
+``kernels.use("conv2d", "im2col")`` selects the im2col route. Pooling is in ``pool.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from .nn import same_dtype
 from .shape import _transpose, concatenate, reshape, swapaxes
 from .winograd import (
     _fused_applies,
-    _winograd_applies,
     _winograd_gemm,
     winograd_conv,
     winograd_input,
@@ -41,6 +42,10 @@ from .winograd import (
 
 def _shape(x):
     return tuple(x.shape) if isinstance(x, Tensor) else np.shape(x)
+
+
+def _array(x):
+    return x.data if isinstance(x, Tensor) else x
 
 
 # ----- im2col and col2im: each the other's vector-Jacobian product -----
@@ -86,16 +91,6 @@ try:
     from kernels.cpu import direct as _direct
 except ImportError:  # no numba: the im2col route
     _direct = None
-
-
-def _direct_applies(x, w, dilation, cin, groups):
-    """One input channel (a first layer), undilated, on numpy float arrays, with the
-    built-in kernels in effect (as for the Winograd route)."""
-    xd, wd = (x.data if isinstance(x, Tensor) else x), (w.data if isinstance(w, Tensor) else w)
-    return (_direct is not None and cin == 1 and groups == 1 and dilation == (1, 1)
-            and type(xd) is np.ndarray and type(wd) is np.ndarray and xd.dtype == wd.dtype
-            and xd.dtype in (np.float32, np.float64)
-            and kernels.get("im2col", "cpu") is kernels.get("im2col", "cpu", impl="numba"))
 
 
 def _direct_dx(g, ans, x, w, stride, padding):
@@ -195,10 +190,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     for gi in range(groups):
         xg = x if groups == 1 else getitem(x, (slice(None), slice(gi * cin, (gi + 1) * cin)))
         wg = weight if groups == 1 else getitem(weight, slice(gi * cout, (gi + 1) * cout))
-        if _direct_applies(xg, wg, dilation, cin, groups):
+        route = kernels.conv2d_route(_array(xg), _array(wg), stride, padding, dilation)
+        if route == "direct":
             outs.append(direct_conv(xg, wg, stride=stride, padding=padding))
             continue
-        if _winograd_applies(xg, wg, k, stride, dilation, cin):
+        if route == "winograd":
             if _fused_applies((ho, wo), cin, cout):
                 outs.append(winograd_conv(xg, winograd_weight(wg), padding=padding))
                 continue

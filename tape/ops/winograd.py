@@ -9,9 +9,6 @@ import math
 
 import numpy as np
 
-import kernels
-
-from ..tensor import Tensor
 from .core import Op, fold_lead, unfold_lead
 from .linalg import _matmul, gemm
 from .shape import swapaxes
@@ -28,32 +25,13 @@ from .shape import swapaxes
 # fused kernel) takes U = winograd_weight(w), and its rule computes dx and dU in one fused
 # pass on first-order arrays; under an outer tape or for jacobians it is the maps above,
 # as ops, so higher orders come from the tape as before.
+# Whether conv2d takes this route is the registry's choice (kernels/convolution.py), and
+# whether in the fused form, kernels.cpu.conv2d.winograd_fused's.
 try:
     from kernels.cpu import winograd as _wino
-except ImportError:  # no numba: every convolution takes the im2col route
-    _wino = None
-
-
-def _winograd_applies(x, w, k, stride, dilation, cin):
-    """3x3, stride 1, enough channels, numpy float arrays of one dtype, and the built-in
-    im2col in effect: a drop-in im2col (``kernels.use``, or registered as the default)
-    takes every convolution, so that experiments with it measure what they mean to."""
-    xd, wd = (x.data if isinstance(x, Tensor) else x), (w.data if isinstance(w, Tensor) else w)
-    return (_wino is not None and k == (3, 3) and stride == (1, 1) and dilation == (1, 1)
-            and cin >= kernels.config.current().winograd_min_channels and type(xd) is np.ndarray
-            and type(wd) is np.ndarray and xd.dtype == wd.dtype
-            and xd.dtype in (np.float32, np.float64)
-            and kernels.get("im2col", "cpu") is kernels.get("im2col", "cpu", impl="numba"))
-
-
-def _fused_applies(out_hw, cin, cout):
-    """Few channels, where the transforms' memory traffic costs more than the GEMMs; and
-    SciPy installed (numba's np.dot calls its BLAS). Each of one image's GEMMs small
-    enough to run on one thread."""
-    tiles = _wino.tiles(out_hw[0]) * _wino.tiles(out_hw[1])
-    fused_max = kernels.config.current().winograd_fused_max_channels
-    return (2 * cin * cout <= fused_max * (cin + cout)
-            and tiles * cin * cout <= 1 << 18 and _wino.HAS_SCIPY)
+    from kernels.cpu.conv2d import winograd_fused as _fused_applies
+except ImportError:  # no numba: the registry has no Winograd route
+    _wino = _fused_applies = None
 
 
 def _to_lead_major(v, lead):

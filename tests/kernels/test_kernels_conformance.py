@@ -277,6 +277,42 @@ def test_avg_pool2d_backward(impl, dtype, case, threads):
     np.testing.assert_allclose(dx, t_grad, **TOL[dtype])
 
 
+# ----- conv2d: every route against the reference and torch -----
+
+# x_shape, w_shape, stride, padding, dilation; the comment: the route "auto" takes
+CONV2D_CASES = [
+    ((2, 3, 7, 9), (4, 3, 3, 3), 1, 1, 1),  # im2col (Winograd only when selected)
+    ((2, 8, 6, 5), (5, 8, 3, 3), 1, (2, 1), 1),  # Winograd, fused
+    ((1, 64, 4, 5), (40, 64, 3, 3), 1, 1, 1),  # Winograd, batched GEMMs
+    ((3, 1, 9, 8), (4, 1, 3, 2), (2, 1), (0, 2), 1),  # direct
+    ((2, 1, 7, 7), (3, 1, 3, 3), 1, 1, 1),  # direct, stride 1
+    ((2, 2, 7, 6), (3, 2, 3, 2), 2, 2, 2),  # im2col: dilated
+    ((0, 8, 5, 5), (2, 8, 3, 3), 1, 1, 1),  # Winograd, an empty batch
+]
+CONV2D_IDS = [f"{x}x{w}-s{s}-p{p}-d{d}" for x, w, s, p, d in CONV2D_CASES]
+
+
+@pytest.mark.parametrize("impl", impls("conv2d"))
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CONV2D_CASES, ids=CONV2D_IDS)
+def test_conv2d(impl, dtype, case, threads):
+    """Each route where it applies, and where it does not (the reference's then)."""
+    x_shape, w_shape, stride, padding, dilation = case
+    rng = rng_for("conv2d", case)
+    x, w = (rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape))
+    with kernels.use("conv2d", impl):
+        y = kernels.conv2d(x, w, stride, padding, dilation)
+    want = oracle("conv2d", x, w, stride, padding, dilation)
+    assert y.dtype == x.dtype and y.shape == want.shape
+    tol = TOL[dtype]["rtol"] * 10  # Winograd's sums differ by a few ulps
+    np.testing.assert_allclose(y, want, rtol=tol, atol=tol * np.abs(want).max(initial=1.0))
+
+    torch = torch_or_skip()
+    t = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride,
+                                   padding=padding, dilation=dilation).numpy()
+    np.testing.assert_allclose(y, t, rtol=tol, atol=tol * np.abs(t).max(initial=1.0))
+
+
 # ----- edge cases every implementation must take -----
 
 

@@ -104,7 +104,7 @@ def test_other_dtypes_go_to_the_reference_unless_registered(scratch_impl):
         kernels.unregister("max_pool2d_forward", "cpu", "any")
     kernels.register("foo", "cpu", lambda x: "float", impl="floats")
     try:
-        with pytest.raises(TypeError, match="takes .*float32.*, not int64, and there is no"):
+        with pytest.raises(TypeError, match="float32.*not int64.*no 'reference'"):
             kernels.registry.call("foo", x)
     finally:
         kernels.unregister("foo", "cpu", "floats")

@@ -1,0 +1,54 @@
+"""conv2d's fast CPU routes as implementations of the kernel "conv2d" (kernels/convolution.py):
+plain forwards ``fn(x, w, g) -> y``, each registered with the convolutions it can take.
+tape's conv2d runs the same kernels through its own differentiable ops (tape/ops/conv.py,
+tape/ops/winograd.py) once the registry has chosen the route.
+"""
+
+from __future__ import annotations
+
+from .. import config
+from ..registry import register
+from . import direct, winograd
+from .threads import matmul
+
+
+def _same_dtype(x, w):
+    return x.dtype == w.dtype
+
+
+def winograd_applies(x, w, g):
+    """F(2x2, 3x3): 3x3 windows, stride 1, no dilation."""
+    return (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1) and _same_dtype(x, w)
+
+
+def winograd_fused(out_hw, cin, cout):
+    """Whether a Winograd convolution runs the fused kernels (one pass per chunk of images,
+    in L2) rather than the batched GEMMs: few channels, where the transforms' memory traffic
+    costs more than the GEMMs (harmonic mean of Cin and Cout at most the setting
+    ``winograd_fused_max_channels``); each of one image's GEMMs small enough for one thread;
+    and SciPy installed (numba's np.dot calls its BLAS)."""
+    tiles = winograd.tiles(out_hw[0]) * winograd.tiles(out_hw[1])
+    fused_max = config.current().winograd_fused_max_channels
+    return (2 * cin * cout <= fused_max * (cin + cout)
+            and tiles * cin * cout <= 1 << 18 and winograd.HAS_SCIPY)
+
+
+@register("conv2d", "cpu", impl="winograd", applies=winograd_applies)
+def winograd_conv2d(x, w, g):
+    """Winograd F(2x2, 3x3): the fused kernels or the transforms around 16 batched GEMMs."""
+    u = winograd.weight_transform(w)
+    if winograd_fused((g.ho, g.wo), g.c, w.shape[0]):
+        return winograd.fused_forward(x, u, g.padding)
+    v = winograd.transformed_input(x, g.padding)
+    return winograd.output(matmul(v, u), g.n, (g.ho, g.wo))
+
+
+def direct_applies(x, w, g):
+    """One input channel (a first layer on grey images), no dilation."""
+    return g.c == 1 and g.dilation == (1, 1) and _same_dtype(x, w)
+
+
+@register("conv2d", "cpu", impl="direct", applies=direct_applies)
+def direct_conv2d(x, w, g):
+    """kh*kw shifted multiply-adds of each input plane (kernels/cpu/direct.py)."""
+    return direct.forward(x, w, g.stride, g.padding)
