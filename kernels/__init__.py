@@ -5,7 +5,8 @@ Every public function here dispatches, per call, on the device of its array argu
 
 * ``kernels.use(name, impl)`` selects one for a block (thread-local);
 * otherwise the device's default: "numba" on cpu when numba imports, else "reference";
-  "cupy" (RawKernels) on cuda when cupy is installed.
+  "cupy" (RawKernels) on cuda when cupy is installed; for ``conv2d``, "auto" on cpu
+  (which picks a route: kernels/convolution.py) and "im2col" on cuda.
 
 >>> import numpy as np, kernels
 >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)

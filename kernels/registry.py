@@ -88,13 +88,10 @@ def unregister(name: str, device: str, impl: str) -> None:
 
 def available() -> dict[str, dict[str, list[str]]]:
     """``{name: {device: [impls]}}`` of everything registered, default first."""
-    out = {}
-    for name, devices in _impls.items():
-        out[name] = {}
-        for device, impls in devices.items():
-            d = default_impl(name, device)
-            out[name][device] = sorted(impls, key=lambda i: (i != d, i))
-    return out
+    with _lock:  # a consistent view while another thread registers
+        return {name: {device: sorted(impls, key=lambda i: (i != default_impl(name, device), i))
+                       for device, impls in devices.items()}
+                for name, devices in _impls.items()}
 
 
 def default_impl(name: str, device: str = "cpu") -> str:
@@ -103,8 +100,8 @@ def default_impl(name: str, device: str = "cpu") -> str:
 
 
 def get(name: str, device: str = "cpu", impl: str | None = None) -> Callable:
-    """The function that a call of kernel ``name`` on ``device`` would run now (with
-    arrays of a dtype it takes)."""
+    """The function that a call of kernel ``name`` on ``device`` would run now, where it
+    takes the call (:func:`resolve` says which one does)."""
     return _entry(name, device, impl).fn
 
 
