@@ -5,6 +5,7 @@ the gradient of that gradient's square (so the ops the rules run count too: col2
 ``tape.ops.core.DEFINED`` must be among the recorded entries' ops."""
 
 import gc
+import importlib.util
 import pathlib
 
 import numpy as np
@@ -15,9 +16,10 @@ import tape.functional  # noqa: F401  (every module that defines ops)
 import tape.nn  # noqa: F401
 import tape.optim  # noqa: F401
 from tape import custom
-from tape.ops import conv, core, winograd
+from tape.ops import core
 
 TESTS = pathlib.Path(__file__).resolve().parent
+NO_NUMBA = importlib.util.find_spec("numba") is None
 
 
 def _reached(row):
@@ -52,14 +54,16 @@ def _library_op(op):
 
 def _route_missing(op):
     """Ops only numba's kernels take conv2d to (without numba: im2col for everything)."""
-    return (op.name.startswith("winograd_") and winograd._wino is None
-            or op.name == "direct_conv" and conv._direct is None)
+    return (op.name.startswith("winograd_") or op.name == "direct_conv") and NO_NUMBA
 
 
 def test_every_differentiable_op_is_reached_by_a_row():
+    for op in list(core.DEFINED):  # as in a fresh process, whatever ran before: the plans'
+        op.plans.clear()  # cache is keyed by mask alone (PLANS_BUG, tests/optable/shapes.py)
     reached = set()
     for row in ROWS:
-        reached |= _reached(row)
+        if "gradient" not in row.xfail:  # a library bug keeps the row from recording
+            reached |= _reached(row)
     gc.collect()  # ops of finished tests (Op(...) in a test function) leave DEFINED
     unreached = sorted(op.name for op in core.DEFINED if _library_op(op) and op not in reached
                        and not _route_missing(op))

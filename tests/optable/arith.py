@@ -94,6 +94,7 @@ T.row("where_const_cond", lambda m, a, b: m.where(m.idx(np.array([True, False, T
     (2, 3), ())
 
 # ----- comparisons: values only -----
+BOOLEANS = "comparisons give booleans: no derivative to take (the tape records nothing)"
 for op_name, fn in {
     "lt": lambda m, a, b: a < b,
     "le": lambda m, a, b: a <= b,
@@ -102,9 +103,11 @@ for op_name, fn in {
     "eq": lambda m, a, b: a == b,
     "ne": lambda m, a, b: a != b,
 }.items():
-    T.row(f"cmp_{op_name}", fn, (3, 4), (4,), gen=rounded, grad=False)
-T.row("cmp_scalar", lambda m, a: (a >= 0.0) & (a < 1.0), (3, 4), gen=rounded, grad=False)
-T.row("cmp_reflected", lambda m, a: (0.5 < a) | ~(a != 0.0), (3, 4), gen=rounded, grad=False)
+    T.row(f"cmp_{op_name}", fn, (3, 4), (4,), gen=rounded, values_only=BOOLEANS)
+T.row("cmp_scalar", lambda m, a: (a >= 0.0) & (a < 1.0), (3, 4), gen=rounded,
+      values_only=BOOLEANS)
+T.row("cmp_reflected", lambda m, a: (0.5 < a) | ~(a != 0.0), (3, 4), gen=rounded,
+      values_only=BOOLEANS)
 
 # ----- reductions -----
 AXES = {
@@ -154,9 +157,12 @@ T.row("std_constant_row", lambda m, x: m.std(x, axis=1), (2, 3),
 T.row("logsumexp_large", lambda m, x: m.logsumexp(x, axis=-1), (3, 4), gen=shifted(1000, 5))
 T.row("var_large_offset", lambda m, x: m.var(x, axis=0), (5, 2), gen=shifted(100, 1),
     tol32=(2e-3, 1e-4))
+INDICES = "argmax and argmin give integer indices: no derivative to take"
 for tag, kw in [("all", {}), ("ax1", {"axis": 1}), ("neg_keep", {"axis": -1, "keepdims": True}),
                 ("dim_alias", {"dim": 0, "keepdim": True})]:
-    T.row(f"argmax_{tag}", lambda m, x, kw=kw: m.argmax(x, **kw), (3, 4), gen=distinct, grad=False)
-    T.row(f"argmin_{tag}", lambda m, x, kw=kw: m.argmin(x, **kw), (3, 4), gen=distinct, grad=False)
-T.row("argmax_method", lambda m, x: x.argmax(), (5,), gen=distinct, grad=False)
+    T.row(f"argmax_{tag}", lambda m, x, kw=kw: m.argmax(x, **kw), (3, 4), gen=distinct,
+          values_only=INDICES)
+    T.row(f"argmin_{tag}", lambda m, x, kw=kw: m.argmin(x, **kw), (3, 4), gen=distinct,
+          values_only=INDICES)
+T.row("argmax_method", lambda m, x: x.argmax(), (5,), gen=distinct, values_only=INDICES)
 

@@ -5,8 +5,9 @@ A ``Row`` holds a function ``fn(m, *xs)`` written once against a namespace ``m``
 separate ``torch_fn``. Inputs are float64 arrays made by a generator (domains matter:
 log wants positive numbers, max wants no ties, abs and relu want no kinks), the same
 on every run; the tests cast them to each dtype. Every row takes every check of
-``CHECKS`` (tests/test_ops.py); a row that legitimately cannot take one names it in
-``skip`` with the reason, and a library bug is an ``xfail`` (strict) naming the bug.
+``CHECKS`` (tests/test_ops.py), and what it is spared it says, with the reason: a row
+without derivatives (comparisons, argmax) in ``values_only``, a check that cannot apply
+(no torch twin for second order) in ``skip``, a library bug as an ``xfail`` (strict).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Row:
     shapes: tuple
     gen: tuple = ()  # one generator per input (default: normal)
     torch_fn: Callable | None = None
-    grad: bool = True  # differentiable (False: compare values only)
+    values_only: str = ""  # why only the values are compared (no derivative to take)
     tol32: tuple = TOL32
     tol64: tuple = TOL64
     nograd: tuple = ()  # inputs passed as tensors but not differentiated (as in torch):
@@ -111,6 +112,11 @@ class Row:
         gens = self.gen or (normal,) * len(self.shapes)
         return [np.asarray(g(rng, s), dtype=np.float64).astype(dtype)
                 for g, s in zip(gens, self.shapes)]
+
+    @property
+    def grad(self):
+        """Whether the row takes the derivative checks."""
+        return not self.values_only
 
     @property
     def sources(self):
@@ -140,6 +146,8 @@ class Table(list):
         skip = dict(skip or {})
         if skip_second:
             skip.update(dict.fromkeys(HIGHER, skip_second))
-        assert set(skip) <= set(CHECKS) and set(kw.get("xfail", {})) <= set(CHECKS), name
+        xfail = kw.get("xfail", {})
+        assert set(skip) | set(xfail) <= set(CHECKS), f"{name}: unknown checks"
+        assert all(skip.values()) and all(xfail.values()), f"{name}: a check spared says why"
         self.append(Row(name, fn, tuple(shapes), gen or (), skip=skip,
                         **{**self.defaults, **kw}))
