@@ -16,6 +16,7 @@ takes effect at the next kernel call; a setting is an immutable snapshot, replac
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import threading
 
@@ -66,13 +67,16 @@ def _checked(name, value, source):
         if not isinstance(value, bool):
             raise ValueError(f"{source}: {name} must be True or False, got {value!r}")
         return value
-    if type(value) is not int or value < _MINIMUM.get(name, 0):
-        least = "at least one thread" if name == "num_threads" else "at least 0"
-        raise ValueError(f"{source}: {name} must be a whole number, {least}, got {value!r}")
-    return value
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ValueError(f"{source}: {name} must be a whole number, got {value!r}")
+    if value < _MINIMUM.get(name, 0):
+        least = "one thread" if name == "num_threads" else _MINIMUM.get(name, 0)
+        raise ValueError(f"{source}: {name} must be at least {least}, got {value!r}")
+    return int(value)
 
 
 def _from_environment(environ=os.environ) -> Config:
+    """The settings the environment gives; read once, at import (later, configure)."""
     values = {}
     for name, f in _FIELDS.items():
         var = f"TAPE_{name.upper()}"

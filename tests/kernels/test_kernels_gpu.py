@@ -198,3 +198,19 @@ def test_cupy_kernels_match_reference(name):
         np.testing.assert_allclose(
             cp.asnumpy(kernels.avg_pool2d_backward(cp.asarray(g), x.shape, 3, 2, 1)),
             reference.avg_pool2d_backward(g, pool), rtol=1e-12)
+
+
+def test_conv2d_on_cuda_takes_the_im2col_route():
+    cp = _cupy_with_gpu()
+    if cp is None:
+        pytest.skip("needs cupy and a CUDA GPU")
+    assert kernels.available()["conv2d"]["cuda"] == ["im2col", "reference"]
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 8, 6, 5)), rng.standard_normal((4, 8, 3, 3))
+    gx, gw = cp.asarray(x), cp.asarray(w)
+    assert kernels.conv2d_route(gx, gw, 1, 1) == "im2col"
+    want = reference.conv2d(x, w, kernels.conv2d_geometry(x.shape, w.shape, 1, 1))
+    for impl in ["im2col", "reference"]:
+        with kernels.use("conv2d", impl):
+            np.testing.assert_allclose(kernels.conv2d(gx, gw, 1, 1).get(), want,
+                                       rtol=1e-12, atol=1e-12)
