@@ -60,7 +60,8 @@ OP, INPUTS, ANS, OUT, PARAMS, WHERE = range(6)
 
 def _entry(op, args, arrays, y, params, mask, where=None):
     """The entry for one op: only the values the rules of the watched inputs read."""
-    keep_ans, keep = op.plans.get(mask) or _plan(op, mask, len(args))
+    key = (mask, len(args))  # ops of any arity: a plan per number of inputs too
+    keep_ans, keep = op.plans.get(key) or _plan(op, key, mask, len(args))
     inputs = []
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
@@ -75,10 +76,11 @@ def _entry(op, args, arrays, y, params, mask, where=None):
     return (op, tuple(inputs), y if keep_ans else out, out, params, where)
 
 
-def _plan(op, mask, count):
-    """What ``op``'s entries keep when the inputs in ``mask`` need gradients (cached)."""
+def _plan(op, key, mask, count):
+    """What ``op``'s entries keep when the inputs in ``mask`` need gradients, cached in
+    ``op.plans`` under ``key``."""
     vjp = op.vjp
-    plan = op.plans[mask] = node_plan(vjp if type(vjp) is tuple else (),
+    plan = op.plans[key] = node_plan(vjp if type(vjp) is tuple else (),
                                       None if type(vjp) is tuple else vjp, mask, count)
     return plan
 
@@ -100,7 +102,7 @@ def _record1(stack, op, x, y, params):
         if not (x.requires_grad and tape._watch_variable(x)):
             return None
         n = x._node
-    keep_ans, (keep_x,) = op.plans.get(1) or _plan(op, 1, 1)
+    keep_ans, (keep_x,) = op.plans.get(1) or _plan(op, 1, 1, 1)
     data = y.data
     out = y._node = _new(Node)
     out.shape = data.shape
@@ -125,7 +127,7 @@ def _record2(stack, op, a, b, ad, bd, y, params):
         mask |= 2
     if not mask:
         return None
-    keep_ans, (keep_a, keep_b) = op.plans.get(mask) or _plan(op, mask, 2)
+    keep_ans, (keep_a, keep_b) = op.plans.get(mask) or _plan(op, mask, mask, 2)
     if a_tensor:
         ad = a if keep_a else a._node or _node_for(a)
     if b_tensor:
