@@ -61,7 +61,7 @@ def test_winograd_route_is_taken_on_the_cpu_and_agrees_with_im2col(row):
     results = {}
     for route, min_channels, fused_max, op in [("fused", 8, 10**9, "winograd_conv"),
                                                ("batched", 8, 0, "winograd_gemm"),
-                                               ("im2col", 10**9, 0, "im2col")]:
+                                               ("im2col", 10**9, 0, "conv_im2col")]:
         with kernels.configure(winograd_min_channels=min_channels,
                                winograd_fused_max_channels=fused_max):
             t, xs, y, loss = _recorded(row)
@@ -92,7 +92,7 @@ def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
     with tape.Tape() as t:
         y = F.conv2d(x, w, padding=1)
         loss = y.sum()
-    assert "im2col" in {entry[0].name for entry in t._entries}
+    assert "conv_im2col" in {entry[0].name for entry in t._entries}
     # each weight sees the input in (3 + 4 + 3) ** 2 = 100 of its placements
     assert y.numpy()[0, 0, 1, 1] == 72.0 and t.gradient(loss, w).numpy().sum() == 2 * 8 * 100
 
@@ -133,7 +133,7 @@ def test_a_drop_in_im2col_takes_every_convolution():
         routes[impl + " y"] = y.numpy()
     assert "winograd_conv" in routes["numba"]
     assert not {"winograd_conv", "winograd_gemm"} & routes["reference"]
-    assert "im2col" in routes["reference"]
+    assert "conv_im2col" in routes["reference"]
     np.testing.assert_allclose(routes["numba y"], routes["reference y"], rtol=1e-12, atol=1e-12)
 
 
@@ -157,7 +157,7 @@ def test_one_input_channel_takes_the_direct_kernels_and_agrees_with_im2col(strid
         names = {entry[0].name for entry in t._entries}
         runs[impl] = names, y.numpy(), [d.numpy() for d in t.gradient(y, [x, w],
                                                                       output_gradients=g)]
-    assert runs["numba"][0] == {"direct_conv"} and "im2col" in runs["reference"][0]
+    assert runs["numba"][0] == {"direct_conv"} and "conv_im2col" in runs["reference"][0]
     for a, b in zip([runs["numba"][1], *runs["numba"][2]],
                     [runs["reference"][1], *runs["reference"][2]]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -166,7 +166,7 @@ def test_one_input_channel_takes_the_direct_kernels_and_agrees_with_im2col(strid
 def _routes_taken(fn, *args):
     with tape.Tape() as t:
         y = fn(*args)
-    return {entry[0].name for entry in t._entries} & {"im2col", "winograd_conv",
+    return {entry[0].name for entry in t._entries} & {"conv_im2col", "winograd_conv",
                                                       "winograd_gemm", "direct_conv"}, y
 
 
@@ -184,11 +184,11 @@ def test_the_route_is_the_registrys_choice():
            for s in [(2, 3, 5, 5), (3, 3, 3, 3)]]
     conv = lambda x, w: F.conv2d(x, w, padding=1)  # noqa: E731
     expected = {  # selected implementation -> the route each of wide, grey, few takes
-        "auto": ({"winograd_conv"}, {"direct_conv"}, {"im2col"}),
-        "im2col": ({"im2col"},) * 3,
-        "winograd": ({"winograd_conv"}, {"im2col"}, {"winograd_conv"}),
-        "direct": ({"im2col"}, {"direct_conv"}, {"im2col"}),
-        "reference": ({"im2col"},) * 3,
+        "auto": ({"winograd_conv"}, {"direct_conv"}, {"conv_im2col"}),
+        "im2col": ({"conv_im2col"},) * 3,
+        "winograd": ({"winograd_conv"}, {"conv_im2col"}, {"winograd_conv"}),
+        "direct": ({"conv_im2col"}, {"direct_conv"}, {"conv_im2col"}),
+        "reference": ({"conv_im2col"},) * 3,
     }
     if kernels.available()["conv2d"]["cpu"] != sorted(expected, key=lambda i: (i != "auto", i)):
         pytest.skip("numba is not installed: every convolution takes the im2col route")
@@ -219,6 +219,6 @@ def test_each_group_with_one_input_channel_takes_the_direct_kernels():
             loss = (y * y).sum()
         runs[impl] = {e[0].name for e in t._entries}, [y] + t.gradient(loss, [x, w])
     assert "direct_conv" in runs["auto"][0] and "im2col" not in runs["auto"][0]
-    assert "im2col" in runs["im2col"][0]
+    assert "conv_im2col" in runs["im2col"][0]
     for a, b in zip(runs["auto"][1], runs["im2col"][1]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)

@@ -58,15 +58,20 @@ def _col2im(cols, x_shape, k, stride, padding, dilation):
 
 
 def _im2col_vjp(g, ans, x, k, stride, padding, dilation):
+    return _cols_adjoint(g, ans.shape[0], x.shape, k, stride, padding, dilation)
+
+
+def _cols_adjoint(g, rows, x_shape, k, stride, padding, dilation):
+    """col2im of ``g`` (lead + (rows, N*L)) into lead + ``x_shape``."""
     nb = len(lead_axes(g, 2))
     lead = tuple(g.shape[:nb])
     if nb:  # lead + (K, N*L) -> (K, lead*N*L): columns are n-major, so lead folds into N
         g = _transpose(g, axes=(nb,) + tuple(range(nb)) + (nb + 1,))
-        g = reshape(g, shape=(ans.shape[0], -1))
-    n = int(np.prod(lead, dtype=np.int64)) * x.shape[0]
-    out = col2im(g, x_shape=(n,) + tuple(x.shape[1:]), k=k, stride=stride, padding=padding,
+        g = reshape(g, shape=(rows, -1))
+    n = int(np.prod(lead, dtype=np.int64)) * x_shape[0]
+    out = col2im(g, x_shape=(n,) + tuple(x_shape[1:]), k=k, stride=stride, padding=padding,
                  dilation=dilation)
-    return reshape(out, shape=lead + tuple(x.shape)) if nb else out
+    return reshape(out, shape=lead + tuple(x_shape)) if nb else out
 
 
 def _col2im_vjp(g, ans, cols, x_shape, k, stride, padding, dilation):
@@ -136,12 +141,27 @@ def _weight_grad(g, ans, w, cols):
     return swapaxes(_matmul(cols, swapaxes(g, -1, -2)), -1, -2)
 
 
-_conv_gemm = Op(
-    "conv_gemm",
-    gemm,
-    _weight_grad,
-    lambda g, ans, w, cols: _matmul(swapaxes(w, -1, -2), g),
-)
+# The im2col route's convolution, (Cout, K) @ im2col(x): the columns (K = Cin*kh*kw
+# times the input for stride 1) are a temporary. The weight's rule makes them again from
+# x, so the entry keeps x and the weight, as PyTorch's does. Measured on a 2-core CPU,
+# fwd + both gradients: recomputing costs 9-13% of the convolution's time (5x5 on
+# (32, 16, 28, 28): 24.1 ms, im2col 3.1 ms), keeping them 25x the input's memory there
+# (40 MB against 1.6 MB; 2.25x for 3x3 stride 2, 9x for 3x3 stride 1).
+def _conv_im2col(x, w2, k, stride, padding, dilation):
+    return gemm(w2, _im2col(x, k, stride, padding, dilation))
+
+
+def _conv_im2col_dx(g, ans, x, w2, k, stride, padding, dilation):
+    gc = _matmul(swapaxes(w2, -1, -2), g)  # lead + (K, N*Hout*Wout)
+    return _cols_adjoint(gc, w2.shape[-1], x.shape, k, stride, padding, dilation)
+
+
+def _conv_im2col_dw(g, ans, x, w2, k, stride, padding, dilation):
+    cols = im2col(x, k=k, stride=stride, padding=padding, dilation=dilation)
+    return _weight_grad(g, None, None, cols)
+
+
+conv_im2col = Op("conv_im2col", _conv_im2col, _conv_im2col_dx, _conv_im2col_dw)
 
 
 def _swap_leading(y):
@@ -201,8 +221,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             m = _winograd_gemm(winograd_input(xg, padding=padding), winograd_weight(wg))
             outs.append(winograd_output(m, n=xs[0], out_hw=(ho, wo)))
             continue
-        cols = im2col(xg, k=k, stride=stride, padding=padding, dilation=dilation)
-        y = _conv_gemm(reshape(wg, shape=(cout, -1)), cols)  # one GEMM: (Cout, N*Hout*Wout)
+        y = conv_im2col(xg, reshape(wg, shape=(cout, -1)), k=k, stride=stride,
+                        padding=padding, dilation=dilation)  # (Cout, N*Hout*Wout)
         outs.append(swap_leading(reshape(y, shape=(cout, xs[0], ho, wo))))
     out = outs[0] if groups == 1 else concatenate(outs, axis=1)
     if bias is not None:
