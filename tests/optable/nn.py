@@ -124,11 +124,11 @@ class _Cube(tape.Function):
         return 3 * x**2 * grad
 
 
-T.row("custom_gradient", lambda m, x: _softplus(x) * x, (3, 4), gpu=False,
+T.row("custom_gradient", lambda m, x: _softplus(x) * x, (3, 4),
       torch_fn=lambda m, x: torch.nn.functional.softplus(x) * x)
 T.row("custom_gradient_two_inputs", lambda m, a, b: _mul(a.sin(), b) * a, (2, 3), (2, 3),
-      gpu=False, torch_fn=lambda m, a, b: a.sin() * b * a)
-T.row("function", lambda m, x: _Cube.apply(x.sin()) * x, (3, 4), gpu=False,
+      torch_fn=lambda m, a, b: a.sin() * b * a)
+T.row("function", lambda m, x: _Cube.apply(x.sin()) * x, (3, 4),
       torch_fn=lambda m, x: x.sin() ** 3 * x,
       skip_second="Function.backward works on raw arrays, so its gradient is differentiable "
                   "once (PyTorch's once_differentiable): a gradient of it raises "
