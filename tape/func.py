@@ -1,0 +1,307 @@
+"""Function transforms with JAX's and torch.func's names, built on the tape.
+
+    from tape import func
+    func.grad(f)(x)                     # f returns a scalar
+    func.vjp(f, x)  -> (out, vjp_fn)    # vjp_fn(cotangent) -> one gradient per primal
+    func.jvp(f, (x,), (v,)) -> (out, J v)
+    func.jacrev(f)(x), func.jacfwd(f)(x), func.hessian(f)(x)
+
+Each transform runs ``f`` under a tape of its own that watches fresh aliases of the
+differentiated arguments (so ``f(x, x)`` differentiates each argument on its own), then
+replays it. A replay under another recording tape is itself recorded, so transforms
+compose: ``grad(grad(f))``, ``jacfwd(jacrev(f))``, a transform under a user's tape.
+
+Forward mode is TensorFlow's double-VJP construction: the VJP ``u -> J^T u`` is linear in
+``u``, so the gradient of ``<J^T u, v>`` with respect to ``u`` is ``J v``. Recorded on a
+tape watching ``u`` (its value never matters: zeros), the VJP is replayed once more:
+a JVP costs a forward, a backward and the backward of that backward, and it needs no
+forward rule for any op. ``jacfwd`` replays that last backward once for all the basis
+tangents (a jacobian); ``ForwardAccumulator`` is the same under TensorFlow's interface.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from .creation import zeros_like
+from .ops.core import Op
+from .tape import Tape, _flatten, _local, _unflatten
+from .tensor import Tensor
+
+# A new tensor for the same array, with a node of its own, recorded (gradient: the
+# identity) on any tape that watches the original: so the transform's tape can watch it
+# alone, and an outer transform still sees the connection.
+_alias = Op("alias", lambda x: x, lambda g, ans, x: g)
+
+
+def _argnums(argnums, args, name):
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums or any(not isinstance(i, int) or not -len(args) <= i < len(args) for i in nums):
+        raise ValueError(f"{name}: argnums={argnums!r} does not name positional arguments of a "
+                         f"call with {len(args)} of them")
+    return tuple(i % len(args) for i in nums)
+
+
+def _aliased(tree, name):
+    """``tree`` (a tensor, or lists/tuples/dicts of them) with every tensor aliased."""
+    leaves = _flatten(tree, [])
+    for x in leaves:
+        if not isinstance(x, Tensor) or x.dtype.kind != "f":
+            what = f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"{name}: differentiated arguments must be floating-point tape "
+                            f"tensors (or containers of them), got {what}")
+    return _unflatten(tree, iter([_alias(x) for x in leaves]))
+
+
+def _trace(f, argnums, args, kwargs, name, persistent=False):
+    """Run ``f`` on tape ``t`` with aliases of the differentiated arguments watched:
+    ``(t, out, differentiated arguments as a tuple)``."""
+    nums = _argnums(argnums, args, name)
+    args = list(args)
+    for i in nums:
+        args[i] = _aliased(args[i], name)
+    diff = tuple(args[i] for i in nums)
+    with Tape(persistent=persistent) as t:
+        t.watch(list(diff))
+        out = f(*args, **kwargs)
+    return t, out, diff
+
+
+def _split(out, has_aux, name):
+    if not has_aux:
+        return out, None
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(f"{name}(..., has_aux=True): f must return a pair (output, aux), got "
+                        f"{type(out).__name__}")
+    return out[0], out[1]
+
+
+def _picked(grads, argnums):
+    """One gradient per argnum: a tuple for a tuple of argnums, else the one."""
+    return tuple(grads) if not isinstance(argnums, int) else grads[0]
+
+
+# ----- reverse mode -----
+def value_and_grad(f, argnums=0, has_aux=False):
+    """``f``'s value and its gradient with respect to argument(s) ``argnums``; ``f``
+    returns a scalar (``(scalar, aux)`` with ``has_aux``)."""
+
+    @functools.wraps(f)
+    def value_and_grad_f(*args, **kwargs):
+        t, out, diff = _trace(f, argnums, args, kwargs, "grad")
+        value, aux = _split(out, has_aux, "grad")
+        if not isinstance(value, Tensor) or value.shape != ():
+            shape = f"shape {value.shape}" if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"grad: f must return a scalar tensor (shape ()), got {shape}; "
+                             "for other outputs use func.vjp or func.jacrev")
+        grads = t.gradient(value, list(diff), unconnected_gradients="zero")
+        grads = _picked(grads, argnums)
+        return ((value, aux), grads) if has_aux else (value, grads)
+
+    return value_and_grad_f
+
+
+def grad(f, argnums=0, has_aux=False):
+    """The gradient of scalar-valued ``f`` with respect to argument(s) ``argnums``."""
+    vg = value_and_grad(f, argnums, has_aux)
+
+    @functools.wraps(f)
+    def grad_f(*args, **kwargs):
+        out, grads = vg(*args, **kwargs)
+        return (grads, out[1]) if has_aux else grads
+
+    return grad_f
+
+
+def vjp(f, *primals, has_aux=False):
+    """``(f(*primals), vjp_fn)``; ``vjp_fn(cotangent)`` (shaped as the output) gives one
+    gradient per primal, as a tuple. ``vjp_fn`` may be called more than once."""
+    t, out, diff = _trace(f, tuple(range(len(primals))), primals, {}, "vjp", persistent=True)
+    out, aux = _split(out, has_aux, "vjp")
+    leaves = _flatten(out, [])
+    if not leaves or not all(isinstance(y, Tensor) for y in leaves):
+        raise TypeError("vjp: f must return a tape tensor or containers of them")
+
+    def vjp_fn(cotangents):
+        cts = _flatten(cotangents, [])
+        if len(cts) != len(leaves):
+            raise ValueError(f"vjp_fn: {len(cts)} cotangents for {len(leaves)} outputs")
+        return tuple(t.gradient(leaves, list(diff), output_gradients=cts,
+                                unconnected_gradients="zero"))
+
+    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
+
+def jacrev(f, argnums=0, has_aux=False):
+    """The Jacobian of ``f`` (shape ``out.shape + arg.shape``) in reverse mode: one
+    vectorized replay per output."""
+
+    @functools.wraps(f)
+    def jacrev_f(*args, **kwargs):
+        t, out, diff = _trace(f, argnums, args, kwargs, "jacrev", persistent=True)
+        out, aux = _split(out, has_aux, "jacrev")
+        jacs = [_picked(t.jacobian(y, list(diff), unconnected_gradients="zero"), argnums)
+                for y in _outputs(out, "jacrev")]
+        jac = _unflatten(out, iter(jacs))
+        return (jac, aux) if has_aux else jac
+
+    return jacrev_f
+
+
+def _outputs(out, name):
+    leaves = _flatten(out, [])
+    if not leaves or not all(isinstance(y, Tensor) for y in leaves):
+        raise TypeError(f"{name}: f must return a tape tensor or containers of them")
+    return leaves
+
+
+# ----- forward mode, by the double-VJP construction -----
+def _transposed_vjp(vjp_fn, y):
+    """``(tape, u, g)``: ``g = vjp_fn(u)`` for a watched zero cotangent ``u`` shaped as
+    ``y``, recorded on ``tape``; ``g`` is linear in ``u``, its transpose the JVP."""
+    with Tape(persistent=True) as tu:
+        u = zeros_like(y)
+        tu.watch(u)
+        g = vjp_fn(u)
+    return tu, u, g
+
+
+def jvp(f, primals, tangents, has_aux=False):
+    """``(f(*primals), J v)``: the directional derivative along ``tangents`` (one per
+    primal, each of its primal's shape)."""
+    primals, tangents = tuple(primals), tuple(tangents)
+    if len(primals) != len(tangents):
+        raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    for p, v in zip(primals, tangents):
+        ps, vs = [x.shape for x in _flatten(p, [])], [x.shape for x in _flatten(v, [])]
+        if ps != vs:
+            raise ValueError(f"jvp: a tangent's shapes {vs} differ from its primal's {ps}")
+    res = vjp(f, *primals, has_aux=has_aux)
+    out, vjp_fn = res[0], res[1]
+    leaves = _outputs(out, "jvp")
+    with Tape(persistent=True) as tu:
+        us = [zeros_like(y) for y in leaves]
+        tu.watch(us)
+        gs = vjp_fn(_unflatten(out, iter(us)))
+        total = None
+        for g, v in zip(_flatten(list(gs), []), _flatten(list(tangents), [])):
+            term = (g * v).sum()
+            total = term if total is None else total + term
+    tangents_out = tu.gradient(total, us, unconnected_gradients="zero")
+    tangent_out = _unflatten(out, iter(tangents_out))
+    return (out, tangent_out, res[2]) if has_aux else (out, tangent_out)
+
+
+def jacfwd(f, argnums=0, has_aux=False):
+    """The Jacobian of ``f`` (shape ``out.shape + arg.shape``) in forward mode: the
+    transposed VJP replayed once for all the basis tangents of the arguments."""
+
+    @functools.wraps(f)
+    def jacfwd_f(*args, **kwargs):
+        nums = _argnums(argnums, args, "jacfwd")
+
+        def of_diff(*diff):
+            full = list(args)
+            for i, d in zip(nums, diff):
+                full[i] = d
+            return f(*full, **kwargs)
+
+        res = vjp(of_diff, *[args[i] for i in nums], has_aux=has_aux)
+        out, vjp_fn = res[0], res[1]
+        jacs = []
+        for k, y in enumerate(_outputs(out, "jacfwd")):
+            def one_output(u, k=k):
+                cts = [u if j == k else zeros_like(z) for j, z in enumerate(_outputs(out, ""))]
+                return vjp_fn(_unflatten(out, iter(cts)))
+
+            tu, u, gs = _transposed_vjp(one_output, y)
+            per_arg = []
+            for g, a in zip(gs, (args[i] for i in nums)):
+                jt = tu.jacobian(g, u, unconnected_gradients="zero")  # a.shape + y.shape
+                axes = tuple(range(a.ndim, a.ndim + y.ndim)) + tuple(range(a.ndim))
+                per_arg.append(jt.permute(*axes) if axes else jt)
+            jacs.append(_picked(per_arg, argnums))
+        jac = _unflatten(out, iter(jacs))
+        return (jac, res[2]) if has_aux else jac
+
+    return jacfwd_f
+
+
+def hessian(f, argnums=0):
+    """The Hessian of scalar-valued ``f``: ``jacfwd(jacrev(f))``."""
+    return jacfwd(jacrev(f, argnums), argnums)
+
+
+class ForwardAccumulator:
+    """Forward-mode derivatives as TensorFlow's ``tf.autodiff.ForwardAccumulator``.
+
+    >>> with tape.ForwardAccumulator(x, v) as acc:
+    ...     y = f(x)
+    >>> acc.jvp(y)          # J v; None if y does not depend on x
+
+    Built on the double-VJP construction: the block is recorded on a tape of its own,
+    and ``jvp`` replays it. Under a recording tape (forward-over-reverse: take a
+    gradient inside the block, then ``acc.jvp(gradient)``) it gives Hessian-vector
+    products.
+    """
+
+    def __init__(self, primals, tangents):
+        self._primals = _flatten(primals, [])
+        self._tangents = _flatten(tangents, [])
+        if len(self._primals) != len(self._tangents):
+            raise ValueError(f"ForwardAccumulator: {len(self._primals)} primals but "
+                             f"{len(self._tangents)} tangents")
+        for p, v in zip(self._primals, self._tangents):
+            if not isinstance(p, Tensor) or p.dtype.kind != "f":
+                raise TypeError("ForwardAccumulator: primals must be floating-point tape tensors")
+            if tuple(v.shape) != tuple(p.shape):
+                raise ValueError(f"ForwardAccumulator: a tangent of shape {tuple(v.shape)} for "
+                                 f"a primal of shape {tuple(p.shape)}")
+        self._tape = Tape(persistent=True)
+
+    def __enter__(self):
+        self._tape.__enter__()
+        self._tape.watch(self._primals)
+        return self
+
+    def __exit__(self, *exc):
+        return self._tape.__exit__(*exc)
+
+    def jvp(self, primals, unconnected_gradients="none"):
+        """The directional derivative of ``primals`` (a tensor or containers of them)."""
+        if unconnected_gradients not in ("none", "zero"):
+            raise ValueError(f"jvp: unconnected_gradients must be 'none' or 'zero', got "
+                             f"{unconnected_gradients!r}")
+        recording = any(t is self._tape for t in _local.stack)
+        pause = self._tape.stop_recording() if recording else _Nothing()
+        out = []
+        with pause:
+            for y in _flatten(primals, []):
+                out.append(self._one(y, unconnected_gradients))
+        return _unflatten(primals, iter(out))
+
+    def _one(self, y, unconnected):
+        if not isinstance(y, Tensor) or y._node not in self._tape._watched:
+            return zeros_like(y) if unconnected == "zero" else None
+
+        def transposed(u):
+            return self._tape.gradient(y, self._primals, output_gradients=u)
+
+        tu, u, gs = _transposed_vjp(transposed, y)
+        total = None
+        with tu:  # <J^T u, v>, recorded: its gradient in u is J v
+            for g, v in zip(gs, self._tangents):
+                if g is not None:
+                    term = (g * v).sum()
+                    total = term if total is None else total + term
+        if total is None:
+            return zeros_like(y) if unconnected == "zero" else None
+        return tu.gradient(total, u, unconnected_gradients=unconnected)
+
+
+class _Nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
