@@ -16,6 +16,7 @@ from .creation import (  # noqa: F401
     arange, eye, from_dlpack, full, get_rng_state, manual_seed, ones, ones_like, rand, randn,
     set_rng_state, tensor, zeros, zeros_like,
 )
+from .checkpoint import checkpoint  # noqa: F401
 from .custom import Function, custom_gradient  # noqa: F401
 from .functional import (  # noqa: F401
     abs, argmax, argmin, broadcast_to, clip, concatenate, cos, einsum, exp, expand, flatten,

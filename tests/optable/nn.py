@@ -133,3 +133,25 @@ T.row("function", lambda m, x: _Cube.apply(x.sin()) * x, (3, 4),
       skip_second="Function.backward works on raw arrays, so its gradient is differentiable "
                   "once (PyTorch's once_differentiable): a gradient of it raises "
                   "(tests/test_tape.py), there is no second order to compare")
+
+
+# ----- checkpoint: one entry whose rule runs the function again (torch's non-reentrant twin) -----
+def _block(a, b):
+    return (a @ b).tanh() * a.sin()
+
+
+def _pair(a, b):
+    return a.tanh(), (a @ b).sin().sum(1)
+
+
+def _torch_checkpoint(fn, *xs):
+    import torch.utils.checkpoint
+
+    return torch.utils.checkpoint.checkpoint(fn, *xs, use_reentrant=False)
+
+
+T.row("checkpoint", lambda m, x, w: m.checkpoint(_block, x, w) * x, (3, 4), (4, 4),
+      torch_fn=lambda m, x, w: _torch_checkpoint(_block, x, w) * x)
+T.row("checkpoint_tuple", lambda m, x, w: (lambda p, q: p * q[:, None])(
+    *m.checkpoint(_pair, x, w)), (3, 4), (4, 4),
+      torch_fn=lambda m, x, w: (lambda p, q: p * q[:, None])(*_torch_checkpoint(_pair, x, w)))
