@@ -28,7 +28,7 @@ from .modes import detect_anomaly, no_grad  # noqa: F401
 from .tape import Tape  # noqa: F401
 from . import func  # noqa: F401,E402
 from .func import ForwardAccumulator  # noqa: F401,E402
-from .testing import GradcheckError, gradcheck  # noqa: F401
+from .testing import GradcheckError, gradcheck, gradgradcheck  # noqa: F401
 from .io import load, save  # noqa: F401
 from . import data, nn, optim  # noqa: F401,E402
 
