@@ -123,7 +123,8 @@ def _outputs(fn, result):
     elif not items:
         got = f"an empty {type(result).__name__}"
     else:
-        got = f"a {type(result).__name__} whose item {bad} is a {type(items[bad]).__name__}"
+        got = (f"a {type(result).__name__} whose item {bad} is of type "
+               f"{type(items[bad]).__name__}")
     raise TypeError(f"checkpoint: {_name(fn)} must return a tape.Tensor or a tuple or list "
                     f"of them, got {got}")
 
