@@ -135,7 +135,9 @@ T.row("function", lambda m, x: _Cube.apply(x.sin()) * x, (3, 4),
                   "(tests/test_tape.py), there is no second order to compare")
 
 
-# ----- checkpoint: one entry whose rule runs the function again (torch's non-reentrant twin) -----
+# ----- checkpoint: one entry whose rule runs the function again. Torch's twin is the plain
+# function (torch.utils.checkpoint is the oracle in tests/test_checkpoint.py: torch.func,
+# which other tests run the rows' twins under, refuses its saved-tensor hooks) -----
 def _block(a, b):
     return (a @ b).tanh() * a.sin()
 
@@ -144,14 +146,21 @@ def _pair(a, b):
     return a.tanh(), (a @ b).sin().sum(1)
 
 
-def _torch_checkpoint(fn, *xs):
-    import torch.utils.checkpoint
-
-    return torch.utils.checkpoint.checkpoint(fn, *xs, use_reentrant=False)
+def _pair_product(p, q):
+    return p * q[:, None]
 
 
 T.row("checkpoint", lambda m, x, w: m.checkpoint(_block, x, w) * x, (3, 4), (4, 4),
-      torch_fn=lambda m, x, w: _torch_checkpoint(_block, x, w) * x)
-T.row("checkpoint_tuple", lambda m, x, w: (lambda p, q: p * q[:, None])(
-    *m.checkpoint(_pair, x, w)), (3, 4), (4, 4),
-      torch_fn=lambda m, x, w: (lambda p, q: p * q[:, None])(*_torch_checkpoint(_pair, x, w)))
+      torch_fn=lambda m, x, w: _block(x, w) * x)
+T.row("checkpoint_tuple", lambda m, x, w: _pair_product(*m.checkpoint(_pair, x, w)),
+      (3, 4), (4, 4), torch_fn=lambda m, x, w: _pair_product(*_pair(x, w)))
+
+
+# ----- function transforms inside a recorded function: tape.func's twins are torch.func's -----
+def _energy(a):
+    return (a.sin() ** 2).sum()
+
+
+T.row("func_grad", lambda m, x: m.func.grad(_energy)(x) * x, (3, 4))
+T.row("func_jvp", lambda m, x, v: m.func.jvp(lambda a: (a @ a.T).tanh(), (x,), (v,))[1],
+      (3, 4), (3, 4))
