@@ -34,7 +34,7 @@ def checkpoint(fn, *args, **kwargs):
     gradients whether ``fn`` is a Module or closes over them: they are the tensors with
     ``requires_grad=True`` it uses. Other tensors it closes over (results of earlier
     ops) are constants to it: pass them as arguments. Arguments that are not tensors
-    are passed through, as are keyword arguments.
+    are passed through, as are keyword arguments. Inside ``func.vmap`` it is a plain call.
 
     >>> with tape.Tape() as t:
     ...     h = tape.checkpoint(block, x)   # block's activations are not kept
@@ -45,7 +45,8 @@ def checkpoint(fn, *args, **kwargs):
         raise TypeError(f"checkpoint: fn must be callable (a function or a Module), got "
                         f"{type(fn).__name__}")
     stack = _local.stack
-    if not stack:  # nothing records: a plain call
+    if not stack or _local.vmap_level:  # nothing records, or inside vmap: a plain call
+        # (under vmap fn's ops are recorded one by one: correct gradients, no saving)
         result = fn(*args, **kwargs)
         _outputs(fn, result)
         return result

@@ -22,11 +22,12 @@ tangents (a jacobian); ``ForwardAccumulator`` is the same under TensorFlow's int
 from __future__ import annotations
 
 import functools
+import threading
 
 from .creation import zeros_like
 from .ops.core import Op
 from .tape import Tape, _flatten, _local, _unflatten
-from .tensor import Tensor
+from .tensor import Batched, Tensor, batched
 
 # A new tensor for the same array, with a node of its own, recorded (gradient: the
 # identity) on any tape that watches the original: so the transform's tape can watch it
@@ -305,3 +306,142 @@ class _Nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+# ----- vmap -----
+def vmap(f, in_axes=0, out_axes=0):
+    """``f`` mapped over an axis of its arguments, as ``jax.vmap`` and ``torch.func.vmap``.
+
+    ``in_axes``: an int (the axis of every tensor argument), None (not mapped), or one of
+    those per positional argument (applying to every tensor inside it). ``out_axes``: where
+    the mapped axis goes in each output (an int, or one per output). Keyword arguments
+    are not mapped. ``f`` sees one example (``x.shape`` without the mapped axis) and runs
+    once on the whole batch: every op runs its batching rule (``tape/batching.py``).
+    Per-example gradients: ``vmap(grad(loss), in_axes=(None, 0, 0))(params, x, y)``.
+    Dropout inside draws a different mask for each example (torch's
+    ``randomness="different"``).
+    """
+    from . import batching  # noqa: F401  (installs the batching rules)
+
+    @functools.wraps(f)
+    def vmapped(*args, **kwargs):
+        axes = _per_argument(in_axes, len(args), "in_axes")
+        sizes = []
+        mapped = [_map_tree(a, ax, i, sizes) for i, (a, ax) in enumerate(zip(args, axes))]
+        if not sizes:
+            raise ValueError("vmap: in_axes maps no tensor argument; map at least one "
+                             "(in_axes=0, or an int for one argument)")
+        n = sizes[0][0]
+        for size, where in sizes[1:]:
+            if size != n:
+                raise ValueError(f"vmap: mapped axes of different sizes: {sizes[0][1]} has "
+                                 f"{n}, {where} has {size}")
+        level = _local.vmap_level + 1
+        _set_level(level)
+        try:
+            mapped = [_unflatten(a, iter([batched(v, level) if m else v for v, m in leaves]))
+                      for a, leaves in mapped]
+            out = f(*mapped, **kwargs)
+        finally:
+            _set_level(level - 1)
+        single = not isinstance(out, (tuple, list))
+        outs = [out] if single else list(out)
+        oax = _per_argument(out_axes, len(outs), "out_axes")
+        res = [_unflatten(o, iter([_unmap(y, ax, level, n) for y in _flatten(o, [])]))
+               for o, ax in zip(outs, oax)]
+        return res[0] if single else type(out)(res)
+
+    return vmapped
+
+
+def _per_argument(axes, count, name):
+    if axes is None or isinstance(axes, int):
+        return [axes] * count
+    axes = list(axes)
+    if len(axes) != count or any(a is not None and not isinstance(a, int) for a in axes):
+        what = "arguments" if name == "in_axes" else "outputs"
+        raise ValueError(f"vmap: {name}={tuple(axes)!r} must be an int, None, or one int or None "
+                         f"for each of the {count} {what}")
+    return axes
+
+
+def _map_tree(arg, axis, index, sizes):
+    """``(arg, [(batch value or leaf, mapped?)...])``: each tensor's mapped axis moved first."""
+    leaves = []
+    for x in _flatten(arg, []):
+        if axis is None or not isinstance(x, Tensor):
+            leaves.append((x, False))
+            continue
+        nd = x.ndim
+        if not -nd <= axis < max(nd, 0) or nd == 0:
+            raise ValueError(f"vmap: in_axes {axis} is out of range for argument {index} of "
+                             f"shape {tuple(x.shape)}")
+        axis_ = axis % nd
+        sizes.append((x.shape[axis_], f"argument {index} (axis {axis_} of shape "
+                                      f"{tuple(x.shape)})"))
+        if axis_:
+            x = x.transpose((axis_,) + tuple(k for k in range(nd) if k != axis_))
+        leaves.append((x, True))
+    return arg, leaves
+
+
+def _unmap(y, axis, level, n):
+    """An output of the mapped function as the whole batch, mapped axis at ``axis``."""
+    from .ops.shape import broadcast_to, unsqueeze
+
+    if not isinstance(y, Tensor):
+        return y
+    if axis is None:
+        if y.__class__ is Batched and y.level == level:
+            raise ValueError("vmap: out_axes=None for an output that differs between examples")
+        return y
+    nd = y.ndim + 1
+    if not -nd <= axis < nd:
+        raise ValueError(f"vmap: out_axes {axis} is out of range for an output of shape "
+                         f"{tuple(y.shape)} (plus the mapped axis)")
+    axis %= nd
+    if y.__class__ is Batched and y.level == level:
+        v = y.value
+        return v if axis == 0 else v.transpose(tuple(range(1, axis + 1)) + (0,)
+                                               + tuple(range(axis + 1, nd)))
+    shape = tuple(y.shape)  # the same for every example: repeated along the mapped axis
+    return broadcast_to(unsqueeze(y, axis), shape=shape[:axis] + (n,) + shape[axis:])
+
+
+_level_lock = threading.Lock()
+
+
+def _set_level(level):
+    """This thread's vmap depth; ops check for Batched inputs while any vmap runs."""
+    from .ops import core
+
+    with _level_lock:
+        core.vmapping += 1 if level > _local.vmap_level else -1
+    _local.vmap_level = level
+
+
+def functional_call(module, tensors, args=(), kwargs=None):
+    """``module(*args, **kwargs)`` with some of its parameters and buffers replaced by
+    ``tensors`` (a dict from ``named_parameters()`` names), as ``torch.func.functional_call``:
+    the module differentiated, or mapped, as a function of its parameters
+    (``vmap(grad(loss), in_axes=(None, 0, 0))(dict(model.named_parameters()), x, y)``).
+    The module is put back as it was afterwards."""
+    args = args if isinstance(args, tuple) else (args,)
+    saved = []
+    try:
+        for name, value in tensors.items():
+            *path, leaf = name.split(".")
+            owner = module
+            for part in path:
+                owner = getattr(owner, part)
+            store = next((s for s in ("_parameters", "_buffers") if leaf in owner.__dict__[s]),
+                         None)
+            if store is None:
+                raise KeyError(f"functional_call: the module has no parameter or buffer "
+                               f"named {name!r}")
+            saved.append((owner.__dict__[store], leaf, owner.__dict__[store][leaf]))
+            owner.__dict__[store][leaf] = value
+        return module(*args, **(kwargs or {}))
+    finally:
+        for store, leaf, old in reversed(saved):
+            store[leaf] = old

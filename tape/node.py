@@ -51,7 +51,7 @@ def node_of(tensor):
     """``tensor``'s node, made on first need (and again if its array was replaced by one
     of another shape or dtype, as ``load_state_dict(assign=True)`` does)."""
     n = tensor._node
-    data = tensor.data
+    data = tensor if tensor._mapped else tensor.data  # Batched: one example's shape
     if n is None or n.shape != data.shape or n.dtype != data.dtype:
         n = tensor._node = node(data)
     return n

@@ -42,6 +42,11 @@ def _seed(target, seed):
     xp = backend.xp(target.data)
     if seed is None:
         return xp.ones(target.shape, target.dtype)
+    if isinstance(seed, Tensor) and seed._mapped:  # inside vmap: one example's cotangent
+        if seed.shape != target.shape:
+            raise ValueError(f"output_gradients of shape {seed.shape} does not match its "
+                             f"target's shape {target.shape}")
+        return seed if seed.dtype == target.dtype else cast(seed, dtype=target.dtype)
     array = seed.data if isinstance(seed, Tensor) else xp.asarray(seed)
     if array.shape != target.shape:
         raise ValueError(
@@ -111,7 +116,7 @@ def run(tape, grads, sources, lead):
     entries = tape._entries
     n = len(entries)  # the loop may append to a persistent, recording tape: stop here
     wanted = {node_of(s) for s in sources}
-    tensor_mode = bool(_local.stack)
+    tensor_mode = bool(_local.stack or _local.vmap_level)  # under vmap: rules on Batched
     if tensor_mode:
         grads = {k: v if isinstance(v, Tensor) else wrap(v) for k, v in grads.items()}
     else:

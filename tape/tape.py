@@ -28,6 +28,7 @@ class _ThreadState(threading.local):
     def __init__(self):
         self.stack = []  # active (recording) tapes, innermost last
         self.anomaly = 0  # depth of detect_anomaly() blocks
+        self.vmap_level = 0  # depth of func.vmap calls (tape/batching.py)
 
 
 _local = _ThreadState()
@@ -108,6 +109,7 @@ class Tape:
         self._breaks = []  # non-differentiable ops applied to watched tensors (for explain)
         self._outputs = {}  # node -> weak reference to the tensor (source_lines only)
         self._spent = False
+        self._level = 0  # the vmap depth it was entered at (set by __enter__)
 
     # ----- recording -----
     def __enter__(self):
@@ -116,6 +118,7 @@ class Tape:
             raise RuntimeError("this tape is already recording (a `with` of the same tape inside "
                                "its own `with`): every op would be recorded twice; use one "
                                "`with`, or a second tape for higher-order gradients")
+        self._level = _local.vmap_level  # it records the ops of examples at this vmap depth
         _local.stack.append(self)
         if self._keep_lines:
             from .ops import core

@@ -47,6 +47,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "requires_grad", "_node", "__weakref__")
+    _mapped = False  # a Batched tensor: its shape is one example's, not its array's
     __array_ufunc__ = None  # numpy defers to our reflected operators: ndarray + Tensor -> Tensor
     __hash__ = object.__hash__
 
@@ -174,6 +175,54 @@ def wrap(array, requires_grad=False) -> Tensor:
     return t
 
 
+class Batched(Tensor):
+    """A tensor inside ``func.vmap``: one example of a batch, as the mapped function sees it.
+
+    ``value`` holds the whole batch (a Tensor, itself ``Batched`` under nested vmaps) with
+    the mapped axis first; ``shape`` is one example's. Ops given a ``Batched`` run their
+    batching rule (``tape/batching.py``) on ``value``. ``data`` is the array under every
+    level (all the mapped axes first), for the device and dtype.
+    """
+
+    __slots__ = ("value", "level")
+    _mapped = True
+
+    shape = property(lambda self: self.value.shape[1:])
+    ndim = property(lambda self: self.value.ndim - 1)
+    size = property(lambda self: int(np.prod(self.value.shape[1:], dtype=np.int64)))
+
+    def _no_value(self, what):
+        raise ValueError(
+            f"{what} of a tensor inside vmap: each example's value exists only as part of the "
+            "batch; return the tensor from the mapped function and read it outside vmap")
+
+    def numpy(self):
+        self._no_value("numpy()")
+
+    def item(self):
+        self._no_value("item()")
+
+    def __bool__(self):
+        self._no_value("the truth value")
+
+    def detach(self):
+        return batched(self.value.detach(), self.level)
+
+    def __repr__(self):
+        return f"Batched(level {self.level}, shape {tuple(self.shape)}, dtype={self.dtype})"
+
+
+def batched(value, level) -> Batched:
+    """``value`` (a Tensor holding a batch, mapped axis first) as one example at ``level``."""
+    b = object.__new__(Batched)
+    b.value = value
+    b.level = level
+    b.data = value.data
+    b.requires_grad = False
+    b._node = None
+    return b
+
+
 # ----- operators and methods: thin delegations to the ops -----
 from .ops import elementwise as _ew  # noqa: E402  (the ops import Tensor from this module)
 from .ops import indexing as _ix  # noqa: E402
@@ -261,3 +310,4 @@ for _name, _fn in _methods.items():
 Tensor.clamp = Tensor.clip
 Tensor.T = property(lambda self: _sh.transpose(self))
 Tensor.mT = property(lambda self: _sh.swapaxes(self, -1, -2))
+

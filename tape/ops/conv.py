@@ -210,7 +210,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     for gi in range(groups):
         xg = x if groups == 1 else getitem(x, (slice(None), slice(gi * cin, (gi + 1) * cin)))
         wg = weight if groups == 1 else getitem(weight, slice(gi * cout, (gi + 1) * cout))
-        route = kernels.conv2d_route(_array(xg), _array(wg), stride, padding, dilation)
+        route = ("im2col" if getattr(xg, "_mapped", 0) or getattr(wg, "_mapped", 0)  # vmap
+                 else kernels.conv2d_route(_array(xg), _array(wg), stride, padding, dilation))
         if route == "direct":
             outs.append(direct_conv(xg, wg, stride=stride, padding=padding))
             continue

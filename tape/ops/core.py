@@ -29,7 +29,7 @@ import numpy as np
 from .. import backend
 from ..node import unread_params
 from ..tape import _local
-from ..tensor import Tensor, wrap
+from ..tensor import Batched, Tensor, wrap
 from .promotion import _constant, _constants, _with_scalar, promoted
 from .record import (
     _note_break, _record, _record1, _record1_checked, _record2, _record2_checked,
@@ -67,6 +67,7 @@ def Op(name, forward, *rules, joint=None, differentiable=True, promote=None, ext
     op.name = name
     op.forward = forward
     op.vjp = vjp
+    op.extras = extras
     op.plans = {}  # which inputs need a gradient (bits) -> what the entry keeps
     op.unread = unread_params(rules, joint) if differentiable else frozenset()
     op.__name__ = op.__qualname__ = name
@@ -96,10 +97,29 @@ def _signature(forward, rules):
                               for n in names])
 
 
+# ----- vmap: while any func.vmap runs, an op given a Batched tensor (in its inputs or its
+# params) runs its batching rule instead (tape/batching.py sets these two) -----
+vmapping = 0
+batched_call = None
+
+
+def _has_batched(args, params):
+    for a in args:
+        if a.__class__ is Batched:
+            return True
+    for v in params.values():
+        if v.__class__ is Batched or v.__class__ is tuple and any(
+                i.__class__ is Batched for i in v):
+            return True
+    return False
+
+
 # The three ways an op is called. One and two inputs are the hot path of small models:
 # they do what the general one does, without packing and looping over arguments.
 def _one_input(name, forward):
     def op(x, **params):
+        if vmapping and _has_batched((x,), params):
+            return batched_call(op, (x,), params)
         if not isinstance(x, Tensor):
             return forward(x, **params)
         xd = x.data
@@ -127,6 +147,8 @@ def _two_inputs(name, forward, promote):
 
 
     def op(a, b, **params):
+        if vmapping and _has_batched((a, b), params):
+            return batched_call(op, (a, b), params)
         if isinstance(a, Tensor):
             ad = a.data
             if isinstance(b, Tensor):
@@ -171,6 +193,8 @@ def _two_inputs(name, forward, promote):
 
 def _any_inputs(name, forward, extras):
     def op(*args, **params):
+        if vmapping and _has_batched(args, params):
+            return batched_call(op, args, params)
         arrays = tuple(a.data if isinstance(a, Tensor) else a for a in args)
         if all(x is a for x, a in zip(arrays, args)):  # no Tensor among the inputs
             return forward(*arrays, **params)

@@ -81,6 +81,9 @@ def normalize_index(index, ndim, device="cpu"):
         index = (index,)
     out = []
     for i in index:
+        if isinstance(i, Tensor) and i._mapped:  # an index that differs between examples
+            out.append(i)
+            continue
         if isinstance(i, Tensor):
             i = i.data
         elif isinstance(i, list):
@@ -111,4 +114,5 @@ def normalize_index(index, ndim, device="cpu"):
 def getitem(x, index):
     """``x[index]``: basic and advanced indexing; the gradient scatter-adds."""
     data = x.data if isinstance(x, Tensor) else x
-    return gather(x, index=normalize_index(index, data.ndim, backend.device_of(data)))
+    ndim = x.ndim if isinstance(x, Tensor) else data.ndim  # one example's, inside vmap
+    return gather(x, index=normalize_index(index, ndim, backend.device_of(data)))

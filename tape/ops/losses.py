@@ -14,8 +14,8 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 from .core import Op, lead_axes
-from .elementwise import abs, clip, log, maximum, sigmoid, softplus
-from .nn import log_softmax
+from .elementwise import abs, cast, clip, log, maximum, sigmoid, softplus
+from .nn import _shape, log_softmax
 from .reduce import mean, sum
 from .shape import reshape
 
@@ -62,8 +62,8 @@ _nll = Op("nll_loss", _nll_forward, _nll_vjp)
 
 def _batched(input, target, probabilities):
     """An unbatched (C,) input and its target as a batch of one."""
-    if np.ndim(_data(input)) == 1:
-        tshape = (1,) + np.shape(_data(target)) if probabilities else (1,)
+    if len(_shape(input)) == 1:
+        tshape = (1,) + _shape(target) if probabilities else (1,)
         return reshape(input, shape=(1,) + input.shape), _reshaped(target, tshape), True
     return input, target, False
 
@@ -108,6 +108,8 @@ def _class_targets(x, target, weight, ignore_index, name):
 def _nll_core(logp, target, weight, ignore_index, reduction, smoothing, name):
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if any(isinstance(v, Tensor) and v._mapped for v in (logp, target, weight)):
+        return _nll_mapped(logp, target, weight, ignore_index, reduction, smoothing, name)
     safe, coef, valid, wvec = _class_targets(logp, target, weight, ignore_index, name)
     lp = _data(logp)
     denom = coef.sum()  # the mean divides by the summed weights of the counted targets
@@ -125,6 +127,37 @@ def _nll_core(logp, target, weight, ignore_index, reduction, smoothing, name):
                 smooth = smooth / denom
         coef = coef * (1 - smoothing)
     return _nll(logp, target=safe, coef=coef, smooth=smooth, total=reduction != "none")
+
+
+def _nll_mapped(logp, target, weight, ignore_index, reduction, smoothing, name):
+    """``_nll_core`` inside vmap, where targets differ between examples: written with ops
+    that have batching rules (the fused op reads its targets as arrays), the same sums."""
+    shape, t = _shape(logp), target
+    if not (isinstance(t, Tensor) and t._mapped):
+        t = Tensor(backend.to_numpy(_data(t)), device=backend.device_of(_data(logp)))
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name}: class-index targets must be integers, got dtype {t.dtype}")
+    if _shape(t) != shape[:1] + shape[2:]:
+        raise ValueError(f"{name}: target of shape {_shape(t)} does not fit an input of shape "
+                         f"{shape} (expected {shape[:1] + shape[2:]})")
+    c = shape[1]
+    td = t.data
+    valid_d = td != ignore_index
+    if valid_d.any() and (int(td[valid_d].min()) < 0 or int(td[valid_d].max()) >= c):
+        raise IndexError(f"{name}: a target is out of bounds for {c} classes")
+    xp = backend.xp(td)
+    per_class = (1, c) + (1,) * (len(shape) - 2)
+    classes = xp.arange(c).reshape(per_class)
+    valid = t != ignore_index
+    onehot = cast(reshape(t, shape=shape[:1] + (1,) + shape[2:]) == classes, dtype=logp.dtype)
+    w = xp.ones(per_class, logp.dtype) if weight is None else reshape(weight, shape=per_class)
+    coef = sum(onehot * w, axis=1) * cast(valid, dtype=logp.dtype)
+    loss = -(coef * (1 - smoothing)) * sum(logp * onehot, axis=1)
+    if smoothing:
+        loss = loss - sum(logp * w, axis=1) * cast(valid, dtype=logp.dtype) * (smoothing / c)
+    if reduction == "none":
+        return loss
+    return sum(loss) / sum(coef) if reduction == "mean" else sum(loss)
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
@@ -161,9 +194,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         out = _nll_core(logp, t, weight, ignore_index, reduction, label_smoothing,
                         "cross_entropy")
         return reshape(out, shape=()) if unbatched and reduction == "none" else out
-    shape, c = np.shape(_data(logp)), np.shape(_data(logp))[1]
-    if np.shape(_data(t)) != shape:
-        raise ValueError(f"cross_entropy: probability target of shape {np.shape(_data(t))} "
+    shape, c = _shape(logp), _shape(logp)[1]
+    if _shape(t) != shape:
+        raise ValueError(f"cross_entropy: probability target of shape {_shape(t)} "
                          f"does not match the input's shape {shape}")
     q = t
     if label_smoothing:
@@ -182,7 +215,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 def _same_size(input, target, name):
     """Warn, as torch does, when the target broadcasts against the input ((4, 1) and (4,)
     make a (4, 4) loss: almost always a mistake)."""
-    xs, ts = np.shape(_data(input)), np.shape(_data(target))
+    xs, ts = _shape(input), _shape(target)
     if xs != ts:
         try:
             both = np.broadcast_shapes(xs, ts)
@@ -222,10 +255,10 @@ _bce = Op(
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """-w (t log x + (1 - t) log(1 - x)) for probabilities ``input`` in [0, 1]."""
-    xd, td = _data(input), _data(target)
-    if np.shape(xd) != np.shape(td):
-        raise ValueError(f"binary_cross_entropy: target of shape {np.shape(td)} differs from "
-                         f"the input's shape {np.shape(xd)}")
+    xd = _data(input)
+    if _shape(input) != _shape(target):
+        raise ValueError(f"binary_cross_entropy: target of shape {_shape(target)} differs from "
+                         f"the input's shape {_shape(input)}")
     if np.size(xd) and (float(xd.min()) < 0 or float(xd.max()) > 1):
         raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1"
                          " (apply sigmoid, or use binary_cross_entropy_with_logits)")
@@ -251,10 +284,10 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
                                      pos_weight=None):
     """sigmoid + binary cross-entropy in one numerically stable step; ``pos_weight``
     (broadcast over the last axis) weighs the positive term, as torch."""
-    xd, td = _data(input), _data(target)
-    if np.shape(xd) != np.shape(td):
-        raise ValueError(f"binary_cross_entropy_with_logits: target of shape {np.shape(td)} "
-                         f"differs from the input's shape {np.shape(xd)}")
+    xd = _data(input)
+    if _shape(input) != _shape(target):
+        raise ValueError(f"binary_cross_entropy_with_logits: target of shape {_shape(target)} "
+                         f"differs from the input's shape {_shape(input)}")
     if pos_weight is None:
         pos_weight = backend.xp(xd).ones((), dtype=xd.dtype)
     loss = _bce_logits(input, target, pos_weight)

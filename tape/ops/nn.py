@@ -24,9 +24,14 @@ def _data(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def _shape(x):
+    """The shape of a tensor (one example's, inside vmap) or of an array."""
+    return tuple(x.shape) if isinstance(x, Tensor) else tuple(np.shape(x))
+
+
 def _axis(x, axis, dim, op="softmax"):
     axis = dim if dim is not None else (-1 if axis is None else axis)
-    ndim = np.ndim(x.data if hasattr(x, "data") else x)
+    ndim = x.ndim if isinstance(x, Tensor) else np.ndim(x)
     if not isinstance(axis, (int, np.integer)) or not -max(ndim, 1) <= axis < max(ndim, 1):
         raise ValueError(f"{op}: axis {axis} is out of range for {ndim} dimensions")
     return (axis % ndim - ndim) if ndim else -1
@@ -128,7 +133,7 @@ def linear(x, weight, bias=None):
     >>> F.linear(tape.ones(2, 3), tape.ones(4, 3)).shape
     (2, 4)
     """
-    xs, ws = np.shape(_data(x)), np.shape(_data(weight))
+    xs, ws = _shape(x), _shape(weight)
     same_dtype("linear", ("input", x), ("weight", weight), ("bias", bias))
     if len(ws) != 2 or not xs or xs[-1] != ws[1]:
         raise ValueError(
@@ -137,8 +142,8 @@ def linear(x, weight, bias=None):
         )
     if bias is None:
         return _linear(x, weight, None)
-    if np.shape(_data(bias)) != ws[:1]:
-        raise ValueError(f"linear: bias of shape {np.shape(_data(bias))}, expected {ws[:1]}")
+    if _shape(bias) != ws[:1]:
+        raise ValueError(f"linear: bias of shape {_shape(bias)}, expected {ws[:1]}")
     return _linear(x, weight, bias)
 
 
@@ -163,7 +168,12 @@ def dropout(x, p=0.5, training=True, inplace=False):
         rng_dtype = np.float32 if dtype == np.float32 else np.float64
         keep = generator().random(xd.shape, dtype=rng_dtype) >= p
         mask = keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
-    return _dropout(x, mask=backend.to_device(mask, backend.device_of(xd)))
+    mask = backend.to_device(mask, backend.device_of(xd))
+    if isinstance(x, Tensor) and x._mapped:  # inside vmap: a mask of its own per example
+        from ..batching import like
+
+        mask = like(x, mask)
+    return _dropout(x, mask=mask)
 
 
 # ----- normalisation: (x - mean) / sqrt(var + eps) over ``axes`` in one entry -----
@@ -189,7 +199,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         normalized_shape = (int(normalized_shape),)
     normalized_shape = tuple(int(s) for s in normalized_shape)
     k = len(normalized_shape)
-    shape = np.shape(_data(x))
+    shape = _shape(x)
     if k == 0 or tuple(shape[len(shape) - k :]) != normalized_shape or len(shape) < k:
         raise ValueError(
             f"layer_norm: normalized_shape {normalized_shape} does not match the last axes of "
@@ -211,20 +221,25 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     ``running_var`` (tensors or arrays, in place; unbiased variance) as torch does;
     otherwise normalises with the running statistics.
     """
-    xd = _data(x)
-    if xd.ndim < 2:
-        raise ValueError(f"batch_norm: expected an input of shape (N, C, ...), got {xd.shape}")
-    c = xd.shape[1]
-    bshape = (1, c) + (1,) * (xd.ndim - 2)
-    axes = tuple(a - xd.ndim for a in range(xd.ndim) if a != 1)
+    xd, shape = _data(x), _shape(x)  # shape: one example's, inside vmap
+    if len(shape) < 2:
+        raise ValueError(f"batch_norm: expected an input of shape (N, C, ...), got {shape}")
+    c = shape[1]
+    bshape = (1, c) + (1,) * (len(shape) - 2)
+    axes = tuple(a - len(shape) for a in range(len(shape)) if a != 1)
     if training:
-        n = xd.size // max(c, 1)
+        n = math.prod(shape) // max(c, 1)
         if n <= 1:
             raise ValueError(
                 f"batch_norm: expected more than 1 value per channel when training, got input "
-                f"of shape {xd.shape}"
+                f"of shape {shape}"
             )
         y = _standardize(x, axes=axes, eps=eps)
+        if (running_mean is not None or running_var is not None) and getattr(x, "_mapped", 0):
+            raise NotImplementedError(
+                "batch_norm: updating running_mean and running_var inside vmap would mix the "
+                "examples' statistics into one buffer; pass running_mean=None and "
+                "running_var=None, or use eval mode (as torch.func asks too)")
         if running_mean is not None or running_var is not None:
             pos = tuple(a % xd.ndim for a in axes)
             if running_mean is not None:
@@ -239,9 +254,19 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: running_mean and running_var are needed when not "
                              "training")
+        if any(getattr(s, "_mapped", 0) for s in (running_mean, running_var)):  # vmap
+            from .elementwise import sqrt
+
+            rm, rv = reshape(running_mean, shape=bshape), reshape(running_var, shape=bshape)
+            y = (x - rm) / sqrt(rv + eps)
+            return _affine(y, weight, bias, bshape)
         rm, rv = _data(running_mean), _data(running_var)
         inv = (1 / np.sqrt(rv + eps)).astype(xd.dtype, copy=False).reshape(bshape)
         y = (x - rm.astype(xd.dtype, copy=False).reshape(bshape)) * inv
+    return _affine(y, weight, bias, bshape)
+
+
+def _affine(y, weight, bias, bshape):
     if weight is not None:
         y = y * reshape(weight, shape=bshape)
     if bias is not None:
@@ -285,7 +310,7 @@ def embedding(indices, weight, padding_idx=None):
     idx = idx if hasattr(idx, "dtype") else np.asarray(idx)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
-    shape = np.shape(_data(weight))
+    shape = _shape(weight)
     if len(shape) != 2:
         raise ValueError(f"embedding: weight must be (num_embeddings, dim), got shape {shape}")
     n = shape[0]
@@ -293,6 +318,10 @@ def embedding(indices, weight, padding_idx=None):
         bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
         raise IndexError(f"embedding: index {bad} is out of range for {n} embeddings")
     idx = backend.to_device(idx, backend.device_of(_data(weight)))
+    if isinstance(indices, Tensor) and indices._mapped:  # inside vmap: indices per example
+        from ..batching import like
+
+        idx = like(indices, idx)
     out = _embedding(weight, idx=idx)
     if padding_idx is not None and isinstance(out, Tensor):
         keep = (idx != padding_idx % n).reshape(idx.shape + (1,))

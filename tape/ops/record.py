@@ -66,11 +66,11 @@ def _entry(op, args, arrays, y, params, mask, where=None):
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
             if a._node is None:  # an input no tape watches: known by a node all the same
-                a._node = node(a.data)
+                a._node = node(a if a._mapped else a.data)
             inputs.append(a if keep[i] else a._node)
         else:
             inputs.append(arrays[i])
-    out = y._node = node(y.data)
+    out = y._node = node(y if y._mapped else y.data)
     if op.unread and params:
         params = _without_unread(op.unread, params)
     return (op, tuple(inputs), y if keep_ans else out, out, params, where)

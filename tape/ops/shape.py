@@ -142,8 +142,8 @@ def concatenate(tensors, axis=0, *, dim=None):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
-    ndim = np.ndim(tensors[0].data if isinstance(tensors[0], Tensor) else tensors[0])
-    shapes = [tuple(np.shape(t.data if isinstance(t, Tensor) else t)) for t in tensors]
+    shapes = [tuple(_shape_of(t)) for t in tensors]
+    ndim = len(shapes[0])
     if ndim == 0:
         raise ValueError("concatenate: zero-dimensional tensors cannot be concatenated")
     if not -ndim <= axis < ndim:
@@ -161,7 +161,7 @@ def stack(tensors, axis=0, *, dim=None):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack needs at least one tensor")
-    shapes = {tuple(np.shape(t.data if isinstance(t, Tensor) else t)) for t in tensors}
+    shapes = {tuple(_shape_of(t)) for t in tensors}
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
     ndim = len(shapes.pop()) + 1
