@@ -11,12 +11,13 @@ differentiated arguments (so ``f(x, x)`` differentiates each argument on its own
 replays it. A replay under another recording tape is itself recorded, so transforms
 compose: ``grad(grad(f))``, ``jacfwd(jacrev(f))``, a transform under a user's tape.
 
-Forward mode is TensorFlow's double-VJP construction: the VJP ``u -> J^T u`` is linear in
-``u``, so the gradient of ``<J^T u, v>`` with respect to ``u`` is ``J v``. Recorded on a
-tape watching ``u`` (its value never matters: zeros), the VJP is replayed once more:
-a JVP costs a forward, a backward and the backward of that backward, and it needs no
-forward rule for any op. ``jacfwd`` replays that last backward once for all the basis
-tangents (a jacobian); ``ForwardAccumulator`` is the same under TensorFlow's interface.
+Forward mode: ``jvp`` records ``f`` once, then pushes the tangents through the recorded
+entries, oldest first (``tape/forward.py``: each op's tangent from the rules it already
+has, no forward rule to write); a JVP costs about a forward and a backward.
+``ForwardAccumulator`` is the same under TensorFlow's interface. ``jacfwd`` is
+TensorFlow's double-VJP construction: the VJP ``u -> J^T u`` is linear in ``u``, so the
+gradient of ``<J^T u, v>`` with respect to ``u`` is ``J v``; recorded on a tape watching
+``u``, that last backward is replayed once for all the basis tangents (a jacobian).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from __future__ import annotations
 import functools
 import threading
 
+from . import forward
 from .creation import zeros_like
+from .node import node_of
 from .ops.core import Op
 from .tape import Tape, _flatten, _local, _unflatten
-from .tensor import Batched, Tensor, batched
+from .tensor import Batched, Tensor, batched, wrap
 
 # A new tensor for the same array, with a node of its own, recorded (gradient: the
 # identity) on any tape that watches the original: so the transform's tape can watch it
@@ -169,28 +172,37 @@ def _transposed_vjp(vjp_fn, y):
 
 def jvp(f, primals, tangents, has_aux=False):
     """``(f(*primals), J v)``: the directional derivative along ``tangents`` (one per
-    primal, each of its primal's shape)."""
+    primal, each of its primal's shape and dtype). ``f`` is recorded once, then the
+    tangents are pushed through its entries (``tape/forward.py``)."""
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     for p, v in zip(primals, tangents):
-        ps, vs = [x.shape for x in _flatten(p, [])], [x.shape for x in _flatten(v, [])]
-        if ps != vs:
-            raise ValueError(f"jvp: a tangent's shapes {vs} differ from its primal's {ps}")
-    res = vjp(f, *primals, has_aux=has_aux)
-    out, vjp_fn = res[0], res[1]
-    leaves = _outputs(out, "jvp")
-    with Tape(persistent=True) as tu:
-        us = [zeros_like(y) for y in leaves]
-        tu.watch(us)
-        gs = vjp_fn(_unflatten(out, iter(us)))
-        total = None
-        for g, v in zip(_flatten(list(gs), []), _flatten(list(tangents), [])):
-            term = (g * v).sum()
-            total = term if total is None else total + term
-    tangents_out = tu.gradient(total, us, unconnected_gradients="zero")
-    tangent_out = _unflatten(out, iter(tangents_out))
-    return (out, tangent_out, res[2]) if has_aux else (out, tangent_out)
+        ps, vs = _flatten(p, []), _flatten(v, [])
+        if [x.shape for x in ps] != [x.shape for x in vs]:
+            raise ValueError(f"jvp: a tangent's shapes {[x.shape for x in vs]} differ from its "
+                             f"primal's {[x.shape for x in ps]}")
+        for x, t in zip(ps, vs):
+            if not isinstance(t, Tensor) or t.dtype != x.dtype:
+                what = f"dtype {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+                raise TypeError(f"jvp: tangents must be tape tensors of their primal's dtype "
+                                f"({x.dtype}), got {what}")
+    t, out, diff = _trace(f, tuple(range(len(primals))), primals, {}, "jvp")
+    out, aux = _split(out, has_aux, "jvp")
+    seeds = {node_of(d): v for d, v in zip(_flatten(list(diff), []),
+                                           _flatten(list(tangents), []))}
+    tans = forward.push(t, seeds)
+    tangent_out = _unflatten(out, iter([_tangent(tans.get(y._node), y, "zero")
+                                        for y in _outputs(out, "jvp")]))
+    return (out, tangent_out, aux) if has_aux else (out, tangent_out)
+
+
+def _tangent(v, y, unconnected):
+    """A pushed tangent as the user gets it: a tensor, or zeros / None where ``y`` does
+    not depend on the primals."""
+    if v is None:
+        return zeros_like(y) if unconnected == "zero" else None
+    return v if isinstance(v, Tensor) else wrap(v)
 
 
 def jacfwd(f, argnums=0, has_aux=False):
@@ -240,8 +252,8 @@ class ForwardAccumulator:
     ...     y = f(x)
     >>> acc.jvp(y)          # J v; None if y does not depend on x
 
-    Built on the double-VJP construction: the block is recorded on a tape of its own,
-    and ``jvp`` replays it. Under a recording tape (forward-over-reverse: take a
+    The block is recorded on a tape of its own; ``jvp`` pushes the tangents through its
+    entries (``tape/forward.py``). Under a recording tape (forward-over-reverse: take a
     gradient inside the block, then ``acc.jvp(gradient)``) it gives Hessian-vector
     products.
     """
@@ -284,20 +296,8 @@ class ForwardAccumulator:
     def _one(self, y, unconnected):
         if not isinstance(y, Tensor) or y._node not in self._tape._watched:
             return zeros_like(y) if unconnected == "zero" else None
-
-        def transposed(u):
-            return self._tape.gradient(y, self._primals, output_gradients=u)
-
-        tu, u, gs = _transposed_vjp(transposed, y)
-        total = None
-        with tu:  # <J^T u, v>, recorded: its gradient in u is J v
-            for g, v in zip(gs, self._tangents):
-                if g is not None:
-                    term = (g * v).sum()
-                    total = term if total is None else total + term
-        if total is None:
-            return zeros_like(y) if unconnected == "zero" else None
-        return tu.gradient(total, u, unconnected_gradients=unconnected)
+        seeds = {node_of(p): v for p, v in zip(self._primals, self._tangents)}
+        return _tangent(forward.push(self._tape, seeds).get(y._node), y, unconnected)
 
 
 class _Nothing:
