@@ -29,7 +29,7 @@ import numpy as np
 
 from . import backend
 from .ops import conv, core, linalg, shape
-from .ops.elementwise import add
+from .ops.elementwise import add, mul
 from .tape import _local
 from .tensor import Batched, Tensor, batched, wrap
 
@@ -250,7 +250,10 @@ def _scatter_add(op, xs, bd, ps, pb, n):
 
 def _matmul(op, xs, bd, ps, pb, n):
     nd = max(_ndim(x, b) for x, b in zip(xs, bd))
-    return op(*[_raised(x, nd) if b else x for x, b in zip(xs, bd)])
+    a, b = [_raised(x, nd) if m else x for x, m in zip(xs, bd)]
+    if a.shape[-1] == 1:  # outer products (a vector's weight gradient): a batched GEMM
+        return mul(a, b)  # with one term per sum is many times slower than multiplying
+    return op(a, b)
 
 
 def _einsum(op, xs, bd, ps, pb, n):
