@@ -29,7 +29,7 @@ import numpy as np
 
 from . import backend
 from .ops import conv, core, linalg, shape
-from .ops.elementwise import add, mul
+from .ops.elementwise import add
 from .tape import _local
 from .tensor import Batched, Tensor, batched, wrap
 
@@ -252,7 +252,7 @@ def _matmul(op, xs, bd, ps, pb, n):
     nd = max(_ndim(x, b) for x, b in zip(xs, bd))
     a, b = [_raised(x, nd) if m else x for x, m in zip(xs, bd)]
     if a.shape[-1] == 1:  # outer products (a vector's weight gradient): a batched GEMM
-        return mul(a, b)  # with one term per sum is many times slower than multiplying
+        return linalg.outer(a, b)  # with one term per sum is many times slower
     return op(a, b)
 
 
@@ -369,7 +369,7 @@ for _name in ("add", "sub", "mul", "div", "add_bias", "neg", "pow", "exp", "log"
               "abs", "sin", "cos", "tanh", "sigmoid", "relu", "leaky_relu", "erf", "gelu",
               "softplus", "maximum", "minimum", "where", "clip", "lt", "le", "gt", "ge", "eq",
               "ne", "logical_and", "logical_or", "logical_not", "sign", "cast", "alias",
-              "dropout", "binary_cross_entropy", "binary_cross_entropy_with_logits"):
+              "dropout", "binary_cross_entropy", "binary_cross_entropy_with_logits", "outer"):
     RULES[_name] = _elementwise
 for _name in ("sum", "mean", "max", "min", "prod", "var", "std", "logsumexp", "standardize",
               "avg_pool2d", "avg_unpool2d"):

@@ -212,7 +212,7 @@ for _name in ("add", "sub", "neg", "alias", "sum", "mean", "reshape", "transpose
               "nll_loss", "winograd_input", "winograd_input_adjoint", "winograd_weight",
               "winograd_weight_adjoint", "winograd_output", "winograd_output_adjoint"):
     KINDS[_name] = _linear
-for _name in ("mul", "matmul", "einsum", "conv_im2col", "direct_conv", "winograd_gemm",
+for _name in ("mul", "outer", "matmul", "einsum", "conv_im2col", "direct_conv", "winograd_gemm",
               "winograd_conv"):
     KINDS[_name] = _multilinear
 for _name in ("exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu",

@@ -118,3 +118,26 @@ def swap_leading(y):
     parallel_for(_swap_leading, a * b, y.reshape(-1), out.reshape(-1), a, b, plane,
                  work=y.size)
     return out
+
+
+
+@kernel
+def _outer(start, stop, a, b, out, rows, m):
+    for r in range(U(start), U(stop)):  # one output row (n, i) per work item
+        s = a[r]
+        first = r * U(m)
+        src = (r // U(rows)) * U(m)
+        for j in range(U(m)):
+            out[first + j] = s * b[src + j]
+
+
+def outer(a, b):
+    """Outer products of vectors in batches: ``a`` (N, I) and ``b`` (N, J) to (N, I, J),
+    written once into a reused buffer (numpy's broadcast multiply ran at a third of the
+    memory's speed on vmap's per-example weight gradients)."""
+    n, rows = a.shape
+    m = b.shape[1]
+    out = buffers.empty((n, rows, m), a.dtype)
+    parallel_for(_outer, n * rows, a.reshape(-1), b.reshape(-1), out.reshape(-1), rows, m,
+                 work=out.size)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import string
 
 import numpy as np
+from kernels.cpu import elementwise as _cpu
 from kernels.cpu.threads import matmul as _threaded_matmul
 
 from .. import backend
@@ -61,6 +62,26 @@ def matmul(a, b):
     if len(sa) == 1:
         shape = shape[:-2] + shape[-1:] if len(sb) > 1 else shape[:-1]
     return reshape(out, shape=shape)
+
+
+# ----- outer products of vectors, in batches -----
+def _outer(a, b):
+    """``a`` (..., n, 1) times ``b`` (..., 1, m): one product per element, no sums. vmap
+    makes these of a vector's weight gradient (a batched GEMM with one term per sum
+    would be many times slower); tape's kernel writes them in one pass."""
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype
+            and a.dtype in _cpu.FLOATS and a.shape[:-2] == b.shape[:-2]
+            and a.size * b.shape[-1] >= _cpu.MIN_SIZE):
+        n, m = a.shape[-2], b.shape[-1]
+        lead = a.shape[:-2]
+        out = _cpu.outer(np.ascontiguousarray(a).reshape(-1, n),
+                         np.ascontiguousarray(b).reshape(-1, m))
+        return out.reshape(lead + (n, m))
+    return a * b
+
+
+outer = Op("outer", _outer, lambda g, ans, a, b: g * b, lambda g, ans, a, b: g * a,
+           doc="Batched outer products: a (..., n, 1) times b (..., 1, m), elementwise.")
 
 
 # ----- einsum -----

@@ -164,3 +164,14 @@ def _energy(a):
 T.row("func_grad", lambda m, x: m.func.grad(_energy)(x) * x, (3, 4))
 T.row("func_jvp", lambda m, x, v: m.func.jvp(lambda a: (a @ a.T).tanh(), (x,), (v,))[1],
       (3, 4), (3, 4))
+
+
+def _example_loss(w, x):
+    return ((x @ w).tanh() ** 2).sum()
+
+
+T.row("func_vmap_grad", lambda m, w, x: m.func.vmap(m.func.grad(_example_loss),
+                                                    in_axes=(None, 0))(w, x), (3, 2), (4, 3),
+      torch_fn=lambda m, w, x: m.func.vmap(m.func.grad(_example_loss), in_dims=(None, 0))(w, x))
+T.row("func_vmap", lambda m, x, w: m.func.vmap(lambda r: (r @ w).sin(), in_axes=1)(x),
+      (3, 4), (3, 2), torch_fn=lambda m, x, w: m.func.vmap(lambda r: (r @ w).sin(), in_dims=1)(x))
