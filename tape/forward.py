@@ -37,24 +37,30 @@ def push(tape, tangents, start=0):
     """Tangents of the outputs of ``tape``'s entries from ``start`` on; ``tangents``
     maps nodes to tangents on entry (the primals') and gets the new ones."""
     tensor_mode = bool(_local.stack or _local.vmap_level)
+    if not tensor_mode:  # first order: the walk runs on arrays
+        for key, v in tangents.items():
+            if isinstance(v, Tensor):
+                tangents[key] = v.data
     entries = tape._entries
+    get = tangents.get
     for k in range(start, len(entries)):
         op, inputs, ans, out, params, _ = entries[k]
-        vs = [tangents.get(key_of(x)) for x in inputs]
-        if not any(v is not None for v in vs):
+        vs = [get(x if type(x) is Node else getattr(x, "_node", None)) for x in inputs]
+        for v in vs:
+            if v is not None:
+                break
+        else:  # no input carries a tangent
             continue
         if tensor_mode:
             vs = [v if v is None or isinstance(v, Tensor) else wrap(v) for v in vs]
             args, a = inputs, ans
         else:
-            vs = [v.data if isinstance(v, Tensor) else v for v in vs]
             args = [x.data if isinstance(x, Tensor) else x for x in inputs]
             a = ans if type(ans) is Node else ans.data
-        kind = KINDS.get(op.name, _transposed)
-        t = kind(op, args, a, out, params, vs)
+        t = KINDS.get(op.name, _transposed)(op, args, a, out, params, vs)
         if t is None:
             continue
-        if tuple(t.shape) != tuple(out.shape):
+        if t.shape != out.shape:
             t = broadcast_to(t, shape=tuple(out.shape))
         if t.dtype != out.dtype:
             t = ew.cast(t, dtype=out.dtype)
