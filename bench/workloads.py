@@ -25,6 +25,7 @@ CONV_SHAPES = [(64, 1, 8, 28), (64, 16, 32, 14), (32, 64, 128, 8)]  # N, Cin, Co
 POOL_SHAPE = (64, 32, 28, 28)  # max_pool2d 2x2, stride 2
 CHAIN_REPEATS = 40  # five ops each (mul, add, tanh, mul, sub): 200 ops, then a sum
 MLP_BATCH, LENET_BATCH, LENET_BATCH_GPU = 128, 64, 256
+PER_EXAMPLE_BATCH = 64  # per-example gradients (func.vmap of func.grad)
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -44,6 +45,8 @@ WORKLOADS = {
     **{conv_name(s): "conv2d 3x3 pad 1, fwd + input and weight gradients"
        for s in CONV_SHAPES},
     "max_pool2d": f"max_pool2d 2x2 on {POOL_SHAPE}, fwd + grad",
+    "per_example": f"per-example gradients, MLP 784-256-10, batch {PER_EXAMPLE_BATCH}: "
+                   "vmap(grad(loss), in_axes=(None, 0, 0))",
 }
 CONV_BY_NAME.update((conv_name(s), s) for s in CONV_SHAPES)
 
@@ -156,10 +159,45 @@ def tape_training_step(name, seed=0, device="cpu"):
     return step, model, opt
 
 
+def per_example_data(seed=0):
+    """Parameters (784-256-10, float32) and a batch of 64 examples with labels."""
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal((784, 256)) * 0.05, np.zeros(256),
+              rng.standard_normal((256, 10)) * 0.05, np.zeros(10)]
+    x = rng.standard_normal((PER_EXAMPLE_BATCH, 784))
+    y = rng.integers(0, 10, PER_EXAMPLE_BATCH)
+    return [p.astype(np.float32) for p in params], x.astype(np.float32), y
+
+
+def per_example_loss(F, params, x, y):
+    """One example's loss (``F``: tape.functional or torch.nn.functional)."""
+    w1, b1, w2, b2 = params
+    h = F.relu(x @ w1 + b1)
+    return F.cross_entropy((h @ w2 + b2)[None], y[None])
+
+
+def tape_per_example(device="cpu", loop=False):
+    """tape's per-example gradients: vmap(grad), or (``loop``) grad once per example."""
+    import tape
+    import tape.functional as F
+    from tape import func
+
+    params, x, y = per_example_data()
+    params = [tape.tensor(p, device=device) for p in params]
+    x, y = tape.tensor(x, device=device), tape.tensor(y, device=device)
+    grad = func.grad(lambda ps, xi, yi: per_example_loss(F, ps, xi, yi))
+    if loop:
+        return lambda: [grad(params, x[i], y[i]) for i in range(len(x))]
+    return synced(lambda: func.vmap(grad, in_axes=(None, 0, 0))(params, x, y),
+                  _tape_sync(device))
+
+
 def tape_step(name, device="cpu"):
     """One step of workload ``name`` on tape (only that workload's data is made)."""
     if name in MODELS:
         return tape_training_step(name, device=device)[0]
+    if name == "per_example":
+        return tape_per_example(device)
     import tape
     import tape.functional as F
 
@@ -240,6 +278,12 @@ def torch_step(name, device="cpu"):
 
     F = torch.nn.functional
     sync = _torch_sync(device)
+    if name == "per_example":
+        params, x, y = per_example_data()
+        params = [torch.from_numpy(p).to(device) for p in params]
+        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        grad = torch.func.grad(lambda ps, xi, yi: per_example_loss(F, ps, xi, yi))
+        return synced(lambda: torch.func.vmap(grad, in_dims=(None, 0, 0))(params, x, y), sync)
     if name == "chain":
         x0 = torch.tensor(chain_input(), requires_grad=True, device=device)
         return synced(lambda: torch.autograd.grad(chain(x0), x0), sync)

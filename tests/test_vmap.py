@@ -247,3 +247,25 @@ def test_dropout_draws_a_mask_per_example():
 def test_errors(call, match):
     with pytest.raises((ValueError, NotImplementedError), match=match):
         call(tape.tensor(np.ones((3, 4))))
+
+
+# ----- on each device: the same numbers as on the CPU -----
+def test_transforms_on_each_device(device):
+    rng = np.random.default_rng(6)
+    params = [rng.standard_normal(s) for s in [(6, 5), (5,), (5, 3), (3,)]]
+    x, y = rng.standard_normal((4, 6)), np.array([0, 2, 1, 2])
+    images, w = rng.standard_normal((2, 3, 1, 6, 6)), rng.standard_normal((2, 1, 3, 3))
+
+    def run(dev):
+        ps = [tape.tensor(p, device=dev) for p in params]
+        per_example = func.vmap(func.grad(_mlp_loss), in_axes=(None, 0, 0))(
+            ps, tape.tensor(x, device=dev), tape.tensor(y, device=dev))
+        tangent = func.jvp(lambda a: (a @ ps[0]).tanh().sum(), (tape.tensor(x, device=dev),),
+                           (tape.ones_like(tape.tensor(x, device=dev)),))[1]
+        convs = func.vmap(lambda im: F.max_pool2d(F.conv2d(im, tape.tensor(w, device=dev),
+                                                           padding=1), 2))(
+            tape.tensor(images, device=dev))
+        return [g.numpy() for g in per_example] + [tangent.numpy(), convs.numpy()]
+
+    for got, want in zip(run(device), run("cpu")):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
