@@ -24,7 +24,7 @@ maps it: the same ops, recorded or batched. A JVP costs about a forward and a ba
 from __future__ import annotations
 
 from . import backend
-from .node import Node, key_of
+from .node import Node
 from .ops import elementwise as ew
 from .ops import reduce as rd
 from .ops.pool import gather_at
