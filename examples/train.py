@@ -8,7 +8,10 @@
 Each step records the forward pass with ``with tape.Tape() as t:`` and updates the
 weights with ``opt.step(t.gradient(loss, params))``. Shows a progress bar with loss and
 accuracy, prints the test accuracy, saves the model with ``tape.nn.save_model`` and plots
-the training curves to a PNG (``runs/{model}-{dataset}.*``).
+the training curves to a PNG (``runs/{model}-{dataset}.*``). After every epoch it saves a
+checkpoint (``runs/{model}-{dataset}.ckpt``: model, optimizer, schedule, epoch, random
+states, history); ``--resume runs/cnn-digits.ckpt`` continues it, and ends with the same
+weights, bit for bit, as a run that was never interrupted.
 """
 
 from __future__ import annotations
@@ -107,6 +110,28 @@ def plot(history, path):
     plt.close(fig)
 
 
+def save_checkpoint(path, epoch, step, model, opt, schedule, rng, history):
+    """Everything a resumed run needs to continue as if never stopped, written atomically
+    (a crash while saving leaves the previous checkpoint whole)."""
+    tape.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+               "schedule": schedule.state_dict(), "epoch": epoch, "step": step,
+               "rng": tape.get_rng_state(), "augment_rng": rng.bit_generator.state,
+               "history": history, "best": max(history["test_accuracy"])}, path)
+
+
+def resume(path, model, opt, schedule, rng, history):
+    """Restore a checkpoint in place; returns (first epoch to run, step, best accuracy)."""
+    state = tape.load(path)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    tape.set_rng_state(state["rng"])
+    rng.bit_generator.state = state["augment_rng"]
+    for key, values in state["history"].items():
+        history[key][:] = values
+    return int(state["epoch"]) + 1, int(state["step"]), float(state["best"])
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0].replace("``", ""),
@@ -127,6 +152,10 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default="runs", help="folder for the model and the plot")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--resume", metavar="PATH",
+                        help="continue the run saved in this checkpoint (the same arguments)")
+    parser.add_argument("--stop-after", type=int, metavar="EPOCH",
+                        help="end the run after this epoch, as an interruption would")
     parser.add_argument("--no-augment", action="store_true",
                         help="no random 1-pixel shifts of the CNN's training images")
     return parser.parse_args(argv)
@@ -155,9 +184,18 @@ def main(argv=None):
     step, start = 0, time.perf_counter()
     rng = np.random.default_rng(args.seed)
     augment = args.model == "cnn" and not args.no_augment  # shifts do not help an MLP
+    os.makedirs(args.out, exist_ok=True)
+    checkpoint = os.path.join(args.out, f"{args.model}-{args.dataset}.ckpt")
+    first = 1
+    if args.resume:
+        first, step, best = resume(args.resume, model, opt, schedule, rng, history)
+        train_loader.set_epoch(first - 1)
+        print(f"resumed from {args.resume} after epoch {first - 1} (best test accuracy "
+              f"{best:.4f})")
     print(f"{args.model} on {args.dataset}: {len(train)} training and {len(test)} test "
           f"images, {sum(p.size for p in params):,} parameters")
-    for epoch in range(1, args.epochs + 1):
+    test_accuracy = history["test_accuracy"][-1] if history["test_accuracy"] else 0.0
+    for epoch in range(first, args.epochs + 1):
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                    disable=args.no_progress)
         for x, y in bar:
@@ -180,9 +218,12 @@ def main(argv=None):
         history["test_accuracy"].append(test_accuracy)
         print(f"epoch {epoch:3d}  loss {np.mean(history['loss'][-len(train_loader):]):.4f}  "
               f"test accuracy {test_accuracy:.4f}")
+        save_checkpoint(checkpoint, epoch, step, model, opt, schedule, rng, history)
+        if args.stop_after == epoch:
+            print(f"stopped after epoch {epoch}; continue with --resume {checkpoint}")
+            return test_accuracy
     elapsed = time.perf_counter() - start
     print(f"test accuracy {test_accuracy:.4f} after {args.epochs} epochs ({elapsed:.1f} s)")
-    os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, f"{args.model}-{args.dataset}.safetensors")
     plot_path = os.path.join(args.out, f"{args.model}-{args.dataset}.png")
     nn.save_model(model, model_path)

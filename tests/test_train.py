@@ -89,3 +89,21 @@ def test_missing_mnist_files_end_in_one_line_naming_download(tmp_path, capsys):
         train.main(["--dataset", "mnist", "--data-dir", str(tmp_path), "--no-progress"])
     message = str(info.value.code)
     assert "--download" in message and str(tmp_path) in message and "\n" not in message
+
+
+@pytest.mark.parametrize("model, stop", [("cnn", 1), ("mlp", 2)])
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, model, stop):
+    common = ["--model", model, "--epochs", "3", "--no-progress"]
+    whole = train.main(common + ["--out", str(tmp_path / "whole")])
+    train.main(common + ["--out", str(tmp_path / "cut"), "--stop-after", str(stop)])
+    tape.manual_seed(123)  # the resumed process starts from another random state
+    ckpt = tmp_path / "cut" / f"{model}-digits.ckpt"
+    resumed = train.main(common + ["--out", str(tmp_path / "cut"), "--resume", str(ckpt)])
+    assert resumed == whole
+    a = tape.load(tmp_path / "whole" / f"{model}-digits.safetensors")
+    b = tape.load(tmp_path / "cut" / f"{model}-digits.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name].numpy(), b[name].numpy(), err_msg=name)
+    both = [tape.load(tmp_path / d / f"{model}-digits.ckpt") for d in ("whole", "cut")]
+    assert both[0]["history"] == both[1]["history"] and both[1]["epoch"] == 3
