@@ -48,7 +48,29 @@ CASES = [
     ("RMSprop", {"lr": 1e-2, "alpha": 0.3, "maximize": True}, None),
     ("RMSprop", {"lr": 1e-2},
      [([0], {"centered": True}), ([1, 2], {"lr": 3e-3, "momentum": 0.9})]),
+    ("Adagrad", {}, None),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.5}, None),
+    ("Adagrad", {"lr": 0.1, "weight_decay": 0.1, "eps": 1e-6, "maximize": True}, None),
+    ("Adagrad", {"lr": 0.1}, [([2], {"lr_decay": 0.1}), ([0, 1], {"weight_decay": 0.05})]),
+    ("Adamax", {}, None),
+    ("Adamax", {"lr": 1e-2, "betas": (0.8, 0.99), "weight_decay": 0.1}, None),
+    ("Adamax", {"lr": 1e-2, "eps": 1e-3, "maximize": True, "weight_decay": 0.01}, None),
+    ("Adamax", {"lr": 1e-2, "betas": (0.0, 0.5)}, [([1, 0], {}), ([2], {"lr": 1e-3})]),
+    ("NAdam", {}, None),
+    ("NAdam", {"lr": 1e-2, "betas": (0.8, 0.99), "weight_decay": 0.1}, None),
+    ("NAdam", {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True}, None),
+    ("NAdam", {"lr": 1e-2, "momentum_decay": 0.05, "maximize": True, "weight_decay": 0.01},
+     None),
+    ("NAdam", {"lr": 1e-2}, [([0], {"momentum_decay": 0.1}), ([2, 1], {"eps": 1e-3})]),
+    ("RAdam", {}, None),
+    ("RAdam", {"lr": 1e-2, "betas": (0.8, 0.99), "weight_decay": 0.1}, None),
+    ("RAdam", {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True}, None),
+    ("RAdam", {"lr": 1e-2, "betas": (0.5, 0.8), "maximize": True, "weight_decay": 0.01},
+     None),
+    ("RAdam", {"lr": 1e-2}, [([1], {"betas": (0.9, 0.9)}), ([0, 2], {"eps": 1e-3})]),
 ]
+NEW = ("Adagrad", "Adamax", "NAdam", "RAdam")  # each one's first row joins the smaller tables
+FIRST_NEW = [next(c for c in CASES if c[0] == name) for name in NEW]
 
 
 def case_id(case):
@@ -135,7 +157,11 @@ def test_matches_torch(case, dtype, device):
             if key == "step":
                 assert value == int(expected)
             else:
-                assert value.dtype == dtype and backend.device_of(value) == device
+                # parameter-shaped buffers are in the parameter's dtype, NAdam's mu_product
+                # in float32: torch's dtypes either way
+                assert value.dtype == expected.numpy().dtype == (dtype if value.ndim else
+                                                                 np.float32)
+                assert backend.device_of(value) == device
                 np.testing.assert_allclose(backend.to_numpy(value), expected.numpy(),
                                            **TOL[dtype], err_msg=key)
     for group, tgroup in zip(ours_sd["param_groups"], torch_sd["param_groups"]):
@@ -168,7 +194,8 @@ def test_state_dict_round_trip(case, device):
     assert saved["param_groups"] == snapshot["param_groups"]
 
 
-@pytest.mark.parametrize("case", CASES[1:3] + CASES[9:12] + CASES[19:21], ids=case_id)
+@pytest.mark.parametrize("case", CASES[1:3] + CASES[9:12] + CASES[19:21] + FIRST_NEW,
+                         ids=case_id)
 def test_loads_a_torch_state_dict(case):
     opt, topt, ours, theirs = start(case, np.float32)
     seq = gradients(ours, 20)
@@ -187,7 +214,7 @@ def test_loads_a_torch_state_dict(case):
 # ----- precision and memory -----
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", *NEW])
 def test_float32_stays_float32_with_numpy_settings(name):
     p = tape.tensor(np.ones((3, 2), np.float32))
     settings = {"lr": np.float64(0.1), "weight_decay": np.float64(0.01)}
@@ -210,6 +237,13 @@ MEMORY = [
     ("Adam", {"weight_decay": 0.1}, 2),
     ("AdamW", {}, 1),
     ("RMSprop", {"momentum": 0.9, "centered": True}, 1),
+    ("Adagrad", {}, 1),
+    ("Adagrad", {"weight_decay": 0.1}, 2),
+    ("Adamax", {}, 1),
+    ("NAdam", {}, 2),
+    ("NAdam", {"weight_decay": 0.1}, 2),
+    ("RAdam", {}, 2),
+    ("RAdam", {"weight_decay": 0.1, "decoupled_weight_decay": True}, 2),
 ]
 
 
@@ -249,6 +283,14 @@ BAD_SETTINGS = [
     (lambda ps: optim.AdamW(ps, weight_decay=-0.01), "weight_decay"),
     (lambda ps: optim.RMSprop(ps, alpha=-0.5), "alpha"),
     (lambda ps: optim.RMSprop(ps, momentum=-0.5), "momentum"),
+    (lambda ps: optim.Adagrad(ps, lr_decay=-0.1), "lr_decay=-0.1"),
+    (lambda ps: optim.Adagrad(ps, initial_accumulator_value=-1.0), "initial_accumulator"),
+    (lambda ps: optim.Adagrad(ps, eps=-1.0), "eps"),
+    (lambda ps: optim.Adamax(ps, betas=(0.9, 1.0)), r"betas\[1\]=1.0"),
+    (lambda ps: optim.NAdam(ps, momentum_decay=-1e-3), "momentum_decay"),
+    (lambda ps: optim.NAdam(ps, weight_decay=-0.1), "weight_decay"),
+    (lambda ps: optim.RAdam(ps, betas=(-0.1, 0.999)), r"betas\[0\]"),
+    (lambda ps: optim.RAdam(ps, eps=-1e-8), "eps"),
     (lambda ps: optim.Adam([{"params": ps[:1]}, {"params": ps[1:], "lr": -1.0}]), "lr"),
     (lambda ps: optim.Adam([{"params": ps, "momentum": 0.9}]), "unknown setting"),
     (lambda ps: optim.SGD([], lr=0.1), "empty"),
@@ -401,7 +443,8 @@ def test_clip_grad_norm_edge_cases():
 # ----- the GPU keeps its arrays on the device, and state follows its parameters -----
 
 
-@pytest.mark.parametrize("case", CASES[3:4] + CASES[11:12] + CASES[20:21], ids=case_id)
+@pytest.mark.parametrize("case", CASES[3:4] + CASES[11:12] + CASES[20:21] + FIRST_NEW,
+                         ids=case_id)
 def test_state_follows_parameters_across_devices(case, device):
     """A torch state dict, or one saved on the other device, loads onto the parameters'
     device; parameters moved after some steps take their state along."""
@@ -432,7 +475,8 @@ def test_state_follows_parameters_across_devices(case, device):
 
 
 @pytest.mark.skipif(backend.cupy_or_none() is None, reason="needs CuPy and a CUDA GPU")
-@pytest.mark.parametrize("case", CASES[3:4] + CASES[11:12] + CASES[20:21], ids=case_id)
+@pytest.mark.parametrize("case", CASES[3:4] + CASES[11:12] + CASES[20:21] + FIRST_NEW,
+                         ids=case_id)
 def test_gpu_matches_cpu(case):
     opt, _, ours, _ = start(case, np.float32)
     gpu = [p.to("cuda") for p in ours]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer, lerp_, weight_decayed
+from .optimizer import Optimizer, check_betas, lerp_, weight_decayed
 
 
 class Adam(Optimizer):
@@ -25,14 +25,7 @@ class Adam(Optimizer):
 
     def _check(self, group):
         super()._check(group)
-        if not group["eps"] >= 0:
-            raise ValueError(f"invalid eps={group['eps']}: it must be >= 0")
-        betas = group["betas"]
-        if len(betas) != 2:
-            raise ValueError(f"betas is a pair (beta1, beta2), got {betas!r}")
-        for i, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"invalid betas[{i}]={beta}: each beta must be in [0, 1)")
+        check_betas(group)
 
     def _update_group(self, group, pairs):
         lr, eps, decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])

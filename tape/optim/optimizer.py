@@ -167,7 +167,7 @@ class Optimizer:
         by_index = {}
         groups = []
         for old, new in zip(saved, self.param_groups):
-            known = set(self.defaults) | {"initial_lr"}  # torch's extras (foreach...) drop out
+            known = set(self.defaults) | _SCHEDULE_KEYS  # torch's extras (foreach...) drop out
             group = {**new, **{k: v for k, v in old.items() if k in known}}
             self._check(group)
             groups.append(group)
@@ -175,9 +175,14 @@ class Optimizer:
         state = {}
         for i, buffers in state_dict["state"].items():
             p = by_index[int(i)]
-            state[p] = {k: _restore(k, v, p) for k, v in buffers.items()}
+            state[p] = {k: _restore(k, v, p, self._scalar_state.get(k))
+                        for k, v in buffers.items()}
         self.param_groups = groups
         self.state = state
+
+    # state entries that are one number kept as a 0-d array of a fixed dtype (NAdam's
+    # mu_product), not a buffer shaped and typed like the parameter
+    _scalar_state: dict = {}
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -185,6 +190,11 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+# the settings schedulers write into a group (OneCycleLR's bounds): a load keeps them, so
+# a schedule resumed with last_epoch=k finds them as torch's does
+_SCHEDULE_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
 
 
 # ----- helpers shared by the optimizers -----
@@ -228,12 +238,16 @@ def _copy(v):
     return v.copy() if hasattr(v, "shape") else v
 
 
-def _restore(key, value, p: Tensor):
-    """A state entry as this parameter needs it: arrays on its device and dtype."""
+def _restore(key, value, p: Tensor, scalar_dtype=None):
+    """A state entry as this parameter needs it: arrays on its device and dtype (a scalar
+    entry, 0-d in ``scalar_dtype``)."""
     if key == "step":
         return int(value)
     if isinstance(value, Tensor):  # as tape.load returns a saved state dict's arrays
         value = value.data
+    if scalar_dtype is not None:
+        value = backend.to_numpy(value) if hasattr(value, "shape") else value
+        return backend.to_device(np.array(value, dtype=scalar_dtype).reshape(()), p.device)
     if not hasattr(value, "shape"):
         return value
     if not backend.is_cupy(value):
@@ -245,6 +259,18 @@ def _restore(key, value, p: Tensor):
         )
     moved = backend.to_device(value, p.device)
     return moved.astype(p.dtype, copy=moved is value)
+
+
+def check_betas(group: dict) -> None:
+    """Raise ValueError unless the group's eps >= 0 and betas are a pair in [0, 1)."""
+    if not group["eps"] >= 0:
+        raise ValueError(f"invalid eps={group['eps']}: it must be >= 0")
+    betas = group["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas is a pair (beta1, beta2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"invalid betas[{i}]={beta}: each beta must be in [0, 1)")
 
 
 def weight_decayed(xp, p, g, weight_decay: float, maximize: bool):
