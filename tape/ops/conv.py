@@ -29,7 +29,7 @@ from .elementwise import add_bias
 from .indexing import getitem
 from .linalg import _matmul, gemm
 from .nn import same_dtype
-from .shape import _transpose, concatenate, reshape, swapaxes
+from .shape import _transpose, concatenate, pad, reshape, swapaxes
 from .winograd import (
     _fused_applies,
     _winograd_gemm,
@@ -231,3 +231,99 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return out
 
 
+
+
+# ----- conv1d: conv2d on a height-1 image -----
+def _single(value, name, op):
+    """An int or a 1-tuple of ints, as an int (torch's _single)."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{op}: {name} must be an int or a 1-tuple of ints, got {value!r}")
+    return int(value)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution (cross-correlation), as ``torch.nn.functional.conv1d``: conv2d on
+    a height-1 image, so it takes conv2d's routes and inherits its derivatives.
+
+    ``x`` (N, Cin, L), ``weight`` (Cout, Cin // groups, k), ``bias`` (Cout,).
+    """
+    xs, ws = _shape(x), _shape(weight)
+    if len(xs) != 3 or len(ws) != 3:
+        raise ValueError(
+            f"conv1d: expects input (N, C, L) and weight (Cout, Cin/groups, k), got shapes "
+            f"{xs} and {ws}"
+        )
+    stride, padding = _single(stride, "stride", "conv1d"), _single(padding, "padding", "conv1d")
+    dilation = _single(dilation, "dilation", "conv1d")
+    out = conv2d(reshape(x, shape=(xs[0], xs[1], 1, xs[2])),
+                 reshape(weight, shape=(ws[0], ws[1], 1, ws[2])), bias, stride=(1, stride),
+                 padding=(0, padding), dilation=(1, dilation), groups=groups)
+    n, c, _, lo = _shape(out)
+    return reshape(out, shape=(n, c, lo))
+
+
+# ----- conv_transpose2d: conv2d's input gradient as a forward -----
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 2-D convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    ``x`` (N, Cin, H, W), ``weight`` (Cin, Cout // groups, kh, kw), ``bias`` (Cout,);
+    ``Hout = (H - 1)*stride - 2*padding + dilation*(kh - 1) + output_padding + 1``. The
+    forward is conv2d's input gradient on the im2col route's ops, ``col2im(W2.T @ x2)``,
+    so its derivatives (a conv2d and a weight GEMM), vmap and forward mode come with them.
+    """
+    xs, ws = _shape(x), _shape(weight)
+    if len(xs) != 4 or len(ws) != 4:
+        raise ValueError(
+            f"conv_transpose2d: expects input (N, Cin, H, W) and weight (Cin, Cout/groups, "
+            f"kh, kw), got shapes {xs} and {ws}"
+        )
+    if groups < 1 or xs[1] != ws[0] or ws[0] % groups:
+        raise ValueError(
+            f"conv_transpose2d: input of shape {xs} has {xs[1]} channels, but weight of shape "
+            f"{ws} expects {ws[0]} (its first axis, divisible by groups={groups})"
+        )
+    cout = ws[1] * groups
+    if bias is not None and _shape(bias) != (cout,):
+        raise ValueError(f"conv_transpose2d: bias of shape {_shape(bias)} should be ({cout},)")
+    same_dtype("conv_transpose2d", ("input", x), ("weight", weight), ("bias", bias))
+    op = "conv_transpose2d"
+    stride, padding = pair(stride, "stride", op), pair(padding, "padding", op)
+    dilation, out_pad = pair(dilation, "dilation", op), pair(output_padding, "output_padding", op)
+    k = (ws[2], ws[3])
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0 or min(out_pad) < 0:
+        raise ValueError(f"{op}: stride and dilation must be positive, padding and "
+                         f"output_padding not negative; got stride={stride}, padding={padding}, "
+                         f"dilation={dilation}, output_padding={out_pad}")
+    if any(o >= max(s, d) for o, s, d in zip(out_pad, stride, dilation)):
+        raise ValueError(f"{op}: output_padding={out_pad} must be smaller than either stride="
+                         f"{stride} or dilation={dilation}")
+    full = [(i - 1) * s + d * (kk - 1) + 1 for i, s, d, kk in zip(xs[2:], stride, dilation, k)]
+    out_hw = tuple(f - 2 * p + o for f, p, o in zip(full, padding, out_pad))
+    if min(out_hw) < 1:
+        raise ValueError(f"{op}: input of shape {xs} with kernel {k}, stride={stride}, padding="
+                         f"{padding}, dilation={dilation} gives an empty output {out_hw}")
+    # output_padding < stride: col2im writes the output at once; else (a dilation's
+    # allowance) col2im writes the uncropped output, cropped and padded after
+    direct = all(o < s for o, s in zip(out_pad, stride))
+    cols_hw, cols_pad = (out_hw, padding) if direct else (tuple(full), (0, 0))
+    cin, cout_g = ws[0] // groups, ws[1]
+    x2 = reshape(swap_leading(x), shape=(xs[1], -1))  # (Cin, N*H*W), n-major columns
+    outs = []
+    for gi in range(groups):
+        xg = x2 if groups == 1 else getitem(x2, slice(gi * cin, (gi + 1) * cin))
+        wg = weight if groups == 1 else getitem(weight, slice(gi * cin, (gi + 1) * cin))
+        cols = _matmul(swapaxes(reshape(wg, shape=(cin, -1)), -1, -2), xg)  # (Cout_g*kh*kw, .)
+        outs.append(col2im(cols, x_shape=(xs[0], cout_g) + cols_hw, k=k, stride=stride,
+                           padding=cols_pad, dilation=dilation))
+    out = outs[0] if groups == 1 else concatenate(outs, axis=1)
+    if not direct:
+        (h, w), (ph, pw) = out_hw, padding
+        out = getitem(out, (slice(None), slice(None), slice(ph, ph + h), slice(pw, pw + w)))
+        _, _, hc, wc = _shape(out)
+        out = pad(out, (0, w - wc, 0, h - hc))
+    if bias is not None:
+        out = add_bias(out, reshape(bias, shape=(1, cout, 1, 1)))
+    return out
