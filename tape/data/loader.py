@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
 
 import numpy as np
@@ -51,6 +52,11 @@ class DataLoader:
     two loaders with the same seed agree epoch by epoch, and otherwise from the library
     generator (``tape.manual_seed``). The last, short batch is dropped with ``drop_last``.
 
+    ``sampler`` (an iterable of indices with ``__len__``: ``RandomSampler``, a
+    ``DistributedSampler``, a class of your own) chooses the order instead of ``shuffle``
+    and ``seed``; it is iterated afresh each epoch, and ``len(loader)`` follows
+    ``len(sampler)``.
+
     >>> loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True, seed=0)
     >>> for epoch in range(10):
     ...     for xb, yb in loader:
@@ -58,7 +64,7 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 collate_fn=None):
+                 collate_fn=None, sampler=None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
                 f"DataLoader needs a dataset with __len__ and __getitem__, got {type(dataset)}"
@@ -70,18 +76,33 @@ class DataLoader:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or seed < 0):
             raise ValueError(f"DataLoader: seed must be a non-negative integer, got {seed!r}")
+        if sampler is not None:
+            if not hasattr(sampler, "__iter__"):
+                raise TypeError(f"DataLoader: sampler must be an iterable of indices (with "
+                                f"__iter__ and __len__), got {type(sampler).__name__}")
+            if shuffle:
+                raise ValueError("DataLoader: sampler option is mutually exclusive with "
+                                 "shuffle; the sampler chooses the order (use RandomSampler "
+                                 "to shuffle)")
+            if seed is not None:
+                raise ValueError(f"DataLoader: seed={seed!r} seeds the loader's own shuffle, "
+                                 "which a sampler replaces; seed the sampler instead")
         self.dataset, self.batch_size = dataset, int(batch_size)
+        self.sampler = sampler
         self.shuffle, self.drop_last, self.seed = bool(shuffle), bool(drop_last), seed
         self.collate_fn = collate_fn
         self.epoch = 0  # the number of the next epoch; set_epoch changes it
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration use the order of ``epoch`` (to resume a seeded run)."""
+        """Make the next iteration use the order of ``epoch`` (to resume a seeded run); a
+        sampler with ``set_epoch`` (``DistributedSampler``) is told too."""
         self.epoch = int(epoch)
+        if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
     def _order(self) -> np.ndarray:
         n = len(self.dataset)
@@ -92,17 +113,34 @@ class DataLoader:
         return np.random.default_rng([int(self.seed), self.epoch]).permutation(n)
 
     def __iter__(self):
-        order = self._order()  # drawn now, so the epoch starts when iteration does
+        if self.sampler is not None:
+            chunks = self._sampled(iter(self.sampler))  # started now, as _order is drawn
+        else:
+            order = self._order()  # drawn now, so the epoch starts when iteration does
+            size = self.batch_size
+            stop = len(order) - len(order) % size if self.drop_last else len(order)
+            chunks = (order[start:start + size] for start in range(0, stop, size))
         self.epoch += 1
-        return self._batches(order)
+        return self._batches(chunks)
 
-    def _batches(self, order):
+    def _sampled(self, indices):
+        """The sampler's indices in arrays of ``batch_size``, read as the batches are drawn."""
+        size = self.batch_size
+        while True:
+            chunk = list(itertools.islice(indices, size))
+            if not chunk or (self.drop_last and len(chunk) < size):
+                return
+            index = np.asarray(chunk)
+            if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+                raise TypeError(f"DataLoader: the sampler must yield one integer index at a "
+                                f"time, got {chunk[0]!r}; samplers of whole batches are not "
+                                "supported")
+            yield index
+
+    def _batches(self, chunks):
         gather = None if self.collate_fn else getattr(self.dataset, "get_batch", None)
         collate = self.collate_fn or default_collate
-        size = self.batch_size
-        stop = len(order) - len(order) % size if self.drop_last else len(order)
-        for start in range(0, stop, size):
-            index = order[start:start + size]
+        for index in chunks:
             if gather is not None:
                 yield gather(index)
             else:
@@ -111,4 +149,6 @@ class DataLoader:
     def __repr__(self):
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, "
                 f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, seed={self.seed})")
+                f"drop_last={self.drop_last}, seed={self.seed}"
+                + ("" if self.sampler is None else f", sampler={type(self.sampler).__name__}")
+                + ")")
