@@ -70,8 +70,8 @@ def push(tape, tangents, start=0):
 
 def _zeros(x, like):
     """Zeros shaped as the input ``x`` (a node or a tensor), on ``like``'s device."""
-    if not hasattr(x, "shape"):  # a Python number: its tangent is 0
-        return x * 0
+    if not hasattr(x, "shape"):  # a Python number: its tangent is 0 (x * 0 is NaN for inf)
+        return type(x)(0)
     data = like.data if isinstance(like, Tensor) else like
     z = backend.xp(data).zeros(tuple(x.shape), x.dtype)
     return wrap(z) if isinstance(like, Tensor) else z
