@@ -1,16 +1,17 @@
 """The functional namespace, ``import tape.functional as F``: ops as plain functions."""
 
 from .ops.elementwise import (  # noqa: F401
-    abs, clip, cos, erf, exp, gelu, leaky_relu, log, maximum, minimum, relu, sigmoid, sin,
-    softplus, sqrt, tanh, where,
+    abs, clip, cos, elu, erf, exp, gelu, leaky_relu, log, maximum, minimum, relu, sigmoid, silu,
+    sin, softplus, sqrt, tanh, where,
 )
 from .ops.linalg import einsum, matmul  # noqa: F401
 from .ops.losses import (  # noqa: F401
-    binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, l1_loss, mse_loss,
-    nll_loss,
+    binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div,
+    l1_loss, mse_loss, nll_loss, smooth_l1_loss,
 )
 from .ops.nn import (  # noqa: F401
-    batch_norm, dropout, embedding, layer_norm, linear, log_softmax, softmax,
+    batch_norm, dropout, embedding, group_norm, layer_norm, linear, log_softmax, rms_norm,
+    softmax,
 )
 from .ops.reduce import (  # noqa: F401
     argmax, argmin, logsumexp, max, mean, min, prod, std, sum, var,

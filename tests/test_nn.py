@@ -80,6 +80,26 @@ LAYERS = [
     ("bce_logits_loss", lambda nn: nn.BCEWithLogitsLoss(
         pos_weight=torch.tensor([1.0, 2.0, 3.0]) if nn is torch.nn else [1.0, 2.0, 3.0]),
      [(4, 3), (4, 3)]),
+    # ----- identity, SiLU/ELU/Softplus, group and RMS norms, smooth L1/Huber/KL losses -----
+    ("identity", lambda nn: nn.Identity(54, unused_argument=0.1), [(4, 5)]),
+    ("silu", lambda nn: nn.SiLU(), [(4, 5)]),
+    ("elu", lambda nn: nn.ELU(alpha=0.5), [(4, 5)]),
+    ("softplus", lambda nn: nn.Softplus(), [(4, 5)]),
+    ("softplus_beta", lambda nn: nn.Softplus(beta=2, threshold=1.5), [(4, 5)]),
+    ("group_norm", lambda nn: nn.GroupNorm(2, 6), [(4, 6, 3, 3)]),
+    ("group_norm_3d_noaffine", lambda nn: nn.GroupNorm(3, 6, eps=1e-3, affine=False),
+     [(4, 6, 5)]),
+    ("group_norm_2d_nobias", lambda nn: nn.GroupNorm(1, 6, bias=False), [(4, 6)]),
+    ("rms_norm", lambda nn: nn.RMSNorm(5), [(3, 4, 5)]),
+    ("rms_norm_2d_noaffine", lambda nn: nn.RMSNorm((4, 5), eps=1e-3, elementwise_affine=False),
+     [(3, 4, 5)]),
+    ("smooth_l1_loss", lambda nn: nn.SmoothL1Loss(beta=0.5), [(4, 5), (4, 5)]),
+    ("smooth_l1_loss_l1", lambda nn: nn.SmoothL1Loss(reduction="sum", beta=0.0),
+     [(4, 5), (4, 5)]),
+    ("huber_loss", lambda nn: nn.HuberLoss(reduction="none", delta=0.7), [(4, 5), (4, 5)]),
+    ("kl_div_loss", lambda nn: nn.KLDivLoss(reduction="batchmean"), [(4, 5), (4, 5)]),
+    ("kl_div_loss_log_target", lambda nn: nn.KLDivLoss(reduction="sum", log_target=True),
+     [(4, 5), (4, 5)]),
 ]
 IDS = [name for name, _, _ in LAYERS]
 
@@ -89,7 +109,7 @@ def _inputs(name, shapes, dtype, rng):
     for s in shapes:
         if isinstance(s, np.ndarray):
             out.append(s)
-        elif name.startswith("bce_loss"):
+        elif name.startswith(("bce_loss", "kl_div_loss")):  # probabilities
             out.append(rng.uniform(0.05, 0.95, s).astype(dtype))
         else:
             out.append(rng.standard_normal(s).astype(dtype))
@@ -228,8 +248,9 @@ def test_default_init_statistics_match_torch(make, name, bound):
 
 
 def test_default_init_norms_and_padding_row():
-    for m in (nn.LayerNorm(7), nn.BatchNorm1d(7), nn.BatchNorm2d(7)):
+    for m in (nn.LayerNorm(7), nn.BatchNorm1d(7), nn.BatchNorm2d(7), nn.GroupNorm(1, 7)):
         assert (m.weight.numpy() == 1).all() and (m.bias.numpy() == 0).all()
+    assert (nn.RMSNorm((2, 3)).weight.numpy() == 1).all()
     bn = nn.BatchNorm2d(3)
     assert (bn.running_mean.numpy() == 0).all() and (bn.running_var.numpy() == 1).all()
     assert bn.num_batches_tracked.dtype == np.int64 and bn.num_batches_tracked.item() == 0

@@ -141,7 +141,54 @@ def test_dropout_second_order_uses_the_same_mask():
     (lambda: F.batch_norm(tape.randn(1, 3), None, None, training=True), ValueError,
      "more than 1 value"),
     (lambda: F.batch_norm(tape.randn(4, 3), None, None), ValueError, "running_mean"),
+    (lambda: F.group_norm(tape.randn(2, 6), 4), ValueError, "positive divisor"),
+    (lambda: F.group_norm(tape.randn(6), 2), ValueError, "at least 2 dimensions"),
+    (lambda: F.group_norm(tape.randn(2, 6), 2, tape.ones(3)), ValueError, "one per channel"),
+    (lambda: F.group_norm(tape.randn(2, 6), 2, tape.ones(6, dtype="float64")), TypeError,
+     "same dtype"),
+    (lambda: F.rms_norm(tape.randn(3, 4), (3,)), ValueError, "normalized_shape"),
+    (lambda: F.rms_norm(tape.randn(3, 4), 4, tape.ones(3)), ValueError, "weight"),
+    (lambda: F.smooth_l1_loss(tape.randn(3), tape.randn(3), beta=-1.0), ValueError, "beta"),
+    (lambda: F.huber_loss(tape.randn(3), tape.randn(3), delta=0.0), ValueError, "delta"),
+    (lambda: F.huber_loss(tape.randn(3), tape.randn(3), weight=tape.ones(1)), ValueError,
+     "weight"),
+    (lambda: F.kl_div(tape.randn(3), tape.rand(3), reduction="avg"), ValueError, "batchmean"),
+    (lambda: tape.nn.GroupNorm(4, 6), ValueError, "divisible"),
+    (lambda: tape.nn.KLDivLoss(reduction="avg"), ValueError, "reduction"),
 ])
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ----- the activations, norms and losses added with torch's names -----
+def test_kl_div_mean_warns_as_torch_and_batchmean_does_not():
+    x, t = np.log(np.full((2, 4), 0.25)), np.full((2, 4), 0.25)
+    with pytest.warns(UserWarning, match="batchmean") as ours:
+        F.kl_div(tape.tensor(x), tape.tensor(t))
+    with pytest.warns(UserWarning, match="batchmean") as theirs:
+        TF.kl_div(torch.tensor(x), torch.tensor(t))
+    assert str(ours[0].message) == str(theirs[0].message)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert F.kl_div(tape.tensor(x), tape.tensor(t), reduction="batchmean").item() == 0
+
+
+def test_elu_of_large_inputs_has_finite_gradients_and_alpha_at_zero():
+    x = tape.tensor([-1e3, -1.0, 0.0, 1.0, 1e3], requires_grad=True)
+    with tape.Tape() as tp:
+        y = F.elu(x, alpha=0.5).sum()
+    tx = torch.tensor(x.numpy(), requires_grad=True)
+    np.testing.assert_allclose(tp.gradient(y, x).numpy(),
+                               torch.autograd.grad(TF.elu(tx, 0.5).sum(), tx)[0].numpy())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rms_norm_default_eps_is_the_dtype_epsilon(dtype):
+    x = np.zeros((2, 3), dtype)  # 0 / sqrt(0 + eps): only eps decides it is not NaN
+    x[0, 0] = 1e-4
+    got = F.rms_norm(tape.tensor(x), (3,)).numpy()
+    np.testing.assert_allclose(got, TF.rms_norm(torch.tensor(x), (3,)).numpy(), rtol=1e-6)
+    assert got.dtype == np.dtype(dtype)

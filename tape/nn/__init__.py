@@ -13,11 +13,13 @@ from .architecture import architecture, build  # noqa: F401
 from .container import ModuleDict, ModuleList, Sequential  # noqa: F401
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d  # noqa: F401
 from .layers import (  # noqa: F401
-    GELU, BatchNorm1d, BatchNorm2d, Dropout, Embedding, Flatten, LayerNorm, LeakyReLU, Linear,
-    LogSoftmax, ReLU, Sigmoid, Softmax, Tanh,
+    ELU, GELU, BatchNorm1d, BatchNorm2d, Dropout, Embedding, Flatten, GroupNorm, Identity,
+    LayerNorm, LeakyReLU, Linear, LogSoftmax, ReLU, RMSNorm, Sigmoid, SiLU, Softmax, Softplus,
+    Tanh,
 )
 from .losses import (  # noqa: F401
-    BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss,
+    BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss, L1Loss, MSELoss,
+    NLLLoss, SmoothL1Loss,
 )
 from .module import Module  # noqa: F401
 from .parameter import Parameter  # noqa: F401

@@ -244,6 +244,20 @@ def softplus(x, beta=1.0, threshold=20.0):
     return _softplus_op(x, beta=beta, threshold=threshold)
 
 
+def silu(x, inplace=False):
+    """x * sigmoid(x) (swish); ``inplace`` is accepted as torch's and never done."""
+    return mul(x, sigmoid(x))
+
+
+def elu(x, alpha=1.0, inplace=False):
+    """x for x > 0, else alpha * (exp(x) - 1), as torch (whose gradient at 0 is alpha).
+
+    The exponential sees only the non-positive part, so a large x makes no inf whose
+    zero gradient would turn into NaN; ``inplace`` is accepted and never done."""
+    positive = gt(x, 0)
+    return where(positive, x, mul(sub(exp(where(positive, 0, x)), 1), alpha))
+
+
 # ----- not differentiable: comparisons, logic, sign, casts -----
 lt = Op("lt", np.less, differentiable=False)
 le = Op("le", np.less_equal, differentiable=False)

@@ -14,7 +14,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 from .core import Op, lead_axes
-from .elementwise import abs, cast, clip, log, maximum, sigmoid, softplus
+from .elementwise import abs, cast, clip, exp, log, maximum, sigmoid, softplus, where
 from .nn import _shape, log_softmax
 from .reduce import mean, sum
 from .shape import reshape
@@ -237,6 +237,66 @@ def l1_loss(input, target, reduction="mean"):
     """Mean absolute error; the gradient at zero difference is zero, as torch."""
     _same_size(input, target, "l1_loss")
     return _reduce(abs(input - target), reduction, "l1_loss")
+
+
+def _huber(d, delta):
+    """0.5 d**2 inside |d| < delta, delta (|d| - delta / 2) outside: both pieces with
+    ops, so the second derivative is 1 inside and 0 outside, as torch's."""
+    a = abs(d)
+    return where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta))
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """Squared (over 2 beta) where |input - target| < beta, else L1 less beta / 2: the
+    Huber loss divided by beta; ``beta=0`` is the L1 loss, as torch."""
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be >= 0, got {beta}")
+    _same_size(input, target, "smooth_l1_loss")
+    d = input - target
+    loss = abs(d) if beta == 0 else _huber(d, beta) / beta
+    return _reduce(loss, reduction, "smooth_l1_loss")
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """Squared / 2 where |input - target| < delta, else delta times L1 less delta / 2;
+    ``weight`` (the input's shape) weighs each element before the reduction, as torch."""
+    if delta <= 0:
+        raise ValueError(f"huber_loss: delta must be > 0, got {delta}")
+    _same_size(input, target, "huber_loss")
+    loss = _huber(input - target, delta)
+    if weight is not None:
+        if _shape(weight) != _shape(input):
+            raise ValueError(f"huber_loss: weight of shape {_shape(weight)} must have the "
+                             f"input's shape {_shape(input)}")
+        loss = loss * weight
+    return _reduce(loss, reduction, "huber_loss")
+
+
+_KL_MEAN = ("reduction: 'mean' divides the total loss by both the batch size and the support "
+            "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
+            "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
+            "major release.")  # torch's words
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """Pointwise KL divergence target * (log target - input) for log-probabilities
+    ``input`` (target as probabilities, or as log-probabilities with ``log_target``);
+    0 where target is 0. ``reduction="batchmean"`` is the true KL divergence per example;
+    "mean" (torch's default) averages over every element too, and warns as torch."""
+    if reduction not in ("mean", "batchmean", "sum", "none"):
+        raise ValueError(f"kl_div: reduction must be 'mean', 'batchmean', 'sum' or 'none', "
+                         f"got {reduction!r}")
+    if reduction == "mean":
+        warnings.warn(_KL_MEAN, UserWarning, stacklevel=2)
+    if log_target:
+        loss = exp(target) * (target - input)
+    else:  # xlogy(t, t) - t * input, the log never seeing a zero (whose 0 * inf is NaN)
+        zero = target == 0
+        loss = where(zero, 0, target * log(where(zero, 1, target))) - target * input
+    if reduction == "batchmean":
+        shape = _shape(input)
+        return sum(loss) / shape[0] if shape else sum(loss)
+    return _reduce(loss, reduction, "kl_div")
 
 
 # ----- binary cross-entropy on probabilities: log clamped at -100, as torch -----

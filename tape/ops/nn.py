@@ -274,6 +274,51 @@ def _affine(y, weight, bias, bshape):
     return y
 
 
+def _channel_param(op, name, p, c):
+    if p is not None and _shape(p) != (c,):
+        raise ValueError(f"{op}: {name} of shape {_shape(p)}, expected ({c},): one per channel "
+                         "(axis 1 of the input)")
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise (N, C, ...) over each group of C // num_groups channels and every axis
+    after them, then scale and shift per channel: one standardize on an (N, G, rest) view."""
+    shape = _shape(input)
+    if len(shape) < 2:
+        raise ValueError(f"group_norm: expected an input of shape (N, C, ...) with at least 2 "
+                         f"dimensions, got {shape}")
+    c = shape[1]
+    if not isinstance(num_groups, (int, np.integer)) or num_groups <= 0 or c % num_groups:
+        raise ValueError(f"group_norm: num_groups={num_groups!r} must be a positive divisor of "
+                         f"the number of channels {c} (axis 1 of an input of shape {shape})")
+    same_dtype("group_norm", ("input", input), ("weight", weight), ("bias", bias))
+    _channel_param("group_norm", "weight", weight, c)
+    _channel_param("group_norm", "bias", bias, c)
+    grouped = reshape(input, shape=(shape[0], num_groups, math.prod(shape[1:]) // num_groups))
+    y = reshape(_standardize(grouped, axes=(-1,), eps=eps), shape=shape)
+    return _affine(y, weight, bias, (1, c) + (1,) * (len(shape) - 2))
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """x / sqrt(mean(x**2) + eps) over the last ``len(normalized_shape)`` axes, times
+    ``weight``; ``eps=None`` is the input dtype's machine epsilon, as torch."""
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (int(normalized_shape),)
+    normalized_shape = tuple(int(s) for s in normalized_shape)
+    k, shape = len(normalized_shape), _shape(input)
+    if k == 0 or len(shape) < k or tuple(shape[len(shape) - k:]) != normalized_shape:
+        raise ValueError(f"rms_norm: normalized_shape {normalized_shape} does not match the "
+                         f"last axes of an input of shape {shape}")
+    same_dtype("rms_norm", ("input", input), ("weight", weight))
+    if weight is not None and _shape(weight) != normalized_shape:
+        raise ValueError(f"rms_norm: weight of shape {_shape(weight)}, expected "
+                         f"normalized_shape {normalized_shape}")
+    if eps is None:
+        eps = float(np.finfo(_data(input).dtype).eps)
+    y = input / sqrt(_mean(input * input, axes=tuple(range(-k, 0)), keepdims=True) + eps)
+    return y if weight is None else y * weight
+
+
 # ----- embedding: rows gathered; the gradient adds the rows of repeated indices -----
 def _embedding_grad_forward(g, idx, num):
     """Zeros of ``lead + (num, dim)`` plus the rows of ``g`` (``lead + idx.shape + (dim,)``)

@@ -3,7 +3,7 @@ twins), dropout, and the ops users write themselves (custom_gradient, Function).
 
 import numpy as np
 import torch
-from optable.row import Table, normal, positive
+from optable.row import Table, away, normal, positive
 
 import tape
 
@@ -175,3 +175,44 @@ T.row("func_vmap_grad", lambda m, w, x: m.func.vmap(m.func.grad(_example_loss),
       torch_fn=lambda m, w, x: m.func.vmap(m.func.grad(_example_loss), in_dims=(None, 0))(w, x))
 T.row("func_vmap", lambda m, x, w: m.func.vmap(lambda r: (r @ w).sin(), in_axes=1)(x),
       (3, 4), (3, 2), torch_fn=lambda m, x, w: m.func.vmap(lambda r: (r @ w).sin(), in_dims=1)(x))
+
+
+# ----- SiLU, ELU, softplus, group and RMS norms, smooth L1, Huber and KL losses
+# (torch.nn.functional's twins; compositions of ops, so every transform comes with them) -----
+def kl_target_zeros(rng, shape):  # probabilities with zeros, where xlogy(t, t) is 0
+    t = prob(rng, shape)
+    t.reshape(-1)[::3] = 0.0
+    return t
+
+
+T.row("silu", lambda m, x: m.F.silu(x), (4, 5))
+T.row("elu", lambda m, x: m.F.elu(x), (4, 5), gen=away(0))
+T.row("elu_alpha_big", lambda m, x: m.F.elu(x, alpha=0.5), (4, 5), gen=away(0, base=big))
+T.row("softplus_functional", lambda m, x: m.F.softplus(x, beta=2.0, threshold=3.0), (4, 5),
+      gen=away(1.5, scale=3))
+T.row("group_norm", lambda m, x, w, b: m.F.group_norm(x, 2, w, b), (4, 6, 3, 3), (6,), (6,))
+T.row("group_norm_2d", lambda m, x: m.F.group_norm(x, 3), (4, 12))
+T.row("group_norm_per_channel", lambda m, x, w: m.F.group_norm(x, 4, w, eps=1e-3),
+      (2, 4, 5), (4,))
+T.row("rms_norm", lambda m, x, w: m.F.rms_norm(x, (5,), w), (3, 4, 5), (5,))
+T.row("rms_norm_2axes", lambda m, x: m.F.rms_norm(x, (4, 5), eps=1e-3), (3, 4, 5))
+for red in ("mean", "sum", "none"):
+    T.row(f"smooth_l1_{red}", lambda m, x, y, red=red: m.F.smooth_l1_loss(
+        x, y, reduction=red), (4, 5), (4, 5), gen=NN)
+    T.row(f"huber_{red}", lambda m, x, y, red=red: m.F.huber_loss(
+        x, y, reduction=red, delta=0.5), (4, 5), (4, 5), gen=NN)
+T.row("smooth_l1_beta", lambda m, x, y: m.F.smooth_l1_loss(x, y, beta=0.3), (4, 5), (4, 5),
+      gen=NN)
+T.row("smooth_l1_beta0", lambda m, x, y: m.F.smooth_l1_loss(x, y, reduction="sum", beta=0.0),
+      (4, 5), (4, 5), gen=NN)
+T.row("huber_weight", lambda m, x, y, w: m.F.huber_loss(x, y, weight=w), (4, 5), (4, 5),
+      (4, 5), gen=(normal, normal, positive))
+for red in ("mean", "batchmean", "sum", "none"):
+    T.row(f"kl_div_{red}", lambda m, x, t, red=red: m.F.kl_div(x, t, reduction=red),
+          (4, 5), (4, 5), gen=(normal, prob))
+T.row("kl_div_log_target", lambda m, x, t: m.F.kl_div(x, t, reduction="batchmean",
+                                                       log_target=True), (4, 5), (4, 5))
+T.row("kl_div_zero_target", lambda m, x, t: m.F.kl_div(x, t, reduction="sum"), (4, 5), (4, 5),
+      gen=(normal, kl_target_zeros), nograd=(1,),
+      note="the target is not differentiated: torch's gradient there is NaN where it is 0 "
+           "(0 / 0 in xlogy's rule), tape's the limit of the other terms, -input")
