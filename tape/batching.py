@@ -371,6 +371,8 @@ for _name in ("add", "sub", "mul", "div", "add_bias", "neg", "pow", "exp", "log"
               "ne", "logical_and", "logical_or", "logical_not", "sign", "cast", "alias",
               "dropout", "binary_cross_entropy", "binary_cross_entropy_with_logits", "outer"):
     RULES[_name] = _elementwise
+for _name in ("lstm_cell", "gru_cell"):  # fused recurrent cells: leading axes broadcast
+    RULES[_name] = _elementwise
 for _name in ("sum", "mean", "max", "min", "prod", "var", "std", "logsumexp", "standardize",
               "avg_pool2d", "avg_unpool2d"):
     RULES[_name] = _as_is

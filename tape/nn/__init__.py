@@ -23,4 +23,5 @@ from .losses import (  # noqa: F401
 )
 from .module import Module  # noqa: F401
 from .parameter import Parameter  # noqa: F401
+from .recurrent import GRU, LSTM, RNN  # noqa: F401
 from .saving import load_model, save_model  # noqa: F401

@@ -10,7 +10,7 @@ reached by some row.
 
 from dataclasses import replace
 
-from optable import arith, attention, conv, nn, shapes
+from optable import arith, attention, conv, nn, recurrent, shapes
 from optable.row import CHECKS, HIGHER, TOL32, TOL64, Row  # noqa: F401
 from optable.shapes import BATCH_ROWS  # noqa: F401
 
@@ -31,7 +31,7 @@ GPU_SUBSET = {
     "log_softmax_dim_alias", "mlp", "normalize",
 }
 ROWS = [replace(r, gpu=True) if r.name in GPU_SUBSET else r
-        for r in [*arith.T, *shapes.T, *nn.T, *conv.T, *attention.T]]
+        for r in [*arith.T, *shapes.T, *nn.T, *conv.T, *attention.T, *recurrent.T]]
 BY_NAME = {r.name: r for r in ROWS}
 assert len(BY_NAME) == len(ROWS), "two rows share a name"
 assert GPU_SUBSET <= set(BY_NAME), GPU_SUBSET - set(BY_NAME)
