@@ -30,11 +30,44 @@ def _copy_from_torch(ours, theirs):
 )
 def test_layer_matches_torch(make):
     ours, theirs = make(nn), make(torch.nn)
-    _copy_from_torch(ours, theirs)
     cin = getattr(ours, "in_channels", 4)
-    x = np.random.default_rng(0).standard_normal((2, cin, 9, 8)).astype(np.float32)
+    _check_against_torch(ours, theirs, (2, cin, 9, 8))
+
+
+# the layers after Conv2d: (make, input shape); torch's state_dict loads by name
+MORE = [
+    (lambda m: m.Conv1d(3, 4, 3, padding=1), (2, 3, 9)),
+    (lambda m: m.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2, bias=False),
+     (2, 4, 11)),
+    (lambda m: m.Conv1d(1, 3, 5), (2, 1, 8)),  # one input channel: conv2d's direct route
+    (lambda m: m.ConvTranspose2d(3, 4, 3), (2, 3, 5, 4)),
+    (lambda m: m.ConvTranspose2d(4, 6, (3, 2), stride=2, padding=1, output_padding=1,
+                                 groups=2), (2, 4, 4, 5)),
+    (lambda m: m.ConvTranspose2d(2, 3, 2, stride=(1, 2), dilation=2, output_padding=(1, 0),
+                                 bias=False), (1, 2, 3, 3)),
+    (lambda m: m.Upsample(scale_factor=2), (2, 3, 4, 5)),
+    (lambda m: m.Upsample(size=(7, 3)), (2, 3, 4, 5)),
+    (lambda m: m.Upsample(scale_factor=1.5, mode="nearest"), (2, 3, 5)),
+]
+
+
+@pytest.mark.parametrize("make, shape", MORE)
+def test_more_layers_match_torch(make, shape, device):
+    ours, theirs = make(nn), make(torch.nn)
+    assert repr(ours) == repr(theirs)
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == [
+        (k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
+    _check_against_torch(ours, theirs, shape, device)
+
+
+def _check_against_torch(ours, theirs, shape, device="cpu"):
+    """Output and gradients (input and parameters) of ``ours`` on ``device`` against
+    ``theirs``, after loading torch's state_dict by name."""
+    _copy_from_torch(ours, theirs)
+    ours.to(device)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     xt = torch.tensor(x, requires_grad=True)
-    xs = tape.tensor(x, requires_grad=True)
+    xs = tape.tensor(x, requires_grad=True, device=device)
     params = list(ours.parameters())
     with tape.Tape() as t:
         y = ours(xs)
@@ -45,6 +78,51 @@ def test_layer_matches_torch(make):
     np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-4, atol=1e-5)
     for g, w in zip(grads, want):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose2d_output_size_picks_output_padding_as_torch():
+    ours, theirs = (m.ConvTranspose2d(2, 3, 3, stride=3) for m in (nn, torch.nn))
+    _copy_from_torch(ours, theirs)
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    for size in [(12, 12), (13, 14), (1, 2, 14, 12)]:
+        want = theirs(torch.tensor(x), output_size=size).detach().numpy()
+        np.testing.assert_allclose(ours(tape.tensor(x), output_size=size).numpy(), want,
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"output_size=\(15, 12\).*\[12, 14\]"):
+        ours(tape.tensor(x), output_size=(15, 12))
+
+
+@pytest.mark.parametrize("make, fan_in", [
+    (lambda: nn.Conv1d(8, 6, 5, groups=2), 4 * 5),
+    (lambda: nn.ConvTranspose2d(6, 8, 3, groups=2), 4 * 9),  # weight (6, 4, 3, 3)
+])
+def test_more_conv_default_init_bounds_like_torch(make, fan_in):
+    tape.manual_seed(0)
+    conv = make()
+    bound = 1 / np.sqrt(fan_in)
+    w = conv.weight.numpy()
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert np.abs(conv.bias.numpy()).max() <= bound and conv.bias.shape == (conv.out_channels,)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: nn.Upsample(scale_factor=2, mode="bilinear"), NotImplementedError, "bilinear"),
+    (lambda: nn.Upsample(), ValueError, "exactly one of size and scale_factor"),
+    (lambda: tape.functional.interpolate(tape.zeros(1, 1, 2, 2), size=3, mode="bicubic"),
+     NotImplementedError, "bicubic"),
+    (lambda: tape.functional.interpolate(tape.zeros(1, 2), size=3), ValueError, r"\(1, 2\)"),
+    (lambda: nn.ConvTranspose2d(2, 2, 3, stride=2, output_padding=2), ValueError,
+     "output_padding"),
+    (lambda: nn.Conv1d(3, 4, 3, groups=2), ValueError, "divisible by groups=2"),
+    (lambda: nn.Conv1d(2, 2, 3, padding_mode="reflect"), NotImplementedError, "reflect"),
+    (lambda: tape.functional.conv1d(tape.zeros(1, 2, 5, 5), tape.zeros(2, 2, 3)), ValueError,
+     r"conv1d: expects input \(N, C, L\)"),
+    (lambda: tape.functional.conv_transpose2d(tape.zeros(1, 3, 4, 4), tape.zeros(2, 2, 3, 3)),
+     ValueError, "3 channels"),
+])
+def test_new_conv_layers_errors_name_the_problem(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
 
 
 def test_conv2d_default_init_bounds_like_torch():

@@ -11,7 +11,9 @@
 from . import init  # noqa: F401
 from .architecture import architecture, build  # noqa: F401
 from .container import ModuleDict, ModuleList, Sequential  # noqa: F401
-from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d  # noqa: F401
+from .conv import (  # noqa: F401
+    AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d, ConvTranspose2d, MaxPool2d, Upsample,
+)
 from .layers import (  # noqa: F401
     ELU, GELU, BatchNorm1d, BatchNorm2d, Dropout, Embedding, Flatten, GroupNorm, Identity,
     LayerNorm, LeakyReLU, Linear, LogSoftmax, ReLU, RMSNorm, Sigmoid, SiLU, Softmax, Softplus,
