@@ -10,6 +10,9 @@
 
 from . import init  # noqa: F401
 from .architecture import architecture, build  # noqa: F401
+from .attention import (  # noqa: F401
+    MultiheadAttention, TransformerEncoder, TransformerEncoderLayer,
+)
 from .container import ModuleDict, ModuleList, Sequential  # noqa: F401
 from .conv import (  # noqa: F401
     AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d, ConvTranspose2d, MaxPool2d, Upsample,
