@@ -27,19 +27,39 @@ from .elementwise import sigmoid, tanh
 from .shape import _pad, concatenate
 
 
-def _sig_tanh(a, sig_slices):
-    """Sigmoid on ``sig_slices`` of the last axis of ``a`` and tanh elsewhere, in one tanh
-    pass on a new array (sigmoid(x) = tanh(x / 2) / 2 + 1 / 2: stable in both tails)."""
+def _sig_tanh(a, tanh_block=None):
+    """Sigmoid along the last axis of ``a``, but tanh on its quarter number ``tanh_block``
+    (LSTM's g gate: 2), in one tanh pass on a new array: sigmoid(x) = tanh(x / 2) / 2 + 1 / 2,
+    stable in both tails."""
     xp = backend.xp(a)
-    z = a.copy()
-    for s in sig_slices:
-        z[..., s] *= 0.5
+    if tanh_block is None:
+        z = a * 0.5
+        xp.tanh(z, out=z)
+        z *= 0.5
+        z += 0.5
+        return z
+    scale, offset = _scales(a.shape[-1], tanh_block, a.dtype, xp)
+    z = a * scale
     xp.tanh(z, out=z)
-    for s in sig_slices:
-        v = z[..., s]
-        v *= 0.5
-        v += 0.5
+    z *= scale
+    z += offset
     return z
+
+
+_SCALES = {}
+
+
+def _scales(width, block, dtype, xp):
+    """(scale, offset) rows: 0.5 and 0.5 for the sigmoid gates, 1 and 0 for the tanh one."""
+    key = (width, block, dtype, xp.__name__)
+    got = _SCALES.get(key)
+    if got is None:
+        q = width // 4
+        scale, offset = xp.full(width, 0.5, dtype), xp.full(width, 0.5, dtype)
+        scale[block * q:(block + 1) * q] = 1
+        offset[block * q:(block + 1) * q] = 0
+        got = _SCALES[key] = (scale, offset)
+    return got
 
 
 def _hidden(name, gates, gate_count, hidden, what):
@@ -59,7 +79,7 @@ def _lstm_cell(gates, state):
     H = _hidden("lstm_cell", gates, 4, state.shape[-1] // 2,
                 f"a state of shape {tuple(state.shape)} ([h | c], 2 * H)")
     xp = backend.xp(gates)
-    a = _sig_tanh(gates, (slice(0, 2 * H), slice(3 * H, 4 * H)))
+    a = _sig_tanh(gates, 2)
     i, f, g, o = a[..., :H], a[..., H:2 * H], a[..., 2 * H:3 * H], a[..., 3 * H:]
     c = f * state[..., H:]
     c += i * g
@@ -74,7 +94,7 @@ def _lstm_cell(gates, state):
 def _lstm_cell_vjp(g, ans, gates, state):
     H = ans.shape[-1] // 2
     if not isinstance(g, Tensor):  # first order on arrays: written out
-        a = _sig_tanh(gates, (slice(0, 2 * H), slice(3 * H, 4 * H)))
+        a = _sig_tanh(gates, 2)
         i, f, gg, o = a[..., :H], a[..., H:2 * H], a[..., 2 * H:3 * H], a[..., 3 * H:]
         tc = backend.xp(ans).tanh(ans[..., H:])
         gh, gc = g[..., :H], g[..., H:]
@@ -113,7 +133,7 @@ def _gru_cell(gx, gh, h):
     _hidden("gru_cell", gh, 3, H, f"a hidden state of shape {tuple(h.shape)}")
     xp = backend.xp(gx)
     pre = gx[..., :2 * H] + gh[..., :2 * H]
-    rz = _sig_tanh(pre, (slice(None),))
+    rz = _sig_tanh(pre)
     r, z = rz[..., :H], rz[..., H:]
     n = r * gh[..., 2 * H:]
     n += gx[..., 2 * H:]
@@ -128,7 +148,7 @@ def _gru_cell_vjp(g, ans, gx, gh, h):
     H = h.shape[-1]
     if not isinstance(g, Tensor):  # first order on arrays: written out
         xp = backend.xp(g)
-        rz = _sig_tanh(gx[..., :2 * H] + gh[..., :2 * H], (slice(None),))
+        rz = _sig_tanh(gx[..., :2 * H] + gh[..., :2 * H])
         r, z = rz[..., :H], rz[..., H:]
         ghn = gh[..., 2 * H:]
         n = xp.tanh(gx[..., 2 * H:] + r * ghn)
