@@ -192,3 +192,17 @@ def test_on_device(kind, device):
         results.append([out.to("cpu").numpy()] + [g.to("cpu").numpy() for g in grads])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.LSTM(IN, H, num_layers=2, bidirectional=True, batch_first=True),
+    lambda: nn.RNN(IN, H, nonlinearity="relu"),
+    lambda: nn.GRU(IN, H, bias=False),
+])
+def test_save_model_round_trip(make, tmp_path):
+    model = make()
+    nn.save_model(model, tmp_path / "m.safetensors")
+    again = nn.load_model(tmp_path / "m.safetensors")
+    assert repr(again) == repr(model)
+    x = tape.randn(N, L, IN)
+    np.testing.assert_array_equal(again(x)[0].numpy(), model(x)[0].numpy())
