@@ -346,54 +346,154 @@ def test_load_state_dict_checks_its_shape():
 
 # ----- learning-rate schedulers -----
 
+# (scheduler, settings, optimizer); SequentialLR's schedulers are (scheduler, settings) rows
 SCHEDULES = [
-    ("StepLR", {"step_size": 7, "gamma": 0.5}),
-    ("StepLR", {"step_size": 1}),
-    ("CosineAnnealingLR", {"T_max": 10}),
-    ("CosineAnnealingLR", {"T_max": 13, "eta_min": 1e-3}),
-    ("LambdaLR", {"lr_lambda": lambda e: 0.95**e}),
-    ("LambdaLR", {"lr_lambda": [lambda e: 1 / (e + 1), lambda e: min(1.0, (e + 1) / 5)]}),
+    ("StepLR", {"step_size": 7, "gamma": 0.5}, "SGD"),
+    ("StepLR", {"step_size": 1}, "SGD"),
+    ("CosineAnnealingLR", {"T_max": 10}, "SGD"),
+    ("CosineAnnealingLR", {"T_max": 13, "eta_min": 1e-3}, "SGD"),
+    ("LambdaLR", {"lr_lambda": lambda e: 0.95**e}, "SGD"),
+    ("LambdaLR", {"lr_lambda": [lambda e: 1 / (e + 1), lambda e: min(1.0, (e + 1) / 5)]},
+     "SGD"),
+    ("MultiStepLR", {"milestones": [3, 7, 7, 20], "gamma": 0.5}, "SGD"),
+    ("ExponentialLR", {"gamma": 0.9}, "SGD"),
+    ("LinearLR", {}, "SGD"),
+    ("LinearLR", {"start_factor": 1.0, "end_factor": 0.1, "total_iters": 20}, "SGD"),
+    ("OneCycleLR", {"max_lr": 1.0, "total_steps": 60}, "SGD"),
+    ("OneCycleLR", {"max_lr": [0.5, 0.05], "epochs": 6, "steps_per_epoch": 10,
+                    "anneal_strategy": "linear", "three_phase": True, "pct_start": 0.25}, "SGD"),
+    ("OneCycleLR", {"max_lr": 0.01, "total_steps": 55, "base_momentum": [0.8, 0.7],
+                    "max_momentum": 0.9}, "Adam"),
+    ("OneCycleLR", {"max_lr": 0.3, "total_steps": 51, "cycle_momentum": False,
+                    "div_factor": 10.0, "final_div_factor": 100.0}, "RMSprop"),
+    ("CosineAnnealingWarmRestarts", {"T_0": 7}, "SGD"),
+    ("CosineAnnealingWarmRestarts", {"T_0": 3, "T_mult": 2, "eta_min": 1e-3}, "SGD"),
+    ("SequentialLR", {"schedulers": [("LinearLR", {"start_factor": 0.1, "total_iters": 5}),
+                                     ("CosineAnnealingLR", {"T_max": 20})],
+                      "milestones": [5]}, "SGD"),
+    ("SequentialLR", {"schedulers": [("ExponentialLR", {"gamma": 0.9}),
+                                     ("StepLR", {"step_size": 4}),
+                                     ("MultiStepLR", {"milestones": [3, 9]}),
+                                     ("CosineAnnealingWarmRestarts", {"T_0": 6})],
+                      "milestones": [10, 25, 35]}, "SGD"),
 ]
+SCHEDULE_IDS = [f"{n}-{i}" for i, (n, _, _) in enumerate(SCHEDULES)]
 
 
-def two_groups(module, make):
+def two_groups(module, make, optimizer="SGD"):
     params = [make(), make()]
-    return module.SGD([{"params": params[:1]}, {"params": params[1:], "lr": 0.02}], lr=0.1)
+    return getattr(module, optimizer)([{"params": params[:1]}, {"params": params[1:],
+                                                                 "lr": 0.02}], lr=0.1)
+
+
+def scheduler(module, opt, name, settings):
+    """The scheduler of ``module`` (tape's or torch's lr_scheduler) for one table row."""
+    if name == "SequentialLR":
+        inner = [scheduler(module, opt, *row) for row in settings["schedulers"]]
+        return module.SequentialLR(opt, inner, settings["milestones"])
+    return getattr(module, name)(opt, **settings)
+
+
+def momenta(opt):
+    """Each group's momentum, or beta1 for the Adam family (OneCycleLR cycles them)."""
+    return [g["betas"][0] if "betas" in g else g["momentum"] for g in opt.param_groups]
 
 
 @pytest.mark.filterwarnings("ignore:.*every gradient is None")  # steps with no gradients
-@pytest.mark.parametrize("name, settings", SCHEDULES, ids=[f"{n}-{i}" for i, (n, _) in
-                                                           enumerate(SCHEDULES)])
-def test_scheduler_matches_torch(name, settings):
-    opt = two_groups(optim, lambda: tape.zeros(2))
-    topt = two_groups(torch.optim, lambda: torch.zeros(2, requires_grad=True))
-    sched = getattr(lr_scheduler, name)(opt, **settings)
-    tsched = getattr(torch.optim.lr_scheduler, name)(topt, **settings)
+@pytest.mark.parametrize("name, settings, optimizer", SCHEDULES, ids=SCHEDULE_IDS)
+def test_scheduler_matches_torch(name, settings, optimizer):
+    opt = two_groups(optim, lambda: tape.zeros(2), optimizer)
+    topt = two_groups(torch.optim, lambda: torch.zeros(2, requires_grad=True), optimizer)
+    sched = scheduler(lr_scheduler, opt, name, settings)
+    tsched = scheduler(torch.optim.lr_scheduler, topt, name, settings)
+    seen = set()
     for epoch in range(51):
         expected = tsched.get_last_lr()
         assert sched.get_last_lr() == pytest.approx(expected, rel=0, abs=1e-12), epoch
         assert [g["lr"] for g in opt.param_groups] == sched.get_last_lr()
+        assert momenta(opt) == pytest.approx(momenta(topt), rel=0, abs=1e-12), epoch
+        seen.add(tuple(sched.get_last_lr()))
         opt.step([None, None])
         topt.step()
         sched.step()
         tsched.step()
+    assert len(seen) > 2  # the row schedules something
 
 
-@pytest.mark.parametrize("name, settings", SCHEDULES[::2], ids=[n for n, _ in SCHEDULES[::2]])
-def test_scheduler_state_dict_round_trip(name, settings):
-    opt = two_groups(optim, lambda: tape.zeros(2))
-    sched = getattr(lr_scheduler, name)(opt, **settings)
+@pytest.mark.parametrize("name, settings, optimizer", SCHEDULES, ids=SCHEDULE_IDS)
+def test_scheduler_state_dict_round_trip(name, settings, optimizer, tmp_path):
+    """The state dicts, through a checkpoint file, continue the schedule exactly."""
+    opt = two_groups(optim, lambda: tape.zeros(2), optimizer)
+    sched = scheduler(lr_scheduler, opt, name, settings)
     for _ in range(12):
         sched.step()
-    saved_opt, saved = opt.state_dict(), sched.state_dict()
-    opt2 = two_groups(optim, lambda: tape.zeros(2))
-    sched2 = getattr(lr_scheduler, name)(opt2, **settings)
+    tape.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp_path / "ck")
+    checkpoint = tape.load(tmp_path / "ck")
+    saved_opt, saved = checkpoint["opt"], checkpoint["sched"]
+    opt2 = two_groups(optim, lambda: tape.zeros(2), optimizer)
+    sched2 = scheduler(lr_scheduler, opt2, name, settings)
     opt2.load_state_dict(saved_opt)
     sched2.load_state_dict(saved)
     for _ in range(20):
         sched.step()
         sched2.step()
         assert sched2.get_last_lr() == sched.get_last_lr()
+        assert momenta(opt2) == momenta(opt)
+
+
+# a validation loss: falling, then plateaus with small wiggles, a late improvement, a rise
+LOSSES = [1.0, 0.8, 0.7, 0.65, 0.64, 0.64, 0.6399, 0.64, 0.645, 0.64, 0.5, 0.5, 0.501, 0.4999,
+          0.5, 0.5, 0.5, 0.45, 0.4499, 0.4498, 0.45, 0.46, 0.47, 0.44, 0.44, 0.44, 0.44, 0.44,
+          0.3, 0.31, 0.32, 0.33, 0.34, 0.35, 0.36, 0.37, 0.38, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
+PLATEAUS = [
+    {"patience": 2},
+    {"patience": 1, "factor": 0.5},
+    {"mode": "max", "patience": 2, "threshold": 0.01, "cooldown": 2},
+    {"threshold_mode": "abs", "threshold": 0.02, "patience": 1, "min_lr": [0.01, 0.001]},
+    {"mode": "max", "threshold_mode": "abs", "threshold": 0.0, "patience": 0, "factor": 0.5},
+    {"patience": 0, "factor": 0.5, "min_lr": 0.015, "eps": 5e-3, "cooldown": 1},
+]
+
+
+@pytest.mark.filterwarnings("ignore:.*every gradient is None")
+@pytest.mark.parametrize("settings", PLATEAUS, ids=[str(i) for i in range(len(PLATEAUS))])
+def test_reduce_lr_on_plateau_matches_torch(settings):
+    opt = two_groups(optim, lambda: tape.zeros(2))
+    topt = two_groups(torch.optim, lambda: torch.zeros(2, requires_grad=True))
+    sched = lr_scheduler.ReduceLROnPlateau(opt, **settings)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **settings)
+    sign = -1.0 if settings.get("mode") == "max" else 1.0
+    seen = set()
+    for k, loss in enumerate(LOSSES):
+        metric = sign * loss
+        opt.step([None, None])
+        topt.step()
+        sched.step(tape.tensor(np.float64(metric)) if k % 2 else metric)  # or a 0-d tensor
+        tsched.step(metric)
+        assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=0, abs=1e-15), k
+        assert [g["lr"] for g in opt.param_groups] == sched.get_last_lr()
+        assert (sched.num_bad_epochs, sched.cooldown_counter, sched.best) == (
+            tsched.num_bad_epochs, tsched.cooldown_counter, tsched.best)
+        seen.add(tuple(sched.get_last_lr()))
+    assert len(seen) >= 3  # the metrics made it reduce at least twice
+
+
+def test_reduce_lr_on_plateau_state_dict_round_trip(tmp_path):
+    opt = two_groups(optim, lambda: tape.zeros(2))
+    sched = lr_scheduler.ReduceLROnPlateau(opt, **PLATEAUS[2])
+    for loss in LOSSES[:15]:
+        sched.step(-loss)
+    tape.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp_path / "ck")
+    checkpoint = tape.load(tmp_path / "ck")
+    opt2 = two_groups(optim, lambda: tape.zeros(2))
+    sched2 = lr_scheduler.ReduceLROnPlateau(opt2)  # the load brings mode, patience... back
+    opt2.load_state_dict(checkpoint["opt"])
+    sched2.load_state_dict(checkpoint["sched"])
+    for loss in LOSSES[15:]:
+        sched.step(-loss)
+        sched2.step(-loss)
+        assert sched2.get_last_lr() == sched.get_last_lr()
+    assert sched2.get_last_lr() != [0.1, 0.02]
 
 
 def test_scheduler_bad_settings():
@@ -404,6 +504,63 @@ def test_scheduler_bad_settings():
         lr_scheduler.CosineAnnealingLR(opt, T_max=0)
     with pytest.raises(ValueError, match="2 lr_lambdas for 1"):
         lr_scheduler.LambdaLR(opt, [lambda e: 1.0, lambda e: 1.0])
+
+
+SCHEDULER_ERRORS = [
+    (lambda o: lr_scheduler.LinearLR(o, start_factor=0.0), "start_factor"),
+    (lambda o: lr_scheduler.LinearLR(o, end_factor=1.5), "end_factor"),
+    (lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=0), "T_0"),
+    (lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=0), "T_mult"),
+    (lambda o: lr_scheduler.OneCycleLR(o, 0.1), "total_steps"),
+    (lambda o: lr_scheduler.OneCycleLR(o, 0.1, total_steps=0), "total_steps"),
+    (lambda o: lr_scheduler.OneCycleLR(o, 0.1, epochs=2, steps_per_epoch=0), "steps_per_epoch"),
+    (lambda o: lr_scheduler.OneCycleLR(o, 0.1, 10, pct_start=1.5), "pct_start"),
+    (lambda o: lr_scheduler.OneCycleLR(o, 0.1, 10, anneal_strategy="exp"), "anneal_strategy"),
+    (lambda o: lr_scheduler.OneCycleLR(o, [0.1, 0.2], 10), "2 values for 1"),
+    (lambda o: lr_scheduler.OneCycleLR(optim.Adagrad(o.param_groups[0]["params"]), 0.1, 10),
+     "cycle_momentum=False"),
+    (lambda o: lr_scheduler.ReduceLROnPlateau(o, factor=1.0), "factor"),
+    (lambda o: lr_scheduler.ReduceLROnPlateau(o, mode="up"), "mode"),
+    (lambda o: lr_scheduler.ReduceLROnPlateau(o, threshold_mode="pct"), "threshold_mode"),
+    (lambda o: lr_scheduler.ReduceLROnPlateau(o, min_lr=[0.1, 0.2]), "2 values for 1"),
+    (lambda o: lr_scheduler.SequentialLR(o, [], []), "at least one"),
+    (lambda o: lr_scheduler.SequentialLR(
+        o, [lr_scheduler.ExponentialLR(o, 0.9), lr_scheduler.StepLR(o, 2)], []), "milestone"),
+    (lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.ReduceLROnPlateau(o)], []),
+     "ReduceLROnPlateau"),
+    (lambda o: lr_scheduler.SequentialLR(
+        o, [lr_scheduler.ExponentialLR(optim.SGD([tape.zeros(1)], lr=0.1), 0.9)], []),
+     "another optimizer"),
+]
+
+
+@pytest.mark.parametrize("make, message", SCHEDULER_ERRORS)
+def test_new_scheduler_bad_settings(make, message):
+    with pytest.raises(ValueError, match=message):
+        make(optim.SGD([tape.zeros(2)], lr=0.1))
+
+
+@pytest.mark.filterwarnings("ignore:.*every gradient is None")
+def test_one_cycle_stops_past_total_steps():
+    sched = lr_scheduler.OneCycleLR(optim.SGD([tape.zeros(2)], lr=0.1), 0.1, total_steps=3)
+    for _ in range(3):
+        sched.step()
+    with pytest.raises(ValueError, match="total_steps=3"):
+        sched.step()
+
+
+def test_warm_restarts_fractional_epochs_match_torch():
+    opt = two_groups(optim, lambda: tape.zeros(2))
+    topt = two_groups(torch.optim, lambda: torch.zeros(2, requires_grad=True))
+    sched = lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=4, T_mult=2, eta_min=1e-3)
+    tsched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(topt, T_0=4, T_mult=2,
+                                                                  eta_min=1e-3)
+    for epoch in [0.25, 0.5, 1.75, 3.9, 4.0, 5.5, 11.99, 12.0, 30.2, 2.0]:
+        sched.step(epoch)
+        tsched.step(epoch)
+        assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=0, abs=1e-12)
+        assert (sched.T_cur, sched.T_i, sched.last_epoch) == (
+            tsched.T_cur, tsched.T_i, tsched.last_epoch)
 
 
 # ----- gradient clipping -----
