@@ -24,3 +24,4 @@ from .ops.conv import conv2d  # noqa: F401
 from .ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d  # noqa: F401
 from .ops.conv import conv1d, conv_transpose2d  # noqa: F401
 from .ops.interpolate import interpolate  # noqa: F401
+from .ops.attention import scaled_dot_product_attention  # noqa: F401
