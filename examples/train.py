@@ -6,8 +6,10 @@
     python examples/train.py --dataset mnist --download          # fetch them into data/
 
 Each step records the forward pass with ``with tape.Tape() as t:`` and updates the
-weights with ``opt.step(t.gradient(loss, params))``. Shows a progress bar with loss and
-accuracy, prints the test accuracy, saves the model with ``tape.nn.save_model`` and plots
+weights with ``opt.step(t.gradient(loss, params))``. A tenth of the training set is held
+out for validation (the test set chooses nothing: it is read once, at the end). Shows a
+progress bar with loss and accuracy, writes each epoch's metrics to a JSON-lines file,
+prints the test accuracy, saves the model with ``tape.nn.save_model`` and plots
 the training curves to a PNG (``runs/{model}-{dataset}.*``). After every epoch it saves a
 checkpoint (``runs/{model}-{dataset}.ckpt``: model, optimizer, schedule, epoch, random
 states, history); ``--resume runs/cnn-digits.ckpt`` continues it, and ends with the same
@@ -17,6 +19,7 @@ weights, bit for bit, as a run that was never interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -25,7 +28,7 @@ import numpy as np
 
 import tape
 import tape.nn as nn
-from tape.data import DataLoader, TensorDataset
+from tape.data import DataLoader, TensorDataset, random_split
 from tape.data.datasets import MNIST, FashionMNIST, load_digits
 
 
@@ -70,14 +73,30 @@ def random_shift(x, rng, pixels=1):
     return padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None], rows, cols]
 
 
-def make_optimizer(name, params, lr):
+def make_optimizer(name, params, lr, weight_decay=0.0):
     table = {
-        "sgd": lambda: tape.optim.SGD(params, lr=lr, momentum=0.9),
-        "adam": lambda: tape.optim.Adam(params, lr=lr),
-        "adamw": lambda: tape.optim.AdamW(params, lr=lr),
-        "rmsprop": lambda: tape.optim.RMSprop(params, lr=lr),
+        "sgd": lambda: tape.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay),
+        "adam": lambda: tape.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+        "adamw": lambda: tape.optim.AdamW(params, lr=lr, weight_decay=weight_decay or 0.01),
+        "rmsprop": lambda: tape.optim.RMSprop(params, lr=lr, weight_decay=weight_decay),
     }
     return table[name]()
+
+
+def make_schedule(name, opt, epochs, steps_per_epoch, warmup, lr):
+    """(scheduler, whether it steps per batch): the chosen schedule after ``warmup`` epochs
+    of linear warm-up. OneCycle has its own warm-up and steps every batch."""
+    sched = tape.optim.lr_scheduler
+    if name == "onecycle":
+        return sched.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch), True
+    rest = max(1, epochs - warmup)
+    main = {"cosine": lambda: sched.CosineAnnealingLR(opt, T_max=rest),
+            "step": lambda: sched.StepLR(opt, step_size=max(1, rest // 3), gamma=0.3),
+            "constant": lambda: sched.LambdaLR(opt, lambda e: 1.0)}[name]()
+    if not warmup:
+        return main, False
+    ramp = sched.LinearLR(opt, start_factor=0.1, total_iters=warmup)
+    return sched.SequentialLR(opt, [ramp, main], milestones=[warmup]), False
 
 
 def evaluate(model, loader, device):
@@ -102,7 +121,7 @@ def plot(history, path):
     ax1.plot(history["step"], history["loss"], lw=1)
     ax1.set(xlabel="step", ylabel="training loss", title="Loss")
     ax2.plot(history["step"], history["accuracy"], lw=1, label="train (batch)")
-    ax2.plot(history["epoch_step"], history["test_accuracy"], "o-", label="test")
+    ax2.plot(history["epoch_step"], history["val_accuracy"], "o-", label="validation")
     ax2.set(xlabel="step", ylabel="accuracy", title="Accuracy", ylim=(0, 1.01))
     ax2.legend(loc="lower right")
     fig.tight_layout()
@@ -116,7 +135,7 @@ def save_checkpoint(path, epoch, step, model, opt, schedule, rng, history):
     tape.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                "schedule": schedule.state_dict(), "epoch": epoch, "step": step,
                "rng": tape.get_rng_state(), "augment_rng": rng.bit_generator.state,
-               "history": history, "best": max(history["test_accuracy"])}, path)
+               "history": history, "best": max(history["val_accuracy"])}, path)
 
 
 def resume(path, model, opt, schedule, rng, history):
@@ -146,8 +165,17 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=30, help="passes over the data")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step")
     parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"],
-                        default="adam", help="update rule (cosine learning-rate schedule)")
+                        default="adam", help="update rule")
     parser.add_argument("--lr", type=float, default=2e-3, help="initial learning rate")
+    parser.add_argument("--scheduler", choices=["cosine", "onecycle", "step", "constant"],
+                        default="cosine", help="learning-rate schedule")
+    parser.add_argument("--warmup", type=int, default=0, help="epochs of linear warm-up")
+    parser.add_argument("--weight-decay", type=float, default=0.0,
+                        help="weight decay (AdamW: decoupled, 0.01 when 0)")
+    parser.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
+                        help="clip the gradients' total norm to this")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of the training set held out for validation")
     parser.add_argument("--seed", type=int, default=0, help="weights, shuffling, dropout")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default="runs", help="folder for the model and the plot")
@@ -172,29 +200,34 @@ def main(argv=None):
     except FileNotFoundError:
         sys.exit(f"train.py: the {args.dataset} files are not in {args.data_dir!r}: add "
                  "--download to fetch them there, or point --data-dir at them")
+    train, val = random_split(train, [1 - args.val_fraction, args.val_fraction],
+                              generator=args.seed)  # the test set chooses nothing
     size = train[0][0].shape[-1]
     model = build_model(args.model, size).to(args.device)
     params = list(model.parameters())
-    opt = make_optimizer(args.optimizer, params, args.lr)
-    schedule = tape.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
+    opt = make_optimizer(args.optimizer, params, args.lr, args.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, seed=args.seed)
-    test_loader = DataLoader(test, batch_size=256)
-    history = {k: [] for k in ("step", "loss", "accuracy", "epoch_step", "test_accuracy")}
+    val_loader = DataLoader(val, batch_size=256)
+    schedule, per_batch = make_schedule(args.scheduler, opt, args.epochs, len(train_loader),
+                                        args.warmup, args.lr)
+    history = {k: [] for k in ("step", "loss", "accuracy", "epoch_step", "val_accuracy")}
     step, start = 0, time.perf_counter()
     rng = np.random.default_rng(args.seed)
     augment = args.model == "cnn" and not args.no_augment  # shifts do not help an MLP
     os.makedirs(args.out, exist_ok=True)
-    checkpoint = os.path.join(args.out, f"{args.model}-{args.dataset}.ckpt")
+    stem = os.path.join(args.out, f"{args.model}-{args.dataset}")
+    checkpoint, metrics = stem + ".ckpt", stem + ".jsonl"
     first = 1
     if args.resume:
         first, step, best = resume(args.resume, model, opt, schedule, rng, history)
         train_loader.set_epoch(first - 1)
-        print(f"resumed from {args.resume} after epoch {first - 1} (best test accuracy "
+        print(f"resumed from {args.resume} after epoch {first - 1} (best validation accuracy "
               f"{best:.4f})")
-    print(f"{args.model} on {args.dataset}: {len(train)} training and {len(test)} test "
-          f"images, {sum(p.size for p in params):,} parameters")
-    test_accuracy = history["test_accuracy"][-1] if history["test_accuracy"] else 0.0
+    elif os.path.exists(metrics):
+        os.remove(metrics)  # a new run: a new metrics file
+    print(f"{args.model} on {args.dataset}: {len(train)} training, {len(val)} validation and "
+          f"{len(test)} test images, {sum(p.size for p in params):,} parameters")
     for epoch in range(first, args.epochs + 1):
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                    disable=args.no_progress)
@@ -205,30 +238,42 @@ def main(argv=None):
             with tape.Tape() as t:
                 logits = model(x)
                 loss = loss_fn(logits, y)
-            opt.step(t.gradient(loss, params))
+            grads = t.gradient(loss, params)
+            if args.clip_grad is not None:
+                grads, _ = tape.optim.clip_grad_norm(grads, args.clip_grad)
+            opt.step(grads)
+            if per_batch:
+                schedule.step()
             accuracy = float((logits.argmax(axis=1).numpy() == y.numpy()).mean())
             step += 1
             history["step"].append(step)
             history["loss"].append(loss.item())
             history["accuracy"].append(accuracy)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.2f}")
-        schedule.step()
-        test_accuracy = evaluate(model, test_loader, args.device)
+        lr = opt.param_groups[0]["lr"]
+        if not per_batch:
+            schedule.step()
+        val_accuracy = evaluate(model, val_loader, args.device)
         history["epoch_step"].append(step)
-        history["test_accuracy"].append(test_accuracy)
-        print(f"epoch {epoch:3d}  loss {np.mean(history['loss'][-len(train_loader):]):.4f}  "
-              f"test accuracy {test_accuracy:.4f}")
+        history["val_accuracy"].append(val_accuracy)
+        train_loss = float(np.mean(history["loss"][-len(train_loader):]))
+        print(f"epoch {epoch:3d}  loss {train_loss:.4f}  validation accuracy {val_accuracy:.4f}")
+        with open(metrics, "a") as f:
+            f.write(json.dumps({"epoch": epoch, "step": step, "train_loss": train_loss,
+                                "val_accuracy": val_accuracy, "lr": lr,
+                                "seconds": time.perf_counter() - start}) + "\n")
         save_checkpoint(checkpoint, epoch, step, model, opt, schedule, rng, history)
         if args.stop_after == epoch:
             print(f"stopped after epoch {epoch}; continue with --resume {checkpoint}")
-            return test_accuracy
+            return val_accuracy
     elapsed = time.perf_counter() - start
+    test_accuracy = evaluate(model, DataLoader(test, batch_size=256), args.device)
     print(f"test accuracy {test_accuracy:.4f} after {args.epochs} epochs ({elapsed:.1f} s)")
-    model_path = os.path.join(args.out, f"{args.model}-{args.dataset}.safetensors")
-    plot_path = os.path.join(args.out, f"{args.model}-{args.dataset}.png")
+    model_path, plot_path = stem + ".safetensors", stem + ".png"
     nn.save_model(model, model_path)
     plot(history, plot_path)
-    print(f"saved the model to {model_path} and the curves to {plot_path}")
+    print(f"saved the model to {model_path}, the curves to {plot_path} and the metrics to "
+          f"{metrics}")
     return test_accuracy
 
 

@@ -1,6 +1,7 @@
 """End to end: the main job trains on the bundled digits and reaches its accuracy."""
 
 import importlib.util
+import json
 import pathlib
 import time
 
@@ -91,9 +92,15 @@ def test_missing_mnist_files_end_in_one_line_naming_download(tmp_path, capsys):
     assert "--download" in message and str(tmp_path) in message and "\n" not in message
 
 
-@pytest.mark.parametrize("model, stop", [("cnn", 1), ("mlp", 2)])
-def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, model, stop):
-    common = ["--model", model, "--epochs", "3", "--no-progress"]
+@pytest.mark.parametrize("model, stop, options", [
+    ("cnn", 1, []),
+    ("mlp", 2, ["--scheduler", "onecycle", "--clip-grad", "1.0", "--weight-decay", "1e-4",
+                "--optimizer", "sgd", "--lr", "0.05"]),
+    ("mlp", 1, ["--warmup", "2", "--scheduler", "step", "--optimizer", "adamw"]),
+])
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, model, stop,
+                                                                  options):
+    common = ["--model", model, "--epochs", "3", "--no-progress", *options]
     whole = train.main(common + ["--out", str(tmp_path / "whole")])
     train.main(common + ["--out", str(tmp_path / "cut"), "--stop-after", str(stop)])
     tape.manual_seed(123)  # the resumed process starts from another random state
@@ -107,3 +114,10 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, mode
         np.testing.assert_array_equal(a[name].numpy(), b[name].numpy(), err_msg=name)
     both = [tape.load(tmp_path / d / f"{model}-digits.ckpt") for d in ("whole", "cut")]
     assert both[0]["history"] == both[1]["history"] and both[1]["epoch"] == 3
+    lines = [[json.loads(line) for line in open(tmp_path / d / f"{model}-digits.jsonl")]
+             for d in ("whole", "cut")]
+    assert [m["epoch"] for m in lines[1]] == [1, 2, 3]  # a line per epoch, none repeated
+    drop = ("seconds",)  # the one field that differs between the runs
+    assert [{k: v for k, v in m.items() if k not in drop} for m in lines[0]] == \
+        [{k: v for k, v in m.items() if k not in drop} for m in lines[1]]
+    assert len({m["lr"] for m in lines[0]}) > 1  # the schedule moved the learning rate
