@@ -83,8 +83,11 @@ def make_model(nn, vocab, context, d_model=128, nhead=4, layers=2, ff=512, dropo
 
 
 def lr_factor(step, warmup, total):
-    """Linear warm-up, then cosine decay to a tenth: the schedule both libraries follow."""
+    """Linear warm-up, then cosine decay to a tenth over ``total`` steps (0: constant): the
+    schedule both libraries follow."""
     if step < warmup:
         return (step + 1) / warmup
+    if not total:
+        return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress)))

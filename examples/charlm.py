@@ -17,6 +17,7 @@ same model with PyTorch, for comparison.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -45,6 +46,11 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.0, help="dropout")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    p.add_argument("--scheduler", choices=["cosine", "constant"], default="cosine",
+                   help="after the warm-up: cosine decay to a tenth, or constant")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's weight decay")
+    p.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
+                   help="clip the gradients' total norm to this")
     p.add_argument("--eval-every", type=int, default=250, help="steps between evaluations")
     p.add_argument("--seed", type=int, default=0, help="weights, batches, dropout")
     p.add_argument("--sample", type=int, default=300, help="characters to sample at the end")
@@ -108,15 +114,17 @@ def main(argv=None):
     model = chardata.make_model(nn, data.vocab_size, args.context, args.d_model, args.heads,
                                 args.layers, 4 * args.d_model, args.dropout)
     params = list(model.parameters())
-    opt = tape.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    opt = tape.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    total = args.steps if args.scheduler == "cosine" else 0  # 0: constant after warm-up
     schedule = tape.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: chardata.lr_factor(s, args.warmup, args.steps))
+        opt, lambda s: chardata.lr_factor(s, args.warmup, total))
     mask = tape.tensor(chardata.causal_mask(args.context))
     val_batches = data.val_batches(args.batch_size, args.context, 8)
     rng = np.random.default_rng(args.seed)
     history = {k: [] for k in ("step", "loss", "eval_step", "val_loss")}
     os.makedirs(args.out, exist_ok=True)
     checkpoint = os.path.join(args.out, "charlm.ckpt")
+    metrics = os.path.join(args.out, "charlm.jsonl")
     step = 0
     if args.resume:
         state = tape.load(args.resume)
@@ -129,6 +137,8 @@ def main(argv=None):
             history[key][:] = values
         step = int(state["step"])
         print(f"resumed from {args.resume} at step {step}")
+    elif os.path.exists(metrics):
+        os.remove(metrics)  # a new run: a new metrics file
     print(f"charlm: {len(data.train):,} training and {len(data.val):,} validation characters, "
           f"{data.vocab_size} symbols, {sum(p.size for p in params):,} parameters")
     start = time.perf_counter()
@@ -139,7 +149,10 @@ def main(argv=None):
         x, y = data.batch("train", args.batch_size, args.context, rng)
         with tape.Tape() as t:
             loss = loss_of(model, x, y, mask)
-        opt.step(t.gradient(loss, params))
+        grads = t.gradient(loss, params)
+        if args.clip_grad is not None:
+            grads, _ = tape.optim.clip_grad_norm(grads, args.clip_grad)
+        opt.step(grads)
         schedule.step()
         step_seconds.append(time.perf_counter() - began)
         step += 1
@@ -151,8 +164,13 @@ def main(argv=None):
             val = validation_loss(model, val_batches, mask)
             history["eval_step"].append(step)
             history["val_loss"].append(val)
-            bar.write(f"step {step:5d}  train {np.mean(history['loss'][-50:]):.3f}  "
+            train_loss = float(np.mean(history["loss"][-50:]))
+            bar.write(f"step {step:5d}  train {train_loss:.3f}  "
                       f"validation {val:.3f} nats/char ({val / math.log(2):.2f} bits)")
+            with open(metrics, "a") as f:
+                f.write(json.dumps({"step": step, "train_loss": train_loss, "val_loss": val,
+                                    "lr": opt.param_groups[0]["lr"],
+                                    "seconds": time.perf_counter() - start}) + "\n")
             tape.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                        "schedule": schedule.state_dict(), "step": step,
                        "rng": tape.get_rng_state(), "batch_rng": rng.bit_generator.state,

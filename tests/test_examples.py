@@ -3,6 +3,7 @@ reach what their docstrings promise: accuracy, gradchecks, closed forms, a penal
 falls to its predicted level."""
 
 import importlib.util
+import json
 import pathlib
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_transforms_per_example_gradients_average_to_the_batch_gradient_and_hvps
 
 SMALL_LM = ["--d-model", "32", "--heads", "2", "--layers", "1", "--context", "32",
             "--batch-size", "16", "--eval-every", "20", "--sample", "40", "--no-progress",
-            "--warmup", "5", "--lr", "1e-2"]
+            "--warmup", "5", "--lr", "1e-2", "--clip-grad", "1.0"]
 
 
 def test_charlm_learns_samples_and_resumes_bit_identical(tmp_path, capsys):
@@ -94,5 +95,7 @@ def test_charlm_learns_samples_and_resumes_bit_identical(tmp_path, capsys):
     charlm.main(cut + ["--stop-after", "20"])
     resumed = charlm.main(cut + ["--resume", str(tmp_path / "cut" / "charlm.ckpt")])
     assert resumed["val_loss"] == whole["val_loss"] and resumed["loss"] == whole["loss"]
+    lines = (tmp_path / "cut" / "charlm.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [20, 40, 60]
     sample = (tmp_path / "cut" / "charlm-sample.txt").read_text()
     assert sample == (tmp_path / "whole" / "charlm-sample.txt").read_text()
