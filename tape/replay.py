@@ -58,8 +58,13 @@ def _seed(target, seed):
     return array.astype(target.dtype, copy=False)
 
 
-def gradients(tape, targets, seeds, sources):
-    """Raw gradients (or None) of the summed targets with respect to each source."""
+def gradients(tape, targets, seeds, sources, on_final=None):
+    """Raw gradients (or None) of the summed targets with respect to each source.
+
+    ``on_final(i, grad)``, when given, is called once for each source ``i`` as soon as its
+    gradient is final (after the entry that used it first in the forward pass; ``grad`` is
+    None for a source no entry uses), while the replay goes on with the other entries:
+    ``tape.distributed`` starts averaging gradients there."""
     for s in sources:
         _check_float(s, "sources")
     for t in targets:
@@ -70,7 +75,7 @@ def gradients(tape, targets, seeds, sources):
         n = node_of(t)
         prev = grads.get(n)
         grads[n] = g if prev is None else prev + g
-    return run(tape, grads, sources, ())
+    return run(tape, grads, sources, (), on_final)
 
 
 def jacobians(tape, target, sources, batch):
@@ -105,14 +110,18 @@ def jacobians(tape, target, sources, batch):
     return out
 
 
-def run(tape, grads, sources, lead):
+def run(tape, grads, sources, lead, on_final=None):
     """The reverse loop. ``grads`` maps the targets' nodes to their cotangents on entry.
 
     Per entry: take the gradient waiting for its output (none: nothing to do), call the
     rule of each input that leads back to a source, fit the result to that input and
     add it to the input's gradient. With no tape recording around the call, rules get
     raw arrays (an entry's kept tensors as their arrays); under a recording tape, they
-    get the tensors themselves, so that tape records the gradient computation."""
+    get the tensors themselves, so that tape records the gradient computation.
+
+    The entries are replayed in segments, each ending where sources' gradients become
+    final, and ``on_final`` (see ``gradients``) is told between segments; without it there
+    is one segment, so the loop is the same either way."""
     entries = tape._entries
     n = len(entries)  # the loop may append to a persistent, recording tape: stop here
     wanted = {node_of(s) for s in sources}
@@ -127,44 +136,73 @@ def run(tape, grads, sources, lead):
     simple = not (tensor_mode or checking or nb)  # first order on arrays, no checks
     pop = grads.pop
     results = {}
-    for k in range(n - 1, -1, -1):
-        op, inputs, ans, out, params, where = entries[k]
-        g = pop(out, None)
-        if g is None:
-            continue
-        if out in wanted:
-            results[out] = g
-        if out not in dep:
-            continue
-        vjp = op.vjp
-        if simple and not params and type(vjp) is tuple and len(vjp) <= 2:
-            _simple_rules(grads, dep, op, vjp, g, ans, inputs)
-            continue
-        if tensor_mode:
-            args = inputs
-            if not isinstance(g, Tensor):
-                g = wrap(g)
-        else:
-            args = _raw(inputs)
-            if type(ans) is not Node:
-                ans = ans.data
-        joint = type(vjp) is not tuple
-        gis = vjp(g, ans, *args, **params) if joint else None
-        for i, x in enumerate(inputs):
-            x = key_of(x)
-            if x not in dep:
+    segments = ((n - 1, -1, ()),) if on_final is None else _segments(entries, n, sources)
+    for top, stop, final in segments:
+        for k in range(top, stop, -1):
+            op, inputs, ans, out, params, where = entries[k]
+            g = pop(out, None)
+            if g is None:
                 continue
-            if joint:
-                gi = gis[i]
+            if out in wanted:
+                results[out] = g
+            if out not in dep:
+                continue
+            vjp = op.vjp
+            if simple and not params and type(vjp) is tuple and len(vjp) <= 2:
+                _simple_rules(grads, dep, op, vjp, g, ans, inputs)
+                continue
+            if tensor_mode:
+                args = inputs
+                if not isinstance(g, Tensor):
+                    g = wrap(g)
             else:
-                rule = vjp[i]
-                gi = None if rule is None else rule(g, ans, *args, **params)
-            if gi is None:
-                continue
-            if checking:
-                _check(tape, op, x, gi, nb, where)
-            _accumulate(grads, x, gi, nb, op, i)
+                args = _raw(inputs)
+                if type(ans) is not Node:
+                    ans = ans.data
+            joint = type(vjp) is not tuple
+            gis = vjp(g, ans, *args, **params) if joint else None
+            for i, x in enumerate(inputs):
+                x = key_of(x)
+                if x not in dep:
+                    continue
+                if joint:
+                    gi = gis[i]
+                else:
+                    rule = vjp[i]
+                    gi = None if rule is None else rule(g, ans, *args, **params)
+                if gi is None:
+                    continue
+                if checking:
+                    _check(tape, op, x, gi, nb, where)
+                _accumulate(grads, x, gi, nb, op, i)
+        for i in final:
+            node = sources[i]._node
+            on_final(i, results.get(node, grads.get(node)))
     return [results.get(s._node, grads.get(s._node)) for s in sources]
+
+
+def _segments(entries, n, sources):
+    """(first entry, entry to stop before, sources final after it) for a replay that
+    reports final gradients: a source's gradient is final once the replay has passed the
+    first entry that uses it (or makes it); sources no entry touches come last."""
+    first = {}
+    for i, s in enumerate(sources):
+        first.setdefault(s._node, []).append(i)
+    at = {}
+    for k in range(n):
+        if not first:
+            break
+        entry = entries[k]
+        for x in (*entry[INPUTS], entry[OUT]):
+            idx = first.pop(key_of(x), None)
+            if idx is not None:
+                at.setdefault(k, []).extend(idx)
+    out, top = [], n - 1
+    for k in sorted(at, reverse=True):
+        out.append((top, k - 1, at[k]))
+        top = k - 1
+    out.append((top, -1, [i for idx in first.values() for i in idx]))
+    return out
 
 
 def _simple_rules(grads, dep, op, vjp, g, ans, inputs):

@@ -110,3 +110,63 @@ class RandomSampler(Sampler):
         else:
             order = np.concatenate([rng.permutation(n) for _ in range(-(-count // n))])[:count]
         return iter(order.tolist())
+
+
+class DistributedSampler(Sampler):
+    """This process's share of a dataset's indices, as PyTorch's ``DistributedSampler``.
+
+    The (shuffled, with ``seed`` and the epoch) indices are padded by repeating the first
+    ones until they divide evenly (or, with ``drop_last``, cut to a multiple of
+    ``num_replicas``), then rank ``r`` takes every ``num_replicas``-th from ``r``: the
+    shards are disjoint but for the padding, cover the dataset, and have one length, so
+    every process takes the same number of steps. Call ``set_epoch(epoch)`` (or the
+    loader's) before each epoch for a new order. ``num_replicas`` and ``rank`` default to
+    ``tape.distributed``'s world size and rank.
+    """
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0,
+                 drop_last=False):
+        n = _length(dataset, "DistributedSampler")
+        if num_replicas is None or rank is None:
+            from .. import distributed
+
+            num_replicas = distributed.world_size() if num_replicas is None else num_replicas
+            rank = distributed.rank() if rank is None else rank
+        for name, value, least in (("num_replicas", num_replicas, 1), ("rank", rank, 0),
+                                   ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+                    or value < least:
+                raise ValueError(f"DistributedSampler: {name} must be an integer of at least "
+                                 f"{least}, got {value!r}")
+        if rank >= num_replicas:
+            raise ValueError(f"DistributedSampler: invalid rank {rank}, rank should be in the "
+                             f"interval [0, {num_replicas - 1}]")
+        self.dataset, self.num_replicas, self.rank = dataset, int(num_replicas), int(rank)
+        self.shuffle, self.seed, self.drop_last = bool(shuffle), int(seed), bool(drop_last)
+        self.epoch = 0
+        if self.drop_last and n % self.num_replicas:
+            self.num_samples = max(0, -(-(n - self.num_replicas) // self.num_replicas))
+        else:
+            self.num_samples = -(-n // self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` from now on (the same on every process)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        n = len(self.dataset)
+        if self.shuffle:
+            indices = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        else:
+            indices = np.arange(n)
+        if not self.drop_last:
+            pad = self.total_size - n
+            if pad > 0 and n:
+                indices = np.concatenate([indices, np.resize(indices, pad)])
+        else:
+            indices = indices[:self.total_size]
+        return iter(indices[self.rank:self.total_size:self.num_replicas].tolist())
