@@ -51,7 +51,7 @@ def _relu_grad(start, stop, g, y, dx, zero):
 def relu(x):
     """max(x, 0), NaN kept (as numpy's maximum)."""
     y = buffers.empty(x.shape, x.dtype)
-    parallel_for(_relu, x.size, x.reshape(-1), y.reshape(-1), x.dtype.type(0))
+    parallel_for(_relu, x.size, x.reshape(-1), y.reshape(-1), x.dtype.type(0), follows=True)
     return y
 
 
@@ -59,7 +59,7 @@ def relu_grad(g, y):
     """0 where the ReLU's output ``y`` is <= 0, else ``g`` (NaN included, as PyTorch)."""
     dx = buffers.empty(g.shape, g.dtype)
     parallel_for(_relu_grad, g.size, g.reshape(-1), y.reshape(-1), dx.reshape(-1),
-                 g.dtype.type(0))
+                 g.dtype.type(0), follows=True)
     return dx
 
 

@@ -21,7 +21,9 @@ its own and changes nothing outside it:
   over); but when other processes keep a core busy, OpenBLAS's spinning worker gets half
   a core and its half of every GEMM waits, and ours, which sleep and are woken, ran the
   MLP step 2x faster. So tape watches the machine (:class:`_Machine`) and takes its
-  GEMMs onto its own threads while other processes use a core.
+  GEMMs onto its own threads while other processes use a core. Light elementwise
+  kernels (a ReLU) only follow: they use the team while the GEMMs are on it, and run in
+  the caller otherwise, so that they never move the GEMMs (``parallel_for(follows=True)``).
 
 The helpers sleep on a lock when idle, and are started on first use. How many threads
 (the caller included) tape uses is the setting ``num_threads`` (kernels/config.py:
@@ -137,12 +139,21 @@ def chunks(n_items, n_chunks):
     return [(cuts[i], cuts[i + 1]) for i in range(k)]
 
 
-def parallel_for(fn, n_items, *args, work=None):
+def parallel_for(fn, n_items, *args, work=None, follows=False):
     """Run ``fn(start, stop, *args)`` over ``range(n_items)`` split among tape's threads.
 
     ``fn`` must release the GIL (a ``kernels.cpu.jit.kernel``, or numpy's BLAS calls) and
     write disjoint output for disjoint ranges. ``work`` (elements touched, default
     ``n_items``) below ``SMALL_WORK`` runs in the caller: waking a helper costs more.
+
+    ``follows``: a light, memory-bound kernel (an elementwise pass) that takes tape's
+    threads only while the GEMMs are on them too (:func:`gemms_on_team`: heavier kernels
+    ran lately, or the machine is busy), and else runs in the caller without claiming the
+    threads for the GEMMs. A ReLU between two Linear layers would otherwise move every
+    GEMM of a Transformer or MLP step off OpenBLAS's threads, onto ours, which run a GEMM
+    1.4-2x slower on an idle machine (both halves share the memory bus, each packs its own
+    copy of the other operand), for a kernel that is a fraction of a millisecond on one
+    thread.
     """
     if fn not in _called:
         _first_call(fn)
@@ -150,8 +161,14 @@ def parallel_for(fn, n_items, *args, work=None):
     if team.n == 1 or n_items < 2 or (n_items if work is None else work) < SMALL_WORK:
         fn(0, n_items, *args)
         return
-    global _kernels_last_used
-    _kernels_last_used = time.perf_counter()
+    now = time.perf_counter()
+    if follows:
+        if not gemms_on_team(now):
+            fn(0, n_items, *args)
+            return
+    else:
+        global _kernels_last_used
+        _kernels_last_used = now
     # a few big work items (chunks of images) are dealt one by one, so that the threads
     # finish together; many small ones (planes, elements) in a few runs each
     ranges = n_items if n_items <= FEW_ITEMS else CHUNKS_PER_THREAD * team.n
@@ -275,6 +292,12 @@ class _Machine:
 _machine = _Machine()
 
 
+def gemms_on_team(now):
+    """Whether tape's GEMMs run on its own threads now: its (leading) kernels ran in the
+    last RECENT seconds, or other processes keep a core busy."""
+    return now - _kernels_last_used <= RECENT or _machine.others_busy(now)
+
+
 def matmul(a, b):
     """``a @ b`` for numpy arrays, on tape's threads while its kernels are in use or other
     processes keep a core busy.
@@ -286,10 +309,8 @@ def matmul(a, b):
     any numpy user.
     """
     team = _team()
-    if team.n > 1:
-        now = time.perf_counter()
-        if now - _kernels_last_used > RECENT and not _machine.others_busy(now):
-            return a @ b
+    if team.n > 1 and not gemms_on_team(time.perf_counter()):
+        return a @ b
     blas = _blas()
     if blas.set is None:  # not numpy's OpenBLAS: nothing we can hold
         return a @ b

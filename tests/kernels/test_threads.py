@@ -38,6 +38,20 @@ def test_parallel_for_covers_every_item_once(two_threads, n_items, work):
         assert who == [threading.get_ident()]  # one call, in the caller
 
 
+def test_a_following_kernel_takes_the_threads_only_while_the_gemms_have_them(two_threads,
+                                                                            monkeypatch):
+    monkeypatch.setattr(threads._machine, "others_busy", lambda now: False)
+    monkeypatch.setattr(threads, "_kernels_last_used", -1e9)  # GEMMs on OpenBLAS's threads
+    seen, who = np.zeros(1000, int), []
+    threads.parallel_for(_record, 1000, seen, who, work=1 << 30, follows=True)
+    assert (seen == 1).all() and who == [threading.get_ident()]  # one call, in the caller
+    assert threads._kernels_last_used == -1e9  # and the GEMMs stay where they were
+    monkeypatch.setattr(threads, "_kernels_last_used", float("inf"))  # a conv just ran
+    seen, who = np.zeros(1000, int), []
+    threads.parallel_for(_record, 1000, seen, who, work=1 << 30, follows=True)
+    assert (seen == 1).all() and len(who) > 1  # dealt out among the team
+
+
 def test_chunks_are_balanced_and_contiguous():
     for n, k in [(10, 4), (3, 8), (1000, 7), (0, 3)]:
         parts = threads.chunks(n, k)
