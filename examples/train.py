@@ -4,6 +4,7 @@
     python examples/train.py --model mlp --epochs 20
     python examples/train.py --dataset mnist --data-dir ~/data   # the IDX files from there
     python examples/train.py --dataset mnist --download          # fetch them into data/
+    mpiexec -n 2 python examples/train.py --distributed          # data parallel, 2 processes
 
 Each step records the forward pass with ``with tape.Tape() as t:`` and updates the
 weights with ``opt.step(t.gradient(loss, params))``. A tenth of the training set is held
@@ -14,6 +15,10 @@ the training curves to a PNG (``runs/{model}-{dataset}.*``). After every epoch i
 checkpoint (``runs/{model}-{dataset}.ckpt``: model, optimizer, schedule, epoch, random
 states, history); ``--resume runs/cnn-digits.ckpt`` continues it, and ends with the same
 weights, bit for bit, as a run that was never interrupted.
+
+With ``--distributed`` (under ``mpiexec -n N``) each process takes ``1/N`` of every
+``--batch-size`` batch (``tape.data.DistributedSampler``) and ``DistributedDataParallel``
+averages the gradients; only rank 0 prints and writes files.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 
 import numpy as np
 
+import kernels
 import tape
 import tape.nn as nn
 from tape.data import DataLoader, TensorDataset, random_split
@@ -186,6 +192,9 @@ def parse_args(argv=None):
                         help="end the run after this epoch, as an interruption would")
     parser.add_argument("--no-augment", action="store_true",
                         help="no random 1-pixel shifts of the CNN's training images")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data parallel over the processes of mpiexec (needs tape[mpi]); "
+                        "--batch-size is the global batch")
     return parser.parse_args(argv)
 
 
@@ -194,7 +203,25 @@ def main(argv=None):
 
     from tqdm import tqdm
 
-    tape.manual_seed(args.seed)
+    rank, world = 0, 1
+    if args.distributed:
+        import tape.distributed as dist
+
+        dist.init()
+        rank, world = dist.rank(), dist.world_size()
+        if args.resume:
+            sys.exit("train.py: --resume does not support --distributed yet")
+        if "TAPE_NUM_THREADS" not in os.environ:  # share the cores of each machine
+            from mpi4py import MPI
+
+            here = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+            kernels.configure(num_threads=max(1, (os.cpu_count() or 1) // here))
+        if args.batch_size % world:
+            sys.exit(f"train.py: --batch-size {args.batch_size} does not split evenly over "
+                     f"{world} processes")
+    lead = rank == 0  # the one process that prints and writes files
+    say = print if lead else (lambda *_, **__: None)
+    tape.manual_seed(args.seed + rank)  # dropout differs per process; weights are rank 0's
     try:
         train, test = datasets(args.dataset, args.data_dir, args.download)
     except FileNotFoundError:
@@ -203,17 +230,24 @@ def main(argv=None):
     train, val = random_split(train, [1 - args.val_fraction, args.val_fraction],
                               generator=args.seed)  # the test set chooses nothing
     size = train[0][0].shape[-1]
-    model = build_model(args.model, size).to(args.device)
+    model = net = build_model(args.model, size).to(args.device)
     params = list(model.parameters())
+    if args.distributed:
+        model = dist.DistributedDataParallel(net)
     opt = make_optimizer(args.optimizer, params, args.lr, args.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    if args.distributed:
+        sampler = tape.data.DistributedSampler(train, seed=args.seed)
+        train_loader = DataLoader(train, batch_size=args.batch_size // world, sampler=sampler)
+    else:
+        train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True,
+                                  seed=args.seed)
     val_loader = DataLoader(val, batch_size=256)
     schedule, per_batch = make_schedule(args.scheduler, opt, args.epochs, len(train_loader),
                                         args.warmup, args.lr)
     history = {k: [] for k in ("step", "loss", "accuracy", "epoch_step", "val_accuracy")}
     step, start = 0, time.perf_counter()
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed if rank == 0 else [args.seed, rank])
     augment = args.model == "cnn" and not args.no_augment  # shifts do not help an MLP
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"{args.model}-{args.dataset}")
@@ -224,13 +258,15 @@ def main(argv=None):
         train_loader.set_epoch(first - 1)
         print(f"resumed from {args.resume} after epoch {first - 1} (best validation accuracy "
               f"{best:.4f})")
-    elif os.path.exists(metrics):
+    elif lead and os.path.exists(metrics):
         os.remove(metrics)  # a new run: a new metrics file
-    print(f"{args.model} on {args.dataset}: {len(train)} training, {len(val)} validation and "
+    say(f"{args.model} on {args.dataset}: {len(train)} training, {len(val)} validation and "
           f"{len(test)} test images, {sum(p.size for p in params):,} parameters")
     for epoch in range(first, args.epochs + 1):
+        if args.distributed:
+            train_loader.set_epoch(epoch - 1)  # the same order on every process
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", leave=False,
-                   disable=args.no_progress)
+                   disable=args.no_progress or not lead)
         for x, y in bar:
             if augment:
                 x = tape.tensor(random_shift(x.numpy(), rng))
@@ -238,7 +274,7 @@ def main(argv=None):
             with tape.Tape() as t:
                 logits = model(x)
                 loss = loss_fn(logits, y)
-            grads = t.gradient(loss, params)
+            grads = model.gradient(t, loss) if args.distributed else t.gradient(loss, params)
             if args.clip_grad is not None:
                 grads, _ = tape.optim.clip_grad_norm(grads, args.clip_grad)
             opt.step(grads)
@@ -257,20 +293,25 @@ def main(argv=None):
         history["epoch_step"].append(step)
         history["val_accuracy"].append(val_accuracy)
         train_loss = float(np.mean(history["loss"][-len(train_loader):]))
-        print(f"epoch {epoch:3d}  loss {train_loss:.4f}  validation accuracy {val_accuracy:.4f}")
-        with open(metrics, "a") as f:
-            f.write(json.dumps({"epoch": epoch, "step": step, "train_loss": train_loss,
-                                "val_accuracy": val_accuracy, "lr": lr,
-                                "seconds": time.perf_counter() - start}) + "\n")
-        save_checkpoint(checkpoint, epoch, step, model, opt, schedule, rng, history)
+        if args.distributed:  # the mean over every process's batches
+            train_loss = dist.all_reduce(np.array([train_loss]), op="mean").item()
+        say(f"epoch {epoch:3d}  loss {train_loss:.4f}  validation accuracy {val_accuracy:.4f}")
+        if lead:
+            with open(metrics, "a") as f:
+                f.write(json.dumps({"epoch": epoch, "step": step, "train_loss": train_loss,
+                                    "val_accuracy": val_accuracy, "lr": lr,
+                                    "seconds": time.perf_counter() - start}) + "\n")
+            save_checkpoint(checkpoint, epoch, step, net, opt, schedule, rng, history)
         if args.stop_after == epoch:
-            print(f"stopped after epoch {epoch}; continue with --resume {checkpoint}")
+            say(f"stopped after epoch {epoch}; continue with --resume {checkpoint}")
             return val_accuracy
     elapsed = time.perf_counter() - start
     test_accuracy = evaluate(model, DataLoader(test, batch_size=256), args.device)
-    print(f"test accuracy {test_accuracy:.4f} after {args.epochs} epochs ({elapsed:.1f} s)")
+    say(f"test accuracy {test_accuracy:.4f} after {args.epochs} epochs ({elapsed:.1f} s)")
+    if not lead:
+        return test_accuracy
     model_path, plot_path = stem + ".safetensors", stem + ".png"
-    nn.save_model(model, model_path)
+    nn.save_model(net, model_path)
     plot(history, plot_path)
     print(f"saved the model to {model_path}, the curves to {plot_path} and the metrics to "
           f"{metrics}")
