@@ -132,20 +132,18 @@ class MultiheadAttention(Module):
                                         check_other=False)
             if key_padding_mask is not None:
                 is_causal = False
-        if self.batch_first and batched:
-            query, key, value = (F.swapaxes(x, 0, 1) for x in (query, key, value))
         if not batched:
             query, key, value = (F.unsqueeze(x, 1) for x in (query, key, value))
             if key_padding_mask is not None:
                 key_padding_mask = _reshape(key_padding_mask, (1, -1))
+        # batch_first inputs stay (N, L, E): no swapped copies before and after the GEMMs
         out, weights = self._attend(query, key, value, key_padding_mask, attn_mask,
-                                    need_weights, average_attn_weights, is_causal)
+                                    need_weights, average_attn_weights, is_causal,
+                                    self.batch_first and batched)
         if not batched:
             out = F.squeeze(out, 1)
             if weights is not None:
                 weights = F.squeeze(weights, 0)
-        elif self.batch_first:
-            out = F.swapaxes(out, 0, 1)
         return out, weights
 
     def _check_shapes(self, query, key, value, key_padding_mask, attn_mask):
@@ -183,23 +181,33 @@ class MultiheadAttention(Module):
                                  f"{(heads, big_l, big_s)}")
         return batched
 
-    def _attend(self, query, key, value, kpm, attn_mask, need_weights, average, is_causal):
-        """torch's multi_head_attention_forward on (L, N, E) inputs and float masks."""
-        big_l, n, e = _shape(query)
-        big_s = _shape(key)[0]
-        h, hd = self.num_heads, self.head_dim
-        if query is key and key is value:  # self-attention: one projection
-            q, k, v = F.split(F.linear(query, self.in_proj_weight, self.in_proj_bias), 3,
-                              axis=-1)
+    def _attend(self, query, key, value, kpm, attn_mask, need_weights, average, is_causal,
+                batch_first=False):
+        """torch's multi_head_attention_forward on (L, N, E) inputs, or (N, L, E) with
+        ``batch_first`` (the output in the same layout), and float masks."""
+        if batch_first:
+            n, big_l, e = _shape(query)
+            big_s = _shape(key)[1]
         else:
-            ws = F.split(self.in_proj_weight, 3, axis=0)
-            bs = ((None,) * 3 if self.in_proj_bias is None
-                  else F.split(self.in_proj_bias, 3, axis=0))
-            q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), ws, bs))
-        # (L, N, E) -> (N, heads, L, head_dim)
-        q = F.permute(F.reshape(q, (big_l, n, h, hd)), 1, 2, 0, 3)
-        k = F.permute(F.reshape(k, (big_s, n, h, hd)), 1, 2, 0, 3)
-        v = F.permute(F.reshape(v, (big_s, n, h, hd)), 1, 2, 0, 3)
+            big_l, n, e = _shape(query)
+            big_s = _shape(key)[0]
+        h, hd = self.num_heads, self.head_dim
+        # three projections by the weight's thirds, self-attention too: one projection split
+        # in three would have each third's gradient scattered into zeros of the whole
+        # output and summed (the charlm step 10% slower); the weight's thirds are small
+        ws = F.split(self.in_proj_weight, 3, axis=0)
+        bs = ((None,) * 3 if self.in_proj_bias is None
+              else F.split(self.in_proj_bias, 3, axis=0))
+        q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), ws, bs))
+        # (L, N, E) or (N, L, E) -> (N, heads, L, head_dim)
+        if batch_first:
+            q = F.permute(F.reshape(q, (n, big_l, h, hd)), 0, 2, 1, 3)
+            k = F.permute(F.reshape(k, (n, big_s, h, hd)), 0, 2, 1, 3)
+            v = F.permute(F.reshape(v, (n, big_s, h, hd)), 0, 2, 1, 3)
+        else:
+            q = F.permute(F.reshape(q, (big_l, n, h, hd)), 1, 2, 0, 3)
+            k = F.permute(F.reshape(k, (big_s, n, h, hd)), 1, 2, 0, 3)
+            v = F.permute(F.reshape(v, (big_s, n, h, hd)), 1, 2, 0, 3)
         mask = None
         if attn_mask is not None:
             mask = _reshape(attn_mask, (1, 1, big_l, big_s) if len(_shape(attn_mask)) == 2
@@ -221,7 +229,10 @@ class MultiheadAttention(Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, mask, p, is_causal)
             weights = None
-        out = F.reshape(F.permute(out, 2, 0, 1, 3), (big_l, n, e))
+        if batch_first:
+            out = F.reshape(F.permute(out, 0, 2, 1, 3), (n, big_l, e))
+        else:
+            out = F.reshape(F.permute(out, 2, 0, 1, 3), (big_l, n, e))
         return self.out_proj(out), weights
 
     def extra_repr(self):

@@ -23,6 +23,10 @@ def gemm(a, b):
     """``a @ b`` on arrays. numpy's run on tape's threads while tape's kernels are in use
     (kernels/cpu/threads.py: one pool for kernels and GEMMs, so they never fight)."""
     if type(a) is np.ndarray and type(b) is np.ndarray:
+        if a.ndim > 2 and b.ndim == 2:  # a stack of rows times one matrix: one GEMM (numpy
+            # would run one small GEMM per leading index, several times slower)
+            rows = a.reshape(-1, a.shape[-1])
+            return _threaded_matmul(rows, b).reshape(a.shape[:-1] + b.shape[1:])
         return _threaded_matmul(a, b)
     return np.matmul(a, b)
 
