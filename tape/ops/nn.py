@@ -42,6 +42,11 @@ def _softmax(x, axis):
     if np.ndim(x) == 0:
         return np.ones_like(x)
     x = as_array(x)
+    if type(x) is np.ndarray and x.dtype.kind == "f":  # in place: one new array, not three
+        z = np.subtract(x, x.max(axis=axis, keepdims=True))  # stable for large inputs
+        np.exp(z, out=z)
+        z /= z.sum(axis=axis, keepdims=True)
+        return z
     z = np.exp(x - x.max(axis=axis, keepdims=True))  # stable for large inputs
     return z / z.sum(axis=axis, keepdims=True)
 
@@ -54,12 +59,17 @@ def _log_softmax(x, axis):
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-_softmax_op = Op(
-    "softmax",
-    _softmax,
-    lambda g, ans, x, axis: ans * (g - _sum(g * ans, axes=(axis,), keepdims=True))
-    if ans.ndim else g * 0,
-)
+def _softmax_vjp(g, ans, x, axis):
+    if not ans.ndim:
+        return g * 0
+    if type(g) is np.ndarray and g.ndim == ans.ndim and _last_axis(ans, (axis,)):
+        out = g - _row_dot(g, ans)  # first order along the rows: two passes, one new array
+        out *= ans
+        return out
+    return ans * (g - _sum(g * ans, axes=(axis,), keepdims=True))
+
+
+_softmax_op = Op("softmax", _softmax, _softmax_vjp)
 _log_softmax_op = Op(
     "log_softmax",
     _log_softmax,
@@ -177,13 +187,47 @@ def dropout(x, p=0.5, training=True, inplace=False):
 
 
 # ----- normalisation: (x - mean) / sqrt(var + eps) over ``axes`` in one entry -----
+def _last_axis(a, axes):
+    """Whether ``axes`` is only the last axis of a float numpy array (a layer norm's
+    rows): then the row sums of products are einsum's, with no squared temporary."""
+    return (type(a) is np.ndarray and a.dtype.kind == "f" and len(axes) == 1
+            and axes[0] % a.ndim == a.ndim - 1)
+
+
+def _row_dot(a, b):
+    """Sum over the last axis of ``a * b``, kept as an axis of size 1."""
+    return np.einsum("...i,...i->...", a, b)[..., None]
+
+
 def _standardize_forward(x, axes, eps):
     centred = x - x.mean(axis=axes, keepdims=True)
+    if _last_axis(centred, axes):  # the rows' variance without a squared copy; one pass
+        var = _row_dot(centred, centred)  # out, in place
+        var /= x.shape[-1]
+        var += eps
+        centred /= np.sqrt(var, out=var)
+        return centred
     var = (centred * centred).mean(axis=axes, keepdims=True)
     return centred / np.sqrt(var + eps)
 
 
 def _standardize_vjp(g, ans, x, axes, eps):
+    if type(g) is np.ndarray and g.ndim == ans.ndim and _last_axis(x, axes):
+        # first order on a layer norm's rows: the same sums, fewer whole-array passes
+        n = x.shape[-1]
+        centred = x - x.mean(axis=-1, keepdims=True)
+        var = _row_dot(centred, centred)
+        var /= n
+        var += eps
+        rstd = np.sqrt(var, out=var)
+        np.divide(1, rstd, out=rstd)
+        gx_mean = _row_dot(g, ans)
+        gx_mean /= n
+        out = g - g.mean(axis=-1, keepdims=True)
+        centred = np.multiply(ans, gx_mean, out=centred)  # reuses the buffer
+        out -= centred
+        out *= rstd
+        return out
     rstd = 1 / sqrt(_var(x, axes=axes, keepdims=True, ddof=0) + eps)
     g_mean = _mean(g, axes=axes, keepdims=True)
     gx_mean = _mean(g * ans, axes=axes, keepdims=True)
