@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .optimizer import Optimizer, check_betas, lerp_, weight_decayed
+from .optimizer import Optimizer, adam_moments_, check_betas, weight_decayed
 
 
 class NAdam(Optimizer):
@@ -62,12 +62,7 @@ class NAdam(Optimizer):
             product = float(mu_product)
             product_next = product * mu_next
 
-            tmp = xp.empty_like(p)
-            lerp_(xp, exp_avg, g, 1.0 - beta1, tmp)
-            exp_avg_sq *= beta2  # exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            xp.multiply(g, 1.0 - beta2, out=tmp)
-            tmp *= g
-            exp_avg_sq += tmp
+            tmp = adam_moments_(xp, exp_avg, exp_avg_sq, g, beta1, beta2)
             denom = xp.divide(exp_avg_sq, 1 - beta2**step, out=tmp)
             xp.sqrt(denom, out=denom)
             denom += eps

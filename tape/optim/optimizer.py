@@ -296,3 +296,16 @@ def lerp_(xp, buf, end, weight: float, tmp):
     else:
         tmp *= weight - 1.0
         xp.add(end, tmp, out=buf)
+
+
+def adam_moments_(xp, exp_avg, exp_avg_sq, g, beta1: float, beta2: float):
+    """The Adam family's moments in place, as torch's ``exp_avg.lerp_(g, 1 - beta1)`` and
+    ``exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)``. Returns the scratch array
+    they used, free for the caller's next step."""
+    tmp = xp.empty_like(exp_avg)
+    lerp_(xp, exp_avg, g, 1.0 - beta1, tmp)
+    exp_avg_sq *= beta2
+    xp.multiply(g, 1.0 - beta2, out=tmp)
+    tmp *= g
+    exp_avg_sq += tmp
+    return tmp

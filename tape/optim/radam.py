@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer, check_betas, lerp_, weight_decayed
+from .optimizer import Optimizer, adam_moments_, check_betas, weight_decayed
 
 
 class RAdam(Optimizer):
@@ -42,12 +42,7 @@ class RAdam(Optimizer):
                 p *= 1.0 - lr * decay
             g, _ = weight_decayed(xp, p, g, 0.0 if decoupled else decay, maximize)
 
-            tmp = xp.empty_like(p)
-            lerp_(xp, exp_avg, g, 1.0 - beta1, tmp)
-            exp_avg_sq *= beta2  # exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            xp.multiply(g, 1.0 - beta2, out=tmp)
-            tmp *= g
-            exp_avg_sq += tmp
+            tmp = adam_moments_(xp, exp_avg, exp_avg_sq, g, beta1, beta2)
 
             bias_correction1 = 1 - beta1**step
             bias_correction2 = 1 - beta2**step
