@@ -12,11 +12,20 @@ Reductions give 0-d arrays. Numpy index arrays and assigned numpy values are all
 listed at the end of the run. The kernels run the CUDA sources emulated on the host
 (kernels.gpu.emulate, needs g++), or else the numpy reference. What it cannot check:
 numerics and dtype rules of cupy itself, DLPack with torch, speed.
+
+For tape.distributed's GPU path (run under mpiexec, or as one process): ``ndarray.data.ptr``
+is the numpy buffer's address; ``cupy.cuda.Stream`` and ``Event`` run nothing
+asynchronously but refuse waiting on an event never recorded; ``cupy.cuda.nccl`` has
+cupy's names, constants and signatures, and its ``NcclCommunicator`` (which checks its size
+and rank against MPI.COMM_WORLD's) rebuilds the arrays from pointer, count and datatype and
+runs the collective with mpi4py at once.
 """
 
+import ctypes
 import importlib.machinery
 import json
 import math
+import os
 import pathlib
 import sys
 import types
@@ -252,27 +261,206 @@ cupy.array = array
 cupy.__getattr__ = _module_getattr
 
 
-class _Stream:
+class MemoryPointer:
+    """``ndarray.data``: ``ptr`` is the address of the array's first element, as cupy's
+    (here the numpy buffer's, so that the fake NCCL below can find the values)."""
+
+    def __init__(self, a):
+        self.ptr = a.__array_interface__["data"][0]
+        self.device_id = 0
+
+
+ndarray.data = property(lambda self: MemoryPointer(self._a))
+
+
+class Event:
+    """cupy.cuda.Event: work runs at once here, so an event is done when recorded; waiting
+    on one never recorded (a no-op on a GPU, a missed dependency) fails."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        if interprocess and not disable_timing:
+            raise ValueError("Timing must be disabled for interprocess events")
+        self.ptr, self.recorded = id(self), False
+
+    @property
+    def done(self):
+        return True
+
+    def record(self, stream=None):
+        if stream is not None and not isinstance(stream, Stream):
+            raise TypeError(f"FAKE: Event.record takes a cupy.cuda.Stream, got {stream!r}")
+        self.recorded = True
+
     def synchronize(self):
         pass
+
+
+class Stream:
+    """cupy.cuda.Stream: ``ptr`` 0 for the null stream, else a distinct number; the
+    current stream is ``use()``'s or the innermost ``with``'s (the null stream first)."""
+
+    null = None
+
+    def __init__(self, null=False, non_blocking=False, ptds=False, priority=None):
+        self.ptr = 0 if null else id(self)
+        self.device_id = -1 if null else 0
+        self.non_blocking = bool(non_blocking and not null)
+
+    def __enter__(self):
+        _streams.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _streams.pop()
+
+    def __eq__(self, other):
+        return isinstance(other, Stream) and self.ptr == other.ptr
+
+    def __hash__(self):
+        return self.ptr
+
+    @property
+    def done(self):
+        return True
+
+    def use(self):
+        _streams[-1] = self
+        return self
+
+    def synchronize(self):
+        pass
+
+    def record(self, event=None):
+        event = Event() if event is None else event
+        event.record(self)
+        return event
+
+    def wait_event(self, event):
+        if not isinstance(event, Event):
+            raise TypeError(f"FAKE: Stream.wait_event takes a cupy.cuda.Event, got {event!r}")
+        if not event.recorded:
+            raise RuntimeError("FAKE: waiting on an event that was never recorded")
+
+
+Stream.null = Stream(null=True)
+_streams = [Stream.null]
 
 
 class _Device:
     id = 0
 
-    def __init__(self, i=0):
-        self.id = i
+    def __init__(self, device=None):
+        self.id = 0 if device is None else int(device)
+
+    def use(self):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
 
 
-cupy.cuda = types.SimpleNamespace(
-    runtime=types.SimpleNamespace(
-        getDeviceCount=lambda: 1,
-        getDeviceProperties=lambda i: {"name": b"FakeGPU"},
-        runtimeGetVersion=lambda: 12000,
-    ),
-    get_current_stream=lambda: _Stream(),
-    Device=_Device,
+# cupy.cuda.nccl (cupy/cuda/nccl.py over cupy_backends/cuda/libs/nccl.pyx): a communicator
+# over the processes of MPI.COMM_WORLD (mpi4py, imported when first used), which rebuilds
+# the arrays from the device pointers and counts and runs the collective at once
+nccl = types.ModuleType("cupy.cuda.nccl")
+nccl.available = True
+_NCCL_DTYPES = [np.dtype(t) for t in (np.int8, np.uint8, np.int32, np.uint32, np.int64,
+                                      np.uint64, np.float16, np.float32, np.float64)]
+for _i, _name in enumerate(["INT8", "UINT8", "INT32", "UINT32", "INT64", "UINT64", "FLOAT16",
+                            "FLOAT32", "FLOAT64", "BFLOAT16"]):  # the values of cupy's nccl.pxd
+    setattr(nccl, f"NCCL_{_name}", _i)
+nccl.NCCL_CHAR, nccl.NCCL_INT, nccl.NCCL_HALF = nccl.NCCL_INT8, nccl.NCCL_INT32, nccl.NCCL_FLOAT16
+nccl.NCCL_FLOAT, nccl.NCCL_DOUBLE = nccl.NCCL_FLOAT32, nccl.NCCL_FLOAT64
+_NCCL_REDUCE = [lambda a: np.sum(a, 0), lambda a: np.prod(a, 0), lambda a: np.max(a, 0),
+                lambda a: np.min(a, 0), lambda a: np.sum(a, 0) / len(a)]
+for _i, _name in enumerate(["SUM", "PROD", "MAX", "MIN", "AVG"]):
+    setattr(nccl, f"NCCL_{_name}", _i)
+
+
+def get_unique_id():
+    """128 bytes (cupy 14: bytes, earlier a tuple of ints)."""
+    return os.urandom(128)
+
+
+def _at(ptr, count, datatype):
+    """The ``count`` values of NCCL type ``datatype`` at address ``ptr``, as a numpy view."""
+    if not 0 <= datatype < len(_NCCL_DTYPES):
+        raise ValueError(f"FAKE: NCCL has no datatype {datatype!r}")
+    dtype = _NCCL_DTYPES[datatype]
+    if count and not ptr:
+        raise ValueError("FAKE: a null pointer for NCCL")
+    if count == 0:
+        return np.empty(0, dtype)
+    return np.frombuffer((ctypes.c_char * (count * dtype.itemsize)).from_address(ptr), dtype)
+
+
+class NcclCommunicator:
+    """One process's rank of an NCCL communicator (multi-process form of cupy's)."""
+
+    def __init__(self, ndev, commId, rank, config=None):
+        from mpi4py import MPI
+
+        self._world = MPI.COMM_WORLD
+        if not isinstance(commId, bytes) or len(commId) != 128:
+            raise ValueError(f"FAKE: commId must be the 128 bytes of get_unique_id(), got "
+                             f"{commId!r:.40}")
+        if (ndev, rank) != (self._world.Get_size(), self._world.Get_rank()):
+            raise ValueError(f"FAKE: NcclCommunicator(ndev={ndev}, rank={rank}) in process "
+                             f"{self._world.Get_rank()} of {self._world.Get_size()}")
+        if len(set(self._world.allgather(commId))) != 1:  # the init is collective, as NCCL's
+            raise ValueError("FAKE: the processes passed different unique ids")
+        self._size, self._rank = ndev, rank
+
+    def _stream(self, stream):
+        if not isinstance(stream, int):
+            raise TypeError(f"FAKE: stream must be a stream's ptr (int), got {stream!r}")
+
+    def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):
+        self._stream(stream)
+        values = np.stack(self._world.allgather(_at(sendbuf, count, datatype).copy()))
+        _at(recvbuf, count, datatype)[...] = _NCCL_REDUCE[op](values)
+
+    def broadcast(self, sendbuff, recvbuff, count, datatype, root, stream):
+        self._stream(stream)
+        mine = _at(sendbuff, count, datatype).copy() if self._rank == root else None
+        _at(recvbuff, count, datatype)[...] = self._world.bcast(mine, root=root)
+
+    def bcast(self, buff, count, datatype, root, stream):
+        self.broadcast(buff, buff, count, datatype, root, stream)
+
+    def rank_id(self):
+        return self._rank
+
+    def size(self):
+        return self._size
+
+    def device_id(self):
+        return 0
+
+    def destroy(self):
+        pass
+
+
+nccl.get_unique_id = get_unique_id
+nccl.NcclCommunicator = NcclCommunicator
+
+cuda = types.ModuleType("cupy.cuda")
+cuda.runtime = types.SimpleNamespace(
+    getDeviceCount=lambda: 1,
+    getDeviceProperties=lambda i: {"name": b"FakeGPU"},
+    runtimeGetVersion=lambda: 12000,
 )
+cuda.get_current_stream = lambda device_id=-1: _streams[-1]
+cuda.Stream, cuda.Event, cuda.MemoryPointer = Stream, Event, MemoryPointer
+cuda.Device = _Device
+cuda.nccl = nccl
+cupy.cuda = cuda
 cupy.from_dlpack = lambda obj: ndarray(np.from_dlpack(obj))
 
 cupyx = types.ModuleType("cupyx")
@@ -294,6 +482,8 @@ cupyx_scipy.special = cupyx_special
 
 cupy.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
 sys.modules["cupy"] = cupy
+sys.modules["cupy.cuda"] = cuda
+sys.modules["cupy.cuda.nccl"] = nccl
 sys.modules["cupyx"] = cupyx
 sys.modules["cupyx.scipy"] = cupyx_scipy
 sys.modules["cupyx.scipy.special"] = cupyx_special
