@@ -3,10 +3,26 @@
     mpiexec -n 4 python train.py     # the same script runs as one process without mpiexec
 
 Each process holds a whole model and a shard of every batch; ``DistributedDataParallel``
-averages the gradients, so every process takes the same optimizer step. CuPy arrays are
-staged through host memory (MPI sees numpy buffers only). ``import tape`` never imports
-this module; importing it needs mpi4py (``pip install 'tape[mpi]'``), and MPI itself is
-started by ``init()`` (or the first collective), not by the import.
+averages the gradients, so every process takes the same optimizer step. ``import tape``
+never imports this module; importing it needs mpi4py (``pip install 'tape[mpi]'``), and
+MPI itself is started by ``init()`` (or the first collective), not by the import.
+
+Which path a collective takes:
+
+- numpy arrays: MPI (``Allreduce``, ``Bcast``; ``Iallreduce`` for the gradient buckets).
+- CuPy arrays, with CuPy's NCCL (``cupy.cuda.nccl.available``): NCCL on the device
+  buffers, through one communicator per process, made at the first GPU collective (rank 0
+  makes the unique id, MPI broadcasts it). ``all_reduce`` and ``broadcast`` run on the
+  current stream; the gradient buckets of ``DistributedDataParallel`` on a communication
+  stream of their own, so that the replay goes on while they travel.
+- CuPy arrays without NCCL, or of a dtype NCCL lacks (bool, complex): staged through host
+  memory (copied off the device, MPI, copied back); works with any MPI.
+- One process: copies, on the array's device; no communicator.
+
+Every process must take the same path (the same CuPy build and dtypes everywhere). With
+several GPUs per machine, give each process its own before building the model:
+``cupy.cuda.Device(dist.local_rank()).use()`` (PyTorch's
+``torch.cuda.set_device(local_rank)``).
 """
 
 from __future__ import annotations
@@ -27,20 +43,26 @@ from . import backend
 from .nn.module import Module
 from .tensor import Tensor, wrap
 
-__all__ = ["init", "is_initialized", "rank", "world_size", "all_reduce", "broadcast",
-           "barrier", "DistributedDataParallel"]
+__all__ = ["init", "is_initialized", "rank", "local_rank", "world_size", "all_reduce",
+           "broadcast", "barrier", "DistributedDataParallel"]
 
 _MPI = None
 _comm = None
+_local_rank = None
+_nccl_comm = None  # this process's _Nccl, made at the first GPU collective
 _OPS = ("sum", "mean", "max", "min")
 
 
 def init():
-    """Start MPI (once; later calls do nothing). Without mpiexec: one process, rank 0."""
-    global _MPI, _comm
+    """Start MPI (once; later calls do nothing). Without mpiexec: one process, rank 0.
+    Every process calls it (or its first collective does)."""
+    global _MPI, _comm, _local_rank
     if _comm is None:
         from mpi4py import MPI
 
+        shared = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)  # collective: here, once
+        _local_rank = shared.Get_rank()
+        shared.Free()
         _MPI, _comm = MPI, MPI.COMM_WORLD
     return None
 
@@ -57,6 +79,14 @@ def _world():
 def rank() -> int:
     """This process's number, 0 to ``world_size() - 1`` (starts MPI if needed)."""
     return _world().Get_rank()
+
+
+def local_rank() -> int:
+    """This process's number among the processes on its machine (0 to their count - 1):
+    the GPU to take where a machine has several,
+    ``cupy.cuda.Device(dist.local_rank()).use()`` before building the model."""
+    init()
+    return _local_rank
 
 
 def world_size() -> int:
@@ -90,6 +120,81 @@ def _like(host, array):
     return backend.xp(array).asarray(host) if backend.is_cupy(array) else host
 
 
+def _nccl_module():
+    """CuPy's ``cupy.cuda.nccl`` where CuPy was built with NCCL, else None."""
+    try:
+        from cupy.cuda import nccl
+    except ImportError:
+        return None
+    return nccl if getattr(nccl, "available", True) else None
+
+
+class _Nccl:
+    """This process's NCCL communicator: collectives on contiguous CuPy arrays, in place."""
+
+    _DTYPES = ("int8", "uint8", "int32", "uint32", "int64", "uint64", "float16", "float32",
+               "float64")
+
+    def __init__(self, nccl, comm):
+        self.cuda = backend.cupy_or_none().cuda
+        unique_id = nccl.get_unique_id() if comm.Get_rank() == 0 else None
+        self.comm = nccl.NcclCommunicator(comm.Get_size(), comm.bcast(unique_id, root=0),
+                                          comm.Get_rank())
+        self.types = {name: getattr(nccl, f"NCCL_{name.upper()}") for name in self._DTYPES}
+        self.ops = {"sum": nccl.NCCL_SUM, "mean": nccl.NCCL_SUM, "max": nccl.NCCL_MAX,
+                    "min": nccl.NCCL_MIN}
+        self.stream = None  # the gradient buckets' stream, made at their first allreduce
+
+    def all_reduce(self, buf, op="sum", stream=None):
+        """``buf`` combined over the processes by ``op`` ("mean" sums), on ``stream`` (by
+        default the current one)."""
+        stream = self.cuda.get_current_stream() if stream is None else stream
+        self.comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, self.types[buf.dtype.name],
+                            self.ops[op], stream.ptr)
+
+    def broadcast(self, buf, root):
+        self.comm.bcast(buf.data.ptr, buf.size, self.types[buf.dtype.name], root,
+                        self.cuda.get_current_stream().ptr)
+
+    def start_sum(self, buf):
+        """Start summing ``buf`` over the processes on the communication stream, once the
+        current stream's work so far (what filled ``buf``) is done; returns at once."""
+        if self.stream is None:
+            self.stream = self.cuda.Stream(non_blocking=True)
+        filled = self.cuda.Event(disable_timing=True)
+        filled.record(self.cuda.get_current_stream())
+        self.stream.wait_event(filled)
+        self.all_reduce(buf, "sum", self.stream)
+
+    def join(self):
+        """Make the current stream wait for the sums started so far."""
+        summed = self.cuda.Event(disable_timing=True)
+        summed.record(self.stream)
+        self.cuda.get_current_stream().wait_event(summed)
+
+
+def _nccl_for(array):
+    """The NCCL communicator for a collective on ``array`` (made at the first), or None:
+    a numpy array, one process, CuPy without NCCL or a dtype NCCL lacks."""
+    global _nccl_comm
+    if not backend.is_cupy(array) or _world().Get_size() == 1:
+        return None
+    nccl = _nccl_module()
+    if nccl is None or array.dtype.name not in _Nccl._DTYPES:
+        return None
+    if _nccl_comm is None:
+        _nccl_comm = _Nccl(nccl, _world())
+    return _nccl_comm
+
+
+def _buffer(array, nccl):
+    """A C-contiguous copy of ``array`` for a collective to write into: on the device for
+    NCCL or one process, else on the host (numpy, or CuPy staged for MPI)."""
+    if backend.is_cupy(array) and (nccl is not None or _world().Get_size() == 1):
+        return array.copy(order="C")
+    return _to_host(array)
+
+
 def all_reduce(x, op="sum"):
     """A new tensor, on ``x``'s device and of its dtype: ``x`` combined over the processes
     by ``op`` ("sum", "mean", "max" or "min"). Every process must call it, in the same
@@ -101,14 +206,16 @@ def all_reduce(x, op="sum"):
     if op == "mean" and array.dtype.kind not in "fc":
         raise TypeError(f"all_reduce: op='mean' needs a floating-point tensor, got dtype "
                         f"{array.dtype}; use op='sum' and divide, or cast it first")
-    comm = _world()
-    host = _to_host(array)
-    mpi_op = {"sum": _MPI.SUM, "mean": _MPI.SUM, "max": _MPI.MAX, "min": _MPI.MIN}[op]
-    if comm.Get_size() > 1:
-        comm.Allreduce(_MPI.IN_PLACE, host, op=mpi_op)
+    comm, nccl = _world(), _nccl_for(array)
+    buf = _buffer(array, nccl)
+    if nccl is not None:
+        nccl.all_reduce(buf, op)
+    elif comm.Get_size() > 1:
+        mpi_op = {"sum": _MPI.SUM, "mean": _MPI.SUM, "max": _MPI.MAX, "min": _MPI.MIN}[op]
+        comm.Allreduce(_MPI.IN_PLACE, buf, op=mpi_op)
     if op == "mean":
-        host /= comm.Get_size()
-    return wrap(_like(host, array))
+        buf /= comm.Get_size()
+    return wrap(_like(buf, array))
 
 
 def broadcast(x, src=0):
@@ -118,10 +225,13 @@ def broadcast(x, src=0):
     size = comm.Get_size()
     if isinstance(src, bool) or not isinstance(src, (int, np.integer)) or not 0 <= src < size:
         raise ValueError(f"broadcast: src must be a rank from 0 to {size - 1}, got {src!r}")
-    host = _to_host(array)
-    if size > 1:
-        comm.Bcast(host, root=int(src))
-    return wrap(_like(host, array))
+    nccl = _nccl_for(array)
+    buf = _buffer(array, nccl)
+    if nccl is not None:
+        nccl.broadcast(buf, int(src))
+    elif size > 1:
+        comm.Bcast(buf, root=int(src))
+    return wrap(_like(buf, array))
 
 
 class DistributedDataParallel(Module):
@@ -136,9 +246,15 @@ class DistributedDataParallel(Module):
     parameter order (the order the replay finishes them). With ``overlap=True`` a bucket's
     non-blocking allreduce starts as soon as the replay has finished its last gradient,
     while the replay goes on with the earlier layers; ``overlap=False`` starts them all
-    after the replay (the reference the overlap is measured against). ``last_timings``
-    holds the last call's seconds: ``"replay"`` and ``"wait"`` (communication left over
-    after the replay).
+    after the replay (the reference the overlap is measured against). With CuPy and NCCL
+    the buckets are device buffers and their allreduces run on a communication stream of
+    their own, after the work that filled them (an event), as PyTorch's DDP: the host goes
+    on with the replay at once, and the gradients returned are ordered after the sums on
+    the current stream. ``last_timings`` holds the last call's seconds: ``"replay"`` and
+    ``"wait"`` (communication left over after the replay; on a GPU, the host's time only).
+
+    With several GPUs per machine, each process takes its own before building the model:
+    ``cupy.cuda.Device(dist.local_rank()).use()``.
 
     Attributes the wrapper lacks are the module's (``model.fc1``); ``state_dict`` and
     ``load_state_dict`` are the module's own, without a prefix, so checkpoints move
@@ -230,19 +346,30 @@ def _buckets(params, cap):
 
 class _Reducer:
     """One gradient call's buckets: filled as gradients become final, started in bucket
-    order (the same on every process, as MPI's collectives need), averaged at the end."""
+    order (the same on every process, as the collectives need), averaged at the end.
+
+    A bucket of numpy gradients (or of CuPy ones staged through the host) is a numpy
+    buffer summed by MPI's ``Iallreduce``; one of CuPy gradients with NCCL is a device
+    buffer, filled on the current stream and summed by NCCL on the communication stream
+    (``_Nccl.start_sum``)."""
 
     def __init__(self, buckets, params, comm, mpi):
         self.params, self.comm, self.mpi = params, comm, mpi
         self.buckets = buckets
         self.where = {}  # parameter index -> (bucket, offset)
         self.buffers, self.missing = [], []
+        self.nccl = None  # the communicator, where a bucket uses it
         for b, members in enumerate(buckets):
             offset = 0
             for i in members:
                 self.where[i] = (b, offset)
                 offset += params[i].size
-            self.buffers.append(np.empty(offset, params[members[0]].dtype))
+            first = params[members[0]].data
+            nccl = _nccl_for(first)
+            xp = backend.xp(first) if nccl is not None else np
+            self.buffers.append(xp.empty(offset, first.dtype))
+            if nccl is not None:
+                self.nccl = nccl
             self.missing.append(len(members))
         self.requests, self.started = [], 0
 
@@ -255,13 +382,17 @@ class _Reducer:
             piece[...] = 0
         else:
             array = grad.data if isinstance(grad, Tensor) else grad
-            piece[...] = _to_host(array).reshape(-1) if backend.is_cupy(array) \
-                else array.reshape(-1)
+            if backend.is_cupy(array) and isinstance(piece, np.ndarray):
+                array = _to_host(array)  # staged
+            piece[...] = array.reshape(-1)
         self.missing[b] -= 1
         while self.started < len(self.buckets) and not self.missing[self.started]:
-            self.requests.append(self.comm.Iallreduce(self.mpi.IN_PLACE,
-                                                      self.buffers[self.started],
-                                                      op=self.mpi.SUM))
+            buf = self.buffers[self.started]
+            if isinstance(buf, np.ndarray):
+                self.requests.append(self.comm.Iallreduce(self.mpi.IN_PLACE, buf,
+                                                          op=self.mpi.SUM))
+            else:
+                self.nccl.start_sum(buf)
             self.started += 1
         if self.requests:
             self.mpi.Request.Testall(self.requests)  # MPICH moves collectives only in calls
@@ -269,6 +400,8 @@ class _Reducer:
     def finish(self):
         """Wait for every bucket; the averaged gradients, as tensors on their devices."""
         self.mpi.Request.Waitall(self.requests)
+        if self.nccl is not None:
+            self.nccl.join()
         size = self.comm.Get_size()
         out = [None] * len(self.params)
         for b, members in enumerate(self.buckets):

@@ -141,7 +141,7 @@ def test_without_mpiexec_the_world_is_one_process():
     pytest.importorskip("mpi4py")
     code = ("import numpy as np, tape, tape.distributed as dist\n"
             "dist.init(); dist.init()\n"
-            "assert (dist.rank(), dist.world_size()) == (0, 1)\n"
+            "assert (dist.rank(), dist.local_rank(), dist.world_size()) == (0, 0, 1)\n"
             "x = tape.tensor([1.0, 2.0])\n"
             "assert dist.all_reduce(x, 'mean').tolist() == [1.0, 2.0]\n"
             "assert dist.broadcast(np.ones(2, np.float32)).dtype == tape.float32\n"

@@ -8,6 +8,7 @@ import pytest
 
 import tape
 import tape.nn as nn
+from tape import backend
 from tape.data import DataLoader, DistributedSampler, TensorDataset
 
 dist = pytest.importorskip("tape.distributed")
@@ -55,6 +56,154 @@ def test_collective_errors():
         dist.all_reduce([1.0, 2.0])
     dist.init()  # idempotent
     assert 0 <= dist.rank() < dist.world_size() == SIZE
+
+
+def test_local_rank_is_the_rank_among_this_machines_processes():
+    from mpi4py import MPI
+
+    local = dist.local_rank()
+    assert local == dist.local_rank()  # cached
+    every = MPI.COMM_WORLD.allgather(local)
+    assert every == list(range(SIZE))  # every process on this one machine
+
+
+def _fake_cupy():
+    cupy = backend.cupy_or_none()
+    return cupy is not None and cupy.__version__.endswith("-fake")
+
+
+def _gpu_or_skip(nccl=True):
+    if backend.cupy_or_none() is None:
+        pytest.skip("no CuPy GPU (nor the fake CuPy) here")
+    if SIZE == 1:
+        pytest.skip("one process: no communicator")
+    if nccl and dist._nccl_module() is None and not _fake_cupy():  # the fake has NCCL
+        pytest.skip("CuPy without NCCL")
+
+
+class _Counting:
+    """A communicator's stand-in that records which collective ran on which stream."""
+
+    def __init__(self, comm):
+        self.comm, self.calls = comm, []
+
+    def __getattr__(self, name):
+        method = getattr(self.comm, name)
+
+        def call(*args):
+            self.calls.append((name, args[-1]))
+            return method(*args)
+        return call
+
+
+def _ints(rank, dtype):
+    return (np.arange(6).reshape(2, 3) * (rank + 1) + rank).astype(dtype)
+
+
+def _ddp_step(model, device):
+    rng = np.random.default_rng(RANK)
+    x = tape.tensor(rng.normal(size=(8, 12)), device=device)
+    with tape.Tape() as t:
+        loss = (model(x) ** 2).mean()
+    return model.gradient(t, loss)
+
+
+def test_cuda_collectives_and_ddp_go_through_nccl_not_the_host(monkeypatch):
+    """With NCCL, no CuPy array is staged through the host: the collectives run on the
+    current stream, the gradient buckets' allreduces on the communication stream."""
+    _gpu_or_skip()
+    to_host = dist._to_host
+
+    def refuse(array):
+        assert not backend.is_cupy(array), "a CuPy array staged through the host"
+        return to_host(array)
+
+    monkeypatch.setattr(dist, "_to_host", refuse)
+    x = tape.tensor(_values(RANK, np.float32), device="cuda")
+    want = np.mean([_values(r, np.float32) for r in range(SIZE)], 0)
+    np.testing.assert_allclose(dist.all_reduce(x, "mean").numpy(), want, rtol=1e-6)
+    nccl = dist._nccl_comm  # made by the first GPU collective
+    assert nccl is not None
+    counting = _Counting(nccl.comm)
+    monkeypatch.setattr(nccl, "comm", counting)
+    current = backend.cupy_or_none().cuda.get_current_stream().ptr
+    for dtype in (np.float16, np.int32, np.int64, np.uint8):
+        x = tape.tensor(_ints(RANK, dtype), device="cuda")
+        got = dist.all_reduce(x, "sum")
+        assert got.dtype == dtype and got.device == "cuda"
+        np.testing.assert_array_equal(got.numpy(), sum(_ints(r, dtype) for r in range(SIZE)))
+        np.testing.assert_array_equal(dist.all_reduce(x.data[:, 1:], "max").numpy(),
+                                      _ints(SIZE - 1, dtype)[:, 1:])  # a strided input
+    got = dist.broadcast(tape.tensor(_values(RANK, np.float64), device="cuda"), src=SIZE - 1)
+    np.testing.assert_array_equal(got.numpy(), _values(SIZE - 1, np.float64))
+    assert counting.calls == [("allReduce", current)] * 8 + [("bcast", current)]
+
+    tape.manual_seed(RANK)
+    model = dist.DistributedDataParallel(_mlp().double().to("cuda"), bucket_cap_mb=1e-3)
+    assert counting.calls[9:] == [("bcast", current)] * len(list(model.parameters()))
+    del counting.calls[:]
+    grads = _ddp_step(model, "cuda")
+    assert nccl.stream is not None and nccl.stream.ptr != current
+    assert counting.calls == [("allReduce", nccl.stream.ptr)] * len(model._buckets)
+    assert len(model._buckets) > 2
+    every = _gathered(grads)  # the same averaged gradients on every process
+    for other in every[1:]:
+        for a, b in zip(every[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_cuda_collectives_and_ddp_without_nccl_stage_through_the_host(monkeypatch):
+    """CuPy without NCCL (``cupy.cuda.nccl.available`` false): the same results, staged."""
+    _gpu_or_skip(nccl=False)
+    try:
+        from cupy.cuda import nccl
+    except ImportError:
+        nccl = None
+    if nccl is not None:
+        monkeypatch.setattr(nccl, "available", False, raising=False)
+    assert dist._nccl_module() is None
+    to_host, staged = dist._to_host, []
+
+    def counting(array):
+        staged.append(backend.is_cupy(array))
+        return to_host(array)
+
+    monkeypatch.setattr(dist, "_to_host", counting)
+    unused = _Counting(None)
+    if dist._nccl_comm is not None:  # made by an earlier test: must not be used now
+        unused = _Counting(dist._nccl_comm.comm)
+        monkeypatch.setattr(dist._nccl_comm, "comm", unused)
+    x = tape.tensor(_values(RANK, np.float32), device="cuda")
+    got = dist.all_reduce(x, "mean")
+    assert got.device == "cuda" and staged == [True]
+    want = np.mean([_values(r, np.float32) for r in range(SIZE)], 0)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    got = dist.broadcast(x, src=SIZE - 1)
+    np.testing.assert_array_equal(got.numpy(), _values(SIZE - 1, np.float32))
+    tape.manual_seed(RANK)
+    model = dist.DistributedDataParallel(_mlp().double().to("cuda"), bucket_cap_mb=1e-3)
+    del staged[:]
+    grads = _ddp_step(model, "cuda")
+    assert len(staged) == len(grads) and all(staged)  # each gradient copied to the host
+    assert all(g.device == "cuda" for g in grads) and unused.calls == []
+    every = _gathered(grads)  # the same averaged gradients on every process
+    for other in every[1:]:
+        for a, b in zip(every[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_cuda_fake_nccl_refuses_a_wrong_size_or_rank():
+    if not _fake_cupy():
+        pytest.skip("checks the fake CuPy's NCCL")
+    from cupy.cuda import nccl
+
+    uid = nccl.get_unique_id()
+    with pytest.raises(ValueError, match=f"ndev={SIZE + 1}"):
+        nccl.NcclCommunicator(SIZE + 1, uid, RANK)
+    with pytest.raises(ValueError, match="rank="):
+        nccl.NcclCommunicator(SIZE, uid, RANK + SIZE)
+    with pytest.raises(ValueError, match="128 bytes"):
+        nccl.NcclCommunicator(SIZE, tuple(uid), RANK)
 
 
 def _mlp():
