@@ -216,6 +216,10 @@ def main(argv=None):
 
             here = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
             kernels.configure(num_threads=max(1, (os.cpu_count() or 1) // here))
+        if args.device.startswith("cuda"):  # one GPU per process, by its rank on the machine
+            cupy = tape.backend.cupy_or_none()
+            if cupy is not None:  # (modulo: one visible GPU each under CUDA_VISIBLE_DEVICES)
+                cupy.cuda.Device(dist.local_rank() % cupy.cuda.runtime.getDeviceCount()).use()
         if args.batch_size % world:
             sys.exit(f"train.py: --batch-size {args.batch_size} does not split evenly over "
                      f"{world} processes")
