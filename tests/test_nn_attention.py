@@ -263,6 +263,26 @@ def test_sdpa_errors_and_dropout():
     assert not zero.numpy().any()
 
 
+@pytest.mark.parametrize("dropout, train, mask_grad, op", [
+    (0.0, True, False, "attention"),  # one op (numba's kernels on the CPU)
+    (0.5, False, False, "attention"),  # dropout off in evaluation
+    (0.5, True, False, "softmax"),  # dropout on: the composition of ops
+    (0.0, True, True, "softmax"),  # a float mask that needs its gradient
+])
+def test_attention_takes_one_op_where_it_can(dropout, train, mask_grad, op):
+    m = nn.MultiheadAttention(E, H, dropout=dropout, batch_first=True).train(train)
+    x = tape.randn(N, L, E)
+    mask = tape.tensor(_src_mask("float", "float64").astype(np.float32))
+    with tape.Tape() as t:
+        t.watch(x)
+        if mask_grad:
+            t.watch(mask)
+        loss = m(x, x, x, attn_mask=mask, need_weights=False)[0].sum()
+    names = {entry[0].name for entry in t._entries}
+    assert op in names and ({"attention", "softmax"} - {op}).isdisjoint(names)
+    assert all(g is not None for g in t.gradient(loss, [x, mask] if mask_grad else [x]))
+
+
 # ----- TransformerEncoderLayer and TransformerEncoder -----
 LAYER_CASES = {  # name: (layer kwargs, key padding mask kind, mask kind)
     "post_norm": ({}, None, None),

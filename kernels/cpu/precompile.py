@@ -35,6 +35,7 @@ DEPENDS = {
     "_fused_backward": ("_output_adjoint_image", "_input_adjoint_image", "_input_image"),
     "_input": ("_input_image",), "_output": ("_output_image",),
     "_input_adjoint": ("_input_adjoint_image",), "_output_adjoint": ("_output_adjoint_image",),
+    "_attention_mix": ("_attention_scores",),  # compiled by the same item
 }
 
 
@@ -43,7 +44,7 @@ def _items(dtype=np.float32):
     argument types the wrappers pass at run time (so the signatures training will use).
     The arguments are made without kernels, so that nothing compiles out of this order."""
     from ..shapes import check_max_pool_grad, conv_geometry, pool_geometry
-    from . import direct, elementwise, im2col, pool, winograd
+    from . import attention, direct, elementwise, im2col, pool, winograd
 
     rng = np.random.default_rng(0)
 
@@ -56,6 +57,7 @@ def _items(dtype=np.float32):
     two, three = pool_geometry(x.shape, 2), pool_geometry(x.shape, 3, 1, 1)  # 3: the general
     scatter = check_max_pool_grad(pooled.shape, arg.shape, x.shape)  # pooling kernels
     grey, wg, gg = a(4, 1, 12, 12), a(8, 1, 3, 3), a(4, 8, 12, 12)  # a first layer's conv
+    heads = a(2, 6, 2, 4).transpose(0, 2, 1, 3)  # (N, heads, L, E) of an (N, L, heads, E)
     return [
         ("_output_adjoint_image", lambda: winograd._output_adjoint_image(g, 0, m, 0, 6, 6)),
         ("_input_adjoint_image", lambda: winograd._input_adjoint_image(m, 0, x, 0, 1, 1, 6, 6)),
@@ -65,6 +67,8 @@ def _items(dtype=np.float32):
         ("_fused_backward", lambda: winograd.fused_backward(g, x, u, (1, 1))),
         ("_max_bwd", lambda: pool.max_pool2d_backward(pooled, arg, scatter)),
         ("_relu_grad", lambda: elementwise.relu_grad(big, big)),
+        ("_attention_backward", lambda: attention.attention_backward(
+            heads, heads, heads, heads, a(2, 2, 6, 6), 0.5)),
         ("_col2im", lambda: im2col.col2im(cols, conv)),
         ("_input_grad_s1", lambda: direct.input_grad(gg, wg, grey.shape, (1, 1), (1, 1))),
         ("_sgd_momentum", lambda: elementwise.sgd_momentum_(big.copy(), big, big.copy(), .1, .9)),
@@ -72,6 +76,7 @@ def _items(dtype=np.float32):
         ("_fused_forward", lambda: winograd.fused_forward(x, u, (1, 1))),
         ("_forward_s1", lambda: direct.forward(grey, wg, (1, 1), (1, 1))),
         ("_relu", lambda: elementwise.relu(big)),
+        ("_attention_scores", lambda: attention.attention(heads, heads, heads, None, .5, True)),
         ("_max_fwd_2x2", lambda: pool.max_pool2d_forward(x, two)),
         ("_im2col", lambda: im2col.im2col(x, conv)),
         ("_output_adjoint", lambda: winograd.transformed_grad(g)),

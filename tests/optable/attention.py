@@ -1,5 +1,8 @@
-"""The op table's rows for tape.functional.scaled_dot_product_attention (a composition of
-matmul, where, softmax and constant masks, checked as one op against torch's)."""
+"""The op table's rows for tape.functional.scaled_dot_product_attention, checked as one
+function against torch's. On the CPU the rows with 2 to 4 axes take the attention op's
+numba kernels (kernels/cpu/attention.py), the 5-axis row its batched-GEMM route (the
+GPU's), the float mask that needs a gradient the composition of ops; every rule on
+tensors (higher order, jacobians, forward mode) the composition too."""
 
 import numpy as np
 from optable.row import Table
@@ -32,6 +35,8 @@ T.row("sdpa_float_mask", lambda m, q, k, v, b: sdpa(m, q, k, v, attn_mask=b), *Q
 T.row("sdpa_float_mask_const", lambda m, q, k, v: sdpa(
     m, q, k, v, attn_mask=m.const(np.where(KEEP, 0.5, -np.inf), like=q)), *QKV)
 T.row("sdpa_causal", lambda m, q, k, v: sdpa(m, q, k, v, is_causal=True), *QKV)
+T.row("sdpa_causal_tall", lambda m, q, k, v: sdpa(m, q, k, v, is_causal=True),
+      (2, S, E), (2, L, E), (2, L, EV))  # more queries than keys: the last rows see all
 T.row("sdpa_causal_square", lambda m, q, k, v: sdpa(m, q, k, v, is_causal=True),
       (2, L, E), (2, L, E), (2, L, EV))
 T.row("sdpa_heads", lambda m, q, k, v: sdpa(m, q, k, v), *QKV4)
@@ -40,4 +45,8 @@ T.row("sdpa_heads_bool_mask", lambda m, q, k, v: sdpa(m, q, k, v, attn_mask=m.co
 T.row("sdpa_heads_float_mask", lambda m, q, k, v, b: sdpa(m, q, k, v, attn_mask=b), *QKV4,
       (2, 1, L, S))
 T.row("sdpa_heads_causal", lambda m, q, k, v: sdpa(m, q, k, v, is_causal=True), *QKV4)
+T.row("sdpa_5d_bool_mask", lambda m, q, k, v: sdpa(m, q, k, v, attn_mask=m.const(DEAD)),
+      (2, 1, 2, L, E), (2, 1, 2, S, E), (2, 1, 2, S, EV))
+T.row("sdpa_5d_causal", lambda m, q, k, v: sdpa(m, q, k, v, is_causal=True),
+      (2, 1, 2, L, E), (2, 1, 2, S, E), (2, 1, 2, S, EV))
 T.row("sdpa_broadcast_kv", lambda m, q, k, v: sdpa(m, q, k, v), (2, 2, L, E), (S, E), (S, EV))
