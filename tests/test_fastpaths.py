@@ -108,3 +108,25 @@ def test_relu_gradient_matches_pytorch_at_nan_zero_and_infinities(size, dtype):
     theirs = torch.tensor(x, requires_grad=True)
     torch.relu(theirs).backward(torch.tensor(g))
     np.testing.assert_array_equal(got, theirs.grad.numpy())
+
+
+@pytest.mark.parametrize("rows", [3, 300])  # numpy's passes, and the one-pass row kernels
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+def test_layer_norm_rows_match_pytorch(rows, dtype, tol):
+    """Values and the gradients of input, weight and bias; a row of one repeated value
+    (zero variance) and a row holding inf, whose NaNs both libraries give."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((rows, 2, 96)) * 3 + 1).astype(dtype)
+    x[0, 0] = 2.5
+    x[1, 1, 7] = np.inf
+    w, b, g = (rng.standard_normal(s).astype(dtype) for s in ((96,), (96,), x.shape))
+    ours = [tape.tensor(a, requires_grad=True) for a in (x, w, b)]
+    with tape.Tape() as t:
+        y = tape.functional.layer_norm(ours[0], 96, ours[1], ours[2])
+    grads = t.gradient(y, ours, output_gradients=tape.tensor(g))
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    ty = torch.nn.functional.layer_norm(theirs[0], (96,), theirs[1], theirs[2])
+    ty.backward(torch.tensor(g))
+    for a, want in zip([y, *grads], [ty, *(p.grad for p in theirs)]):
+        np.testing.assert_allclose(a.numpy(), want.detach().numpy(), rtol=tol, atol=tol)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from kernels.cpu import elementwise as _cpu
 
 from .. import backend
 from ..backend import as_array
@@ -200,6 +201,8 @@ def _row_dot(a, b):
 
 
 def _standardize_forward(x, axes, eps):
+    if _last_axis(x, axes) and _cpu.applies(x):  # a layer norm's rows: one pass, numba's
+        return _cpu.standardize_rows(x, eps)
     centred = x - x.mean(axis=axes, keepdims=True)
     if _last_axis(centred, axes):  # the rows' variance without a squared copy; one pass
         var = _row_dot(centred, centred)  # out, in place
@@ -213,7 +216,10 @@ def _standardize_forward(x, axes, eps):
 
 def _standardize_vjp(g, ans, x, axes, eps):
     if type(g) is np.ndarray and g.ndim == ans.ndim and _last_axis(x, axes):
-        # first order on a layer norm's rows: the same sums, fewer whole-array passes
+        # first order on a layer norm's rows: the same sums in one pass (numba's), or in
+        # fewer whole-array passes
+        if _cpu.applies(g, ans, x):
+            return _cpu.standardize_rows_grad(g, ans, x, eps)
         n = x.shape[-1]
         centred = x - x.mean(axis=-1, keepdims=True)
         var = _row_dot(centred, centred)
