@@ -110,23 +110,28 @@ def test_relu_gradient_matches_pytorch_at_nan_zero_and_infinities(size, dtype):
     np.testing.assert_array_equal(got, theirs.grad.numpy())
 
 
+@pytest.mark.parametrize("affine", [True, False], ids=["layer_norm_op", "standardize"])
 @pytest.mark.parametrize("rows", [3, 300])  # numpy's passes, and the one-pass row kernels
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
-def test_layer_norm_rows_match_pytorch(rows, dtype, tol):
+def test_layer_norm_rows_match_pytorch(rows, dtype, tol, affine):
     """Values and the gradients of input, weight and bias; a row of one repeated value
-    (zero variance) and a row holding inf, whose NaNs both libraries give."""
+    (zero variance) and a row holding inf, whose NaNs both libraries give. With a weight
+    and a bias, a layer norm is one op; without, the standardize op."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((rows, 2, 96)) * 3 + 1).astype(dtype)
     x[0, 0] = 2.5
     x[1, 1, 7] = np.inf
     w, b, g = (rng.standard_normal(s).astype(dtype) for s in ((96,), (96,), x.shape))
-    ours = [tape.tensor(a, requires_grad=True) for a in (x, w, b)]
+    arrays = (x, w, b) if affine else (x,)
+    ours = [tape.tensor(a, requires_grad=True) for a in arrays]
     with tape.Tape() as t:
-        y = tape.functional.layer_norm(ours[0], 96, ours[1], ours[2])
+        y = tape.functional.layer_norm(*ours[:1], 96, *ours[1:])
+    names = {entry[0].name for entry in t._entries}
+    assert names == ({"layer_norm"} if affine else {"standardize"})
     grads = t.gradient(y, ours, output_gradients=tape.tensor(g))
-    theirs = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-    ty = torch.nn.functional.layer_norm(theirs[0], (96,), theirs[1], theirs[2])
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ty = torch.nn.functional.layer_norm(*theirs[:1], (96,), *theirs[1:])
     ty.backward(torch.tensor(g))
     for a, want in zip([y, *grads], [ty, *(p.grad for p in theirs)]):
         np.testing.assert_allclose(a.numpy(), want.detach().numpy(), rtol=tol, atol=tol)

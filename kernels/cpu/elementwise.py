@@ -145,7 +145,7 @@ def outer(a, b):
     return out
 
 
-# ----- a layer norm's rows: (x - mean) / sqrt(var + eps) and its gradient -----
+# ----- a layer norm's rows: (x - mean) / sqrt(var + eps) (* weight + bias), gradients -----
 # numpy takes a row's mean, variance and gradient sums in separate passes over the whole
 # array, with a per-row overhead in each reduction over short rows: on charlm's step
 # (2048 rows of 128) a standardize and its gradient took ~2 ms; here each row is read
@@ -209,3 +209,71 @@ def standardize_rows_grad(g, y, x, eps):
                  x.reshape(-1), out.reshape(-1), n, t(1 / n), t(eps), t(1), work=3 * x.size,
                  follows=True)
     return out
+
+
+@kernel(fastmath=_ROWS)
+def _layer_norm_rows(start, stop, x, w, b, out, n, inv_n, eps, one):
+    for r in range(U(start), U(stop)):
+        at = r * U(n)
+        mean, rstd = _mean_rstd(x, at, n, inv_n, eps, one)
+        for j in range(U(n)):
+            out[at + j] = (x[at + j] - mean) * rstd * w[j] + b[j]
+
+
+@kernel(fastmath=_ROWS)
+def _layer_norm_grad_rows(start, stop, g, x, w, dx, dw, db, rows, total, n, inv_n, eps, one):
+    """Work item c: rows ``c * rows`` to ``(c + 1) * rows`` of ``total``, their shares of
+    the weight's and bias's gradients into ``dw[c]`` and ``db[c]``."""
+    for c in range(start, stop):
+        for j in range(U(n)):
+            dw[c, j] = 0
+            db[c, j] = 0
+        for r in range(c * rows, min((c + 1) * rows, total)):
+            at = U(r) * U(n)
+            mean, rstd = _mean_rstd(x, at, n, inv_n, eps, one)
+            gw_mean, gwx_mean = one - one, one - one
+            for j in range(U(n)):
+                xhat = (x[at + j] - mean) * rstd
+                gw = g[at + j] * w[j]
+                gw_mean += gw
+                gwx_mean += gw * xhat
+                dw[c, j] += g[at + j] * xhat
+                db[c, j] += g[at + j]
+            gw_mean *= inv_n
+            gwx_mean *= inv_n
+            for j in range(U(n)):
+                xhat = (x[at + j] - mean) * rstd
+                dx[at + j] = (g[at + j] * w[j] - gw_mean - xhat * gwx_mean) * rstd
+
+
+def layer_norm_applies(x, w, b):
+    """Whether :func:`layer_norm_rows` takes these: ``x`` as :func:`applies` takes it,
+    ``w`` and ``b`` contiguous vectors of its last axis's length and its dtype."""
+    return applies(x) and all(type(v) is np.ndarray and v.shape == x.shape[-1:]
+                              and v.dtype == x.dtype and v.flags.c_contiguous for v in (w, b))
+
+
+def layer_norm_rows(x, w, b, eps):
+    """A layer norm over the last axis with its weight and bias (each of that axis's
+    length): ``(x - mean) / sqrt(var + eps) * w + b``, in one pass."""
+    n, t = x.shape[-1], x.dtype.type
+    out = buffers.empty(x.shape, x.dtype)
+    parallel_for(_layer_norm_rows, x.size // n, x.reshape(-1), w, b, out.reshape(-1), n,
+                 t(1 / n), t(eps), t(1), work=x.size, follows=True)
+    return out
+
+
+GRAD_CHUNKS = 8  # work items of the gradient: each sums its rows' shares of dw and db
+
+
+def layer_norm_rows_grad(g, x, w, eps):
+    """``(dx, dw, db)`` of :func:`layer_norm_rows` for the output's gradient ``g``."""
+    n, t = x.shape[-1], x.dtype.type
+    total = x.size // n
+    chunks = min(GRAD_CHUNKS, total)
+    dx = buffers.empty(x.shape, x.dtype)
+    dw, db = np.empty((chunks, n), x.dtype), np.empty((chunks, n), x.dtype)
+    parallel_for(_layer_norm_grad_rows, chunks, g.reshape(-1), x.reshape(-1), w, dx.reshape(-1),
+                 dw, db, -(-total // chunks), total, n, t(1 / n), t(eps), t(1),
+                 work=3 * x.size, follows=True)
+    return dx, dw.sum(axis=0), db.sum(axis=0)

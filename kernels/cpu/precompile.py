@@ -58,6 +58,7 @@ def _items(dtype=np.float32):
     scatter = check_max_pool_grad(pooled.shape, arg.shape, x.shape)  # pooling kernels
     grey, wg, gg = a(4, 1, 12, 12), a(8, 1, 3, 3), a(4, 8, 12, 12)  # a first layer's conv
     heads = a(2, 6, 2, 4).transpose(0, 2, 1, 3)  # (N, heads, L, E) of an (N, L, heads, E)
+    rows = a(4, 8)  # a layer norm's
     return [
         ("_output_adjoint_image", lambda: winograd._output_adjoint_image(g, 0, m, 0, 6, 6)),
         ("_input_adjoint_image", lambda: winograd._input_adjoint_image(m, 0, x, 0, 1, 1, 6, 6)),
@@ -67,6 +68,10 @@ def _items(dtype=np.float32):
         ("_fused_backward", lambda: winograd.fused_backward(g, x, u, (1, 1))),
         ("_max_bwd", lambda: pool.max_pool2d_backward(pooled, arg, scatter)),
         ("_relu_grad", lambda: elementwise.relu_grad(big, big)),
+        ("_layer_norm_grad_rows", lambda: elementwise.layer_norm_rows_grad(
+            rows, rows, rows[0], 1e-5)),
+        ("_standardize_grad_rows", lambda: elementwise.standardize_rows_grad(
+            rows, rows, rows, 1e-5)),
         ("_attention_backward", lambda: attention.attention_backward(
             heads, heads, heads, heads, a(2, 2, 6, 6), 0.5)),
         ("_col2im", lambda: im2col.col2im(cols, conv)),
@@ -76,6 +81,8 @@ def _items(dtype=np.float32):
         ("_fused_forward", lambda: winograd.fused_forward(x, u, (1, 1))),
         ("_forward_s1", lambda: direct.forward(grey, wg, (1, 1), (1, 1))),
         ("_relu", lambda: elementwise.relu(big)),
+        ("_layer_norm_rows", lambda: elementwise.layer_norm_rows(rows, rows[0], rows[1], 1e-5)),
+        ("_standardize_rows", lambda: elementwise.standardize_rows(rows, 1e-5)),
         ("_attention_scores", lambda: attention.attention(heads, heads, heads, None, .5, True)),
         ("_max_fwd_2x2", lambda: pool.max_pool2d_forward(x, two)),
         ("_im2col", lambda: im2col.im2col(x, conv)),
