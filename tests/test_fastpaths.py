@@ -135,3 +135,20 @@ def test_layer_norm_rows_match_pytorch(rows, dtype, tol, affine):
     ty.backward(torch.tensor(g))
     for a, want in zip([y, *grads], [ty, *(p.grad for p in theirs)]):
         np.testing.assert_allclose(a.numpy(), want.detach().numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("rows", [5, 400])  # numpy's bincount, and the one-pass kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_embedding_gradient_matches_add_at(rows, dtype):
+    """Rows of the output's gradient added at their (repeated) indices, in order."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 7, (rows, 2))
+    g = rng.standard_normal((rows, 2, 48)).astype(dtype)
+    w = tape.tensor(rng.standard_normal((7, 48)).astype(dtype), requires_grad=True)
+    with tape.Tape() as t:
+        y = tape.functional.embedding(tape.tensor(idx), w)
+    got = t.gradient(y, w, output_gradients=tape.tensor(g)).numpy()
+    want = np.zeros((7, 48), dtype)
+    np.add.at(want, idx.reshape(-1), g.reshape(-1, 48))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-6)

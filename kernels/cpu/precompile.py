@@ -81,6 +81,7 @@ def _items(dtype=np.float32):
         ("_fused_forward", lambda: winograd.fused_forward(x, u, (1, 1))),
         ("_forward_s1", lambda: direct.forward(grey, wg, (1, 1), (1, 1))),
         ("_relu", lambda: elementwise.relu(big)),
+        ("_add_rows", lambda: elementwise.add_rows(rows, np.arange(4) % 2, 2)),
         ("_layer_norm_rows", lambda: elementwise.layer_norm_rows(rows, rows[0], rows[1], 1e-5)),
         ("_standardize_rows", lambda: elementwise.standardize_rows(rows, 1e-5)),
         ("_attention_scores", lambda: attention.attention(heads, heads, heads, None, .5, True)),

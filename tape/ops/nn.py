@@ -414,6 +414,10 @@ def _embedding_grad_forward(g, idx, num):
     xp = backend.xp(g)
     dim = g.shape[-1]
     lead = g.shape[: g.ndim - idx.ndim - 1]
+    if not lead and _cpu.applies(g) and idx.dtype.kind in "iu":  # one pass, numba's
+        out = _cpu.add_rows(g, idx, num)
+        if out is not None:
+            return out
     n_lead = math.prod(lead)
     flat = (xp.arange(n_lead).reshape(-1, 1, 1) * (num * dim)
             + idx.reshape(1, -1, 1) * dim + xp.arange(dim).reshape(1, 1, -1))
