@@ -1,6 +1,6 @@
 """A character-level Transformer language model, trained on the text that ships with Python.
 
-    python examples/charlm.py                     # about 5 minutes on 2 CPU cores
+    python examples/charlm.py                     # about 3 minutes on 2 CPU cores
     python examples/charlm.py --steps 200         # a quick look
     python examples/charlm.py --resume runs/charlm.ckpt
 
