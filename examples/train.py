@@ -218,8 +218,13 @@ def main(argv=None):
             kernels.configure(num_threads=max(1, (os.cpu_count() or 1) // here))
         if args.device.startswith("cuda"):  # one GPU per process, by its rank on the machine
             cupy = tape.backend.cupy_or_none()
-            if cupy is not None:  # (modulo: one visible GPU each under CUDA_VISIBLE_DEVICES)
-                cupy.cuda.Device(dist.local_rank() % cupy.cuda.runtime.getDeviceCount()).use()
+            if cupy is not None:
+                gpus = cupy.cuda.runtime.getDeviceCount()
+                if dist.local_rank() >= gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
+                    sys.exit(f"train.py: more processes on this machine than its {gpus} "
+                             "GPUs: start one process per GPU (NCCL cannot share one)")
+                # (modulo: each process may see one GPU of its own, CUDA_VISIBLE_DEVICES)
+                cupy.cuda.Device(dist.local_rank() % gpus).use()
         if args.batch_size % world:
             sys.exit(f"train.py: --batch-size {args.batch_size} does not split evenly over "
                      f"{world} processes")

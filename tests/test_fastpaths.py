@@ -113,11 +113,13 @@ def test_relu_gradient_matches_pytorch_at_nan_zero_and_infinities(size, dtype):
 @pytest.mark.parametrize("affine", [True, False], ids=["layer_norm_op", "standardize"])
 @pytest.mark.parametrize("rows", [3, 300])  # numpy's passes, and the one-pass row kernels
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
-def test_layer_norm_rows_match_pytorch(rows, dtype, tol, affine):
+def test_layer_norm_rows_match_pytorch(rows, dtype, tol, affine, monkeypatch):
     """Values and the gradients of input, weight and bias; a row of one repeated value
     (zero variance) and a row holding inf, whose NaNs both libraries give. With a weight
     and a bias, a layer norm is one op; without, the standardize op."""
     torch = pytest.importorskip("torch")
+    kernels = _count_calls(monkeypatch, "layer_norm_rows", "layer_norm_rows_grad",
+                           "standardize_rows", "standardize_rows_grad")
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((rows, 2, 96)) * 3 + 1).astype(dtype)
     x[0, 0] = 2.5
@@ -135,12 +137,32 @@ def test_layer_norm_rows_match_pytorch(rows, dtype, tol, affine):
     ty.backward(torch.tensor(g))
     for a, want in zip([y, *grads], [ty, *(p.grad for p in theirs)]):
         np.testing.assert_allclose(a.numpy(), want.detach().numpy(), rtol=tol, atol=tol)
+    prefix = "layer_norm_rows" if affine else "standardize_rows"
+    assert kernels == ({prefix: 1, prefix + "_grad": 1} if rows == 300 else {})
+
+
+def _count_calls(monkeypatch, *names):
+    """Count the calls of these kernels/cpu/elementwise.py functions (the fast paths)."""
+    from kernels.cpu import elementwise
+
+    counts = {}
+
+    def counting(name, fn):
+        def call(*args):
+            counts[name] = counts.get(name, 0) + 1
+            return fn(*args)
+        return call
+
+    for name in names:
+        monkeypatch.setattr(elementwise, name, counting(name, getattr(elementwise, name)))
+    return counts
 
 
 @pytest.mark.parametrize("rows", [5, 400])  # numpy's bincount, and the one-pass kernel
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_embedding_gradient_matches_add_at(rows, dtype):
+def test_embedding_gradient_matches_add_at(rows, dtype, monkeypatch):
     """Rows of the output's gradient added at their (repeated) indices, in order."""
+    kernels = _count_calls(monkeypatch, "add_rows")
     rng = np.random.default_rng(0)
     idx = rng.integers(0, 7, (rows, 2))
     g = rng.standard_normal((rows, 2, 48)).astype(dtype)
@@ -152,3 +174,4 @@ def test_embedding_gradient_matches_add_at(rows, dtype):
     np.add.at(want, idx.reshape(-1), g.reshape(-1, 48))
     assert got.dtype == dtype
     np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-6)
+    assert kernels == ({"add_rows": 1} if rows == 400 else {})

@@ -253,6 +253,8 @@ def test_sdpa_errors_and_dropout():
         F.scaled_dot_product_attention(q, tape.randn(2, 5, 3), v)
     with pytest.raises(ValueError, match="do not broadcast"):
         F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((4, 5), bool))
+    with pytest.raises(ValueError, match="do not broadcast"):  # a mask adding an axis
+        F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((1, 1, 3, 5), bool))
     with pytest.raises(TypeError, match="dtype"):
         F.scaled_dot_product_attention(q, k, v, attn_mask=np.zeros((3, 5), np.float64))
     tape.manual_seed(0)
@@ -281,6 +283,48 @@ def test_attention_takes_one_op_where_it_can(dropout, train, mask_grad, op):
     names = {entry[0].name for entry in t._entries}
     assert op in names and ({"attention", "softmax"} - {op}).isdisjoint(names)
     assert all(g is not None for g in t.gradient(loss, [x, mask] if mask_grad else [x]))
+
+
+@pytest.mark.parametrize("case", ["expanded_kv", "expanded_q", "flipped", "flipped_mask"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_attention_op_takes_views_of_any_strides(case, dtype, monkeypatch):
+    """Broadcast (zero-stride) and flipped (negative-stride) views into the one-op route,
+    values and gradients against the composition of ops."""
+    import tape.ops.attention as A
+
+    rng = np.random.default_rng(3)
+    q0, k0, v0 = (rng.standard_normal(s).astype(DTYPES[dtype][0])
+                  for s in ((2, 3, 6, 4), (2, 1, 5, 4), (2, 1, 5, 7)))
+    mask = np.where(rng.random((6, 5)) > 0.3, 0.0, -np.inf).astype(DTYPES[dtype][0])
+    mask[:, 0] = 0.0
+
+    def run():
+        leaves = [tape.tensor(a) for a in (q0, k0, v0)]
+        with tape.Tape() as t:
+            t.watch(leaves)
+            q, k, v = leaves
+            if case == "expanded_kv":
+                k, v = F.broadcast_to(k, (2, 3, 5, 4)), F.broadcast_to(v, (2, 3, 5, 7))
+            else:
+                k, v = k[:, [0, 0, 0]], v[:, [0, 0, 0]]
+            if case == "expanded_q":
+                q = F.broadcast_to(q[:1], (2, 3, 6, 4))
+            if case == "flipped":
+                q, k = q[:, :, ::-1], k[:, ::-1]
+            m = mask[::-1] if case == "flipped_mask" else mask
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+            loss = (y * y).sum()
+            names = {e[0].name for e in t._entries}
+        return [y.numpy(), *(g.numpy() for g in t.gradient(loss, leaves))], names
+
+    fast, names = run()
+    assert "attention" in names
+    monkeypatch.setattr(A, "_fusable", lambda *a: False)
+    slow, names = run()
+    assert "attention" not in names
+    rtol, atol = DTYPES[dtype][2]
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
 
 
 # ----- TransformerEncoderLayer and TransformerEncoder -----

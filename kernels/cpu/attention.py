@@ -6,7 +6,7 @@ batched matmul on the heads' strided views ran each head's small GEMM from strid
 memory: on charlm's step (32 windows x 4 heads x 64 x 64) forward and gradient took
 about 10 ms per layer. Here each block is copied into small contiguous buffers that stay
 in the core's cache, and its products are BLAS calls from inside the kernel (numba's
-np.dot, SciPy's BLAS; each small enough that OpenBLAS runs it on the calling thread):
+np.dot, SciPy's BLAS; for blocks up to 2**18 multiply-adds, run on the calling thread):
 
 * ``_attention_scores``: ``q @ k^T`` times the scale, plus the bias, less each row's
   maximum, into the weights' buffer (-inf where a causal mask hides a key); then numpy's
@@ -16,14 +16,19 @@ np.dot, SciPy's BLAS; each small enough that OpenBLAS runs it on the calling thr
   ``ds = p * (dp - sum(p * dp))`` in place, ``dq = ds @ k`` and ``dk = ds^T @ q`` (k and
   q times the scale).
 
-The kernels run on the calling thread (``follows``): on tape's threads they would move
-the step's other GEMMs onto them too (kernels/cpu/threads.py), which costs more than the
-attention gains. Arrays: ``q`` (B1, B2, L, E), ``k`` (B1, B2, S, E), ``v`` (B1, B2, S, Ev)
-and the gradients and output may have any strides whose last axis is contiguous (the
-heads' permuted views of a projection need no copy), passed flat with their element
-strides; the weights (B1 * B2, L, S) are C-contiguous; an additive ``bias`` (B1, B2, L, S)
-broadcasts by zero strides. A query row whose keys are all masked gets zero weights and a
-zero output (PyTorch's safe softmax).
+The kernels run on the calling thread (``follows``: on tape's threads only while the
+GEMMs are there anyway, kernels/cpu/threads.py): claiming tape's threads would move the
+step's other GEMMs onto them, which costs more than the attention gains; and the kernels
+did not run faster on two threads of this 2-core VM (their small GEMMs share SciPy's
+OpenBLAS, which also runs a block's GEMM on several threads once it has more than 2**18
+multiply-adds, for sequences of several hundred).
+
+Arrays: ``q`` (B1, B2, L, E), ``k`` (B1, B2, S, E), ``v`` (B1, B2, S, Ev), the gradients
+and the output may have any positive strides with a contiguous last axis (the heads'
+permuted views of a projection need no copy; broadcast or flipped views are copied), passed
+flat with their element strides; the weights (B1 * B2, L, S) are C-contiguous; an additive
+``bias`` (B1, B2, L, S) broadcasts by zero strides. A query row whose keys are all masked
+gets zero weights and a zero output (PyTorch's safe softmax).
 """
 
 from __future__ import annotations
@@ -40,17 +45,19 @@ _FAST = {"reassoc", "nsz", "contract"}  # vectorised row sums; inf and NaN kept
 
 def applies(q, k, v):
     """Whether these arrays take the kernels: numpy floats of one dtype with 2 to 4 axes
-    and the same leading axes (no broadcasting between them), non-negative strides."""
+    and the same leading axes (no broadcasting between them)."""
     return (type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray
             and q.dtype in FLOATS and k.dtype == q.dtype and v.dtype == q.dtype
             and 2 <= q.ndim <= 4 and k.ndim == q.ndim and v.ndim == q.ndim
-            and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and k.shape[-2] == v.shape[-2]
-            and all(s >= 0 for a in (q, k, v) for s in a.strides))
+            and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and k.shape[-2] == v.shape[-2])
 
 
 def _four(a):
-    """``a`` as 4-D (B1, B2, rows, last) with a contiguous last axis (a copy only if not)."""
-    if a.strides[-1] != a.itemsize:
+    """``a`` as 4-D (B1, B2, rows, last), its last axis contiguous and every other stride
+    positive (the kernels' indexing, and ``_like``'s layout): a copy only if not (a
+    broadcast or flipped view)."""
+    if a.strides[-1] != a.itemsize or any(
+            s <= 0 for s, n in zip(a.strides[:-1], a.shape[:-1]) if n > 1):
         a = np.ascontiguousarray(a)
     return a.reshape((1,) * (4 - a.ndim) + a.shape)
 
@@ -65,8 +72,10 @@ def _flat(a):
 
 def _like(a, last):
     """A new array shaped as ``a`` with ``last`` on its last axis, its axes in ``a``'s
-    memory order (a heads' view of an (N, L, heads, E) buffer stays one)."""
-    return np.empty_like(a, shape=a.shape[:-1] + (last,))
+    memory order (a heads' view of an (N, L, heads, E) buffer stays one), the last one
+    contiguous (else C order)."""
+    out = np.empty_like(a, shape=a.shape[:-1] + (last,))
+    return out if out.strides[-1] == out.itemsize else np.empty(out.shape, out.dtype)
 
 
 @inline
@@ -184,10 +193,12 @@ def attention(q, k, v, bias, scale, causal):
     t = q.dtype.type
     weights = np.empty((nb1 * nb2, big_l, big_s), q.dtype)
     if bias is None:
-        b, bs = weights.reshape(-1)[:1], np.zeros(4, np.int64)
-    else:
-        b, bs = _flat(np.broadcast_to(bias.astype(q.dtype, copy=False),
-                                      q4.shape[:2] + (big_l, big_s)))
+        b, bs = np.zeros(1, q.dtype), np.zeros(4, np.int64)  # not read
+    else:  # broadcast (zero strides), never flipped (negative ones)
+        bias = bias.astype(q.dtype, copy=False)
+        if any(s < 0 for s in bias.strides):
+            bias = np.ascontiguousarray(bias)
+        b, bs = _flat(np.broadcast_to(bias, q4.shape[:2] + (big_l, big_s)))
     (qf, qs), (kf, ks), (vf, vs) = _flat(q4), _flat(k4), _flat(v4)
     parallel_for(_attention_scores, nb1 * nb2, qf, kf, b, weights, nb2, big_l, big_s, e, qs,
                  ks, bs, t(scale), bool(causal), bias is not None, t(-np.inf), t(1),

@@ -84,7 +84,9 @@ def _items(dtype=np.float32):
         ("_add_rows", lambda: elementwise.add_rows(rows, np.arange(4) % 2, 2)),
         ("_layer_norm_rows", lambda: elementwise.layer_norm_rows(rows, rows[0], rows[1], 1e-5)),
         ("_standardize_rows", lambda: elementwise.standardize_rows(rows, 1e-5)),
-        ("_attention_scores", lambda: attention.attention(heads, heads, heads, None, .5, True)),
+        ("_attention_scores", lambda: [attention.attention(heads, heads, heads, mask, .5, False)
+                                       for mask in (None, a(6, 6))]),  # with a mask: a
+        # read-only view, another type
         ("_max_fwd_2x2", lambda: pool.max_pool2d_forward(x, two)),
         ("_im2col", lambda: im2col.im2col(x, conv)),
         ("_output_adjoint", lambda: winograd.transformed_grad(g)),

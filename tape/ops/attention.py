@@ -1,14 +1,16 @@
 """Attention: ``scaled_dot_product_attention`` as torch.nn.functional's.
 
-Two routes to the same numbers:
+Two routes to the same values (up to rounding: the one-op route scales q before the
+product):
 
-* one op, ``attention`` (the common case: no dropout, a constant mask): the forward copies
-  the heads once into contiguous (B, L, E) blocks (numpy's matmul on the heads' strided
-  views ran each head's GEMM from strided memory, 2-3x slower), takes the softmax in
-  place, and keeps the weights; its first-order gradient is five GEMMs and three passes
-  over the scores. On charlm's step (32 x 4 heads x 64 x 64) forward and gradient went
-  from 14 ms per layer to about 4 (PyTorch's fused kernel: 4). Its rule on tensors
-  (higher order, jacobians, forward mode) recomputes the weights with ops;
+* one op, ``attention`` (the common case: no dropout, a constant mask, nothing mapped by
+  vmap). On the CPU its forward and first-order gradient are numba kernels per (batch,
+  head) block (kernels/cpu/attention.py; on charlm's step, 32 x 4 heads x 64 x 64,
+  forward and gradient went from ~10 ms per layer in-step to ~7); elsewhere (CuPy) the
+  heads are copied once into contiguous (B, L, E) blocks, the softmax is taken in place
+  between batched GEMMs, and the gradient is five GEMMs and three passes over the
+  scores. The weights are kept for the gradient. Its rule on tensors (higher order,
+  jacobians, forward mode) recomputes the weights with ops;
 * composed of tape ops (matmul, where, softmax, dropout) and constant masks otherwise:
   under vmap, with dropout, or with a mask that needs a gradient.
 """
@@ -56,14 +58,15 @@ def _check_shapes(qs, ks, vs, ms):
     if qs[-1] != ks[-1] or ks[-2] != vs[-2]:
         raise ValueError(f"{NAME}: query {qs}, key {ks} and value {vs} do not fit: query is "
                          "(..., L, E), key (..., S, E) and value (..., S, Ev)")
-    try:
+    try:  # a mask broadcasts to the scores without adding axes to them (torch raises too)
         scores = np.broadcast_shapes(qs[:-2], ks[:-2]) + (qs[-2], ks[-2])
-        if ms is not None:
-            np.broadcast_shapes(ms, scores)
+        fits = ms is None or np.broadcast_shapes(ms, scores) == scores
     except ValueError:
+        scores, fits = "(..., L, S)", False
+    if not fits:
         what = f"attn_mask of shape {ms} and " if ms is not None else ""
         raise ValueError(f"{NAME}: {what}query {qs}, key {ks} do not broadcast to the "
-                         "scores (..., L, S); give the mask as (L, S) or (..., L, S)") from None
+                         f"scores {scores}; give the mask as (L, S) or (..., L, S)")
 
 
 def _bias(attn_mask, qd):
@@ -83,6 +86,7 @@ def _bias(attn_mask, qd):
 
 
 _CAUSAL = {}  # (L, S, dtype) -> the causal bias, read-only (numpy's; CuPy's made each time)
+_CAUSAL_KEPT = 16  # sizes kept: a model's few sequence lengths, not every length it saw
 
 
 def _causal_bias(big_l, big_s, dtype, xp):
@@ -92,6 +96,8 @@ def _causal_bias(big_l, big_s, dtype, xp):
         bias = xp.triu(xp.full((big_l, big_s), -np.inf, dtype), 1)
         if xp is np:
             bias.setflags(write=False)
+            if len(_CAUSAL) >= _CAUSAL_KEPT:
+                _CAUSAL.clear()
             _CAUSAL[(big_l, big_s, dtype)] = bias
     return bias
 
