@@ -18,7 +18,9 @@ weights, bit for bit, as a run that was never interrupted.
 
 With ``--distributed`` (under ``mpiexec -n N``) each process takes ``1/N`` of every
 ``--batch-size`` batch (``tape.data.DistributedSampler``) and ``DistributedDataParallel``
-averages the gradients; only rank 0 prints and writes files.
+averages the gradients; only rank 0 prints and writes files. Its checkpoint holds every
+process's random states and history, and ``--resume`` (with as many processes) has each
+process read it: on several machines, put ``--out`` on a filesystem they share.
 """
 
 from __future__ import annotations
@@ -135,24 +137,35 @@ def plot(history, path):
     plt.close(fig)
 
 
-def save_checkpoint(path, epoch, step, model, opt, schedule, rng, history):
+def own_state(rng, history):
+    """What differs between the processes of a run: random states and history."""
+    return {"rng": tape.get_rng_state(), "augment_rng": rng.bit_generator.state,
+            "history": history}
+
+
+def save_checkpoint(path, epoch, step, model, opt, schedule, ranks):
     """Everything a resumed run needs to continue as if never stopped, written atomically
-    (a crash while saving leaves the previous checkpoint whole)."""
+    (a crash while saving leaves the previous checkpoint whole). ``ranks``: each
+    process's :func:`own_state`, in rank order (one for a single process)."""
     tape.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                "schedule": schedule.state_dict(), "epoch": epoch, "step": step,
-               "rng": tape.get_rng_state(), "augment_rng": rng.bit_generator.state,
-               "history": history, "best": max(history["val_accuracy"])}, path)
+               "ranks": ranks, "best": max(ranks[0]["history"]["val_accuracy"])}, path)
 
 
-def resume(path, model, opt, schedule, rng, history):
-    """Restore a checkpoint in place; returns (first epoch to run, step, best accuracy)."""
+def resume(path, model, opt, schedule, rng, history, rank=0, world=1):
+    """Restore a checkpoint in place (this process's share of it); returns (first epoch
+    to run, step, best accuracy). Every process of a distributed run reads the file."""
     state = tape.load(path)
+    if len(state["ranks"]) != world:
+        sys.exit(f"train.py: {path} was saved by {len(state['ranks'])} process(es); resume "
+                 f"it with as many (this run has {world})")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    tape.set_rng_state(state["rng"])
-    rng.bit_generator.state = state["augment_rng"]
-    for key, values in state["history"].items():
+    own = state["ranks"][rank]
+    tape.set_rng_state(own["rng"])
+    rng.bit_generator.state = own["augment_rng"]
+    for key, values in own["history"].items():
         history[key][:] = values
     return int(state["epoch"]) + 1, int(state["step"]), float(state["best"])
 
@@ -209,8 +222,6 @@ def main(argv=None):
 
         dist.init()
         rank, world = dist.rank(), dist.world_size()
-        if args.resume:
-            sys.exit("train.py: --resume does not support --distributed yet")
         if "TAPE_NUM_THREADS" not in os.environ:  # share the cores of each machine
             from mpi4py import MPI
 
@@ -263,10 +274,11 @@ def main(argv=None):
     checkpoint, metrics = stem + ".ckpt", stem + ".jsonl"
     first = 1
     if args.resume:
-        first, step, best = resume(args.resume, model, opt, schedule, rng, history)
+        first, step, best = resume(args.resume, model, opt, schedule, rng, history, rank,
+                                   world)
         train_loader.set_epoch(first - 1)
-        print(f"resumed from {args.resume} after epoch {first - 1} (best validation accuracy "
-              f"{best:.4f})")
+        say(f"resumed from {args.resume} after epoch {first - 1} (best validation accuracy "
+            f"{best:.4f})")
     elif lead and os.path.exists(metrics):
         os.remove(metrics)  # a new run: a new metrics file
     say(f"{args.model} on {args.dataset}: {len(train)} training, {len(val)} validation and "
@@ -305,12 +317,17 @@ def main(argv=None):
         if args.distributed:  # the mean over every process's batches
             train_loss = dist.all_reduce(np.array([train_loss]), op="mean").item()
         say(f"epoch {epoch:3d}  loss {train_loss:.4f}  validation accuracy {val_accuracy:.4f}")
+        ranks = [own_state(rng, history)]
+        if args.distributed:  # every process's random states, to rank 0
+            from mpi4py import MPI
+
+            ranks = MPI.COMM_WORLD.gather(ranks[0], root=0)
         if lead:
             with open(metrics, "a") as f:
                 f.write(json.dumps({"epoch": epoch, "step": step, "train_loss": train_loss,
                                     "val_accuracy": val_accuracy, "lr": lr,
                                     "seconds": time.perf_counter() - start}) + "\n")
-            save_checkpoint(checkpoint, epoch, step, net, opt, schedule, rng, history)
+            save_checkpoint(checkpoint, epoch, step, net, opt, schedule, ranks)
         if args.stop_after == epoch:
             say(f"stopped after epoch {epoch}; continue with --resume {checkpoint}")
             return val_accuracy

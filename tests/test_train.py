@@ -113,7 +113,7 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, mode
     for name in a:
         np.testing.assert_array_equal(a[name].numpy(), b[name].numpy(), err_msg=name)
     both = [tape.load(tmp_path / d / f"{model}-digits.ckpt") for d in ("whole", "cut")]
-    assert both[0]["history"] == both[1]["history"] and both[1]["epoch"] == 3
+    assert both[0]["ranks"] == both[1]["ranks"] and both[1]["epoch"] == 3  # history too
     lines = [[json.loads(line) for line in open(tmp_path / d / f"{model}-digits.jsonl")]
              for d in ("whole", "cut")]
     assert [m["epoch"] for m in lines[1]] == [1, 2, 3]  # a line per epoch, none repeated
