@@ -175,3 +175,25 @@ def test_embedding_gradient_matches_add_at(rows, dtype, monkeypatch):
     assert got.dtype == dtype
     np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-6)
     assert kernels == ({"add_rows": 1} if rows == 400 else {})
+
+
+@pytest.mark.parametrize("shape, k, stride, pad", [
+    ((2, 3, 8, 8), 2, 2, 0),  # disjoint 2x2 blocks: the one-write path
+    ((2, 3, 9, 7), 2, 2, 0),  # a row and a column no block covers
+    ((2, 3, 8, 8), 3, 2, 1),  # overlapping windows: the scatter
+    ((1, 2, 6, 6), 2, 1, 0),
+])
+def test_max_pool_backward_matches_the_reference(shape, k, stride, pad):
+    """The numba scatter against the numpy reference, bit for bit: NaN and inf in the
+    output's gradient reach only the argmax positions, every other one gets zero."""
+    import kernels
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    _, arg = kernels.max_pool2d_forward(x, k, stride, pad)
+    g = rng.standard_normal(arg.shape).astype(np.float32)
+    g.flat[:3] = [np.nan, np.inf, -np.inf]
+    got = kernels.max_pool2d_backward(g, arg, x.shape)
+    with kernels.use("*", "reference"):
+        want = kernels.max_pool2d_backward(g, arg, x.shape)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
