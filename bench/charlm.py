@@ -1,6 +1,6 @@
 """examples/charlm.py against its PyTorch twin (bench/charlm_torch.py), each in its own process.
 
-    python bench/charlm.py                       # the full runs (~12 minutes) and 3 timing pairs
+    python bench/charlm.py                       # the full runs and 3 timing pairs (~7 minutes)
     python bench/charlm.py --steps 300 --pairs 3
 
 Two questions:
