@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer, check_betas, lerp_, weight_decayed
+from .optimizer import Optimizer, check_betas, counted_step, lerp_, weight_decayed
 
 
 class Adamax(Optimizer):
@@ -31,11 +31,7 @@ class Adamax(Optimizer):
         maximize = bool(group["maximize"])
         for p, g, state in pairs:
             xp = backend.xp(p)
-            if not state:
-                state["step"] = 0
-                state["exp_avg"] = xp.zeros_like(p)
-                state["exp_inf"] = xp.zeros_like(p)
-            state["step"] += 1
+            counted_step(state, xp, p, "exp_avg", "exp_inf")
             exp_avg, exp_inf = state["exp_avg"], state["exp_inf"]
             g, _ = weight_decayed(xp, p, g, decay, maximize)
 

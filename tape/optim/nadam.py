@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .optimizer import Optimizer, adam_moments_, check_betas, weight_decayed
+from .optimizer import Optimizer, adam_decayed, adam_moments_, check_betas
 
 
 class NAdam(Optimizer):
@@ -52,9 +52,7 @@ class NAdam(Optimizer):
             step, mu_product = state["step"], state["mu_product"]
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
 
-            if decay and decoupled:
-                p *= 1.0 - lr * decay
-            g, owned = weight_decayed(xp, p, g, 0.0 if decoupled else decay, maximize)
+            g, owned = adam_decayed(xp, p, g, lr, decay, decoupled, maximize)
 
             mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
             mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))

@@ -287,6 +287,27 @@ def weight_decayed(xp, p, g, weight_decay: float, maximize: bool):
     return g, False
 
 
+def adam_decayed(xp, p, g, lr: float, weight_decay: float, decoupled: bool, maximize: bool):
+    """The Adam family's weight decay and maximize: decoupled (AdamW's ``p *= 1 - lr *
+    weight_decay``, in place) or added to the gradient (:func:`weight_decayed`), whose
+    result this returns."""
+    if weight_decay and decoupled:
+        p *= 1.0 - lr * weight_decay
+    return weight_decayed(xp, p, g, 0.0 if decoupled else weight_decay, maximize)
+
+
+def counted_step(state, xp, p, *buffers) -> int:
+    """A parameter's state one step on, its step number returned: at the first step, the
+    state starts at step 0 with a zeroed buffer shaped as ``p`` per name in ``buffers``
+    (PyTorch's lazy state)."""
+    if not state:
+        state["step"] = 0
+        for name in buffers:
+            state[name] = xp.zeros_like(p)
+    state["step"] += 1
+    return state["step"]
+
+
 def lerp_(xp, buf, end, weight: float, tmp):
     """``buf += weight * (end - buf)`` in place, with PyTorch's two-sided lerp (exact at 1)."""
     xp.subtract(end, buf, out=tmp)

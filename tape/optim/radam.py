@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer, adam_moments_, check_betas, weight_decayed
+from .optimizer import Optimizer, adam_decayed, adam_moments_, check_betas, counted_step
 
 
 class RAdam(Optimizer):
@@ -31,16 +31,9 @@ class RAdam(Optimizer):
         rho_inf = 2 / (1 - beta2) - 1  # the longest the approximated SMA gets
         for p, g, state in pairs:
             xp = backend.xp(p)
-            if not state:
-                state["step"] = 0
-                state["exp_avg"] = xp.zeros_like(p)
-                state["exp_avg_sq"] = xp.zeros_like(p)
-            state["step"] += 1
-            step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
-
-            if decay and decoupled:
-                p *= 1.0 - lr * decay
-            g, _ = weight_decayed(xp, p, g, 0.0 if decoupled else decay, maximize)
+            step = counted_step(state, xp, p, "exp_avg", "exp_avg_sq")
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            g, _ = adam_decayed(xp, p, g, lr, decay, decoupled, maximize)
 
             tmp = adam_moments_(xp, exp_avg, exp_avg_sq, g, beta1, beta2)
 
