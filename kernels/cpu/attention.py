@@ -16,12 +16,10 @@ np.dot, SciPy's BLAS; for blocks up to 2**18 multiply-adds, run on the calling t
   ``ds = p * (dp - sum(p * dp))`` in place, ``dq = ds @ k`` and ``dk = ds^T @ q`` (k and
   q times the scale).
 
-The kernels run on the calling thread (``follows``: on tape's threads only while the
-GEMMs are there anyway, kernels/cpu/threads.py): claiming tape's threads would move the
-step's other GEMMs onto them, which costs more than the attention gains; and the kernels
-did not run faster on two threads of this 2-core VM (their small GEMMs share SciPy's
-OpenBLAS, which also runs a block's GEMM on several threads once it has more than 2**18
-multiply-adds, for sequences of several hundred).
+Whether the blocks are dealt out among tape's threads is measured per machine
+(kernels/cpu/threads.py): on a 2-core VM they ran no faster on two threads (their small
+GEMMs share SciPy's OpenBLAS, which also runs a block's GEMM on several threads once it
+has more than 2**18 multiply-adds, for sequences of several hundred).
 
 Arrays: ``q`` (B1, B2, L, E), ``k`` (B1, B2, S, E), ``v`` (B1, B2, S, Ev), the gradients
 and the output may have any positive strides with a contiguous last axis (the heads'
@@ -202,12 +200,12 @@ def attention(q, k, v, bias, scale, causal):
     (qf, qs), (kf, ks), (vf, vs) = _flat(q4), _flat(k4), _flat(v4)
     parallel_for(_attention_scores, nb1 * nb2, qf, kf, b, weights, nb2, big_l, big_s, e, qs,
                  ks, bs, t(scale), bool(causal), bias is not None, t(-np.inf), t(1),
-                 work=weights.size * e, follows=True)
+                 work=weights.size * e)
     np.exp(weights, out=weights)
     out = _like(q4, ev)
     of, os = _flat(out)
     parallel_for(_attention_mix, nb1 * nb2, weights, vf, of, nb2, big_l, big_s, ev, vs, os,
-                 t(1), work=weights.size * ev, follows=True)
+                 t(1), work=weights.size * ev)
     return out.reshape(lead + (big_l, ev)), weights.reshape(lead + (big_l, big_s))
 
 
@@ -225,5 +223,5 @@ def attention_backward(g, q, k, v, weights, scale):
     parallel_for(_attention_backward, nb1 * nb2, gf, qf, kf, vf,
                  np.ascontiguousarray(weights).reshape(nb1 * nb2, big_l, big_s), dqf, dkf,
                  dvf, nb2, big_l, big_s, e, ev, gs, qs, ks, vs, dqs, dks, dvs, t(scale), t(1),
-                 work=weights.size * (e + ev), follows=True)
+                 work=weights.size * (e + ev))
     return tuple(d.reshape(s) for d, s in zip((dq, dk, dv), shapes))

@@ -54,7 +54,7 @@ def _relu_grad(start, stop, g, y, dx, zero):
 def relu(x):
     """max(x, 0), NaN kept (as numpy's maximum)."""
     y = buffers.empty(x.shape, x.dtype)
-    parallel_for(_relu, x.size, x.reshape(-1), y.reshape(-1), x.dtype.type(0), follows=True)
+    parallel_for(_relu, x.size, x.reshape(-1), y.reshape(-1), x.dtype.type(0))
     return y
 
 
@@ -62,7 +62,7 @@ def relu_grad(g, y):
     """0 where the ReLU's output ``y`` is <= 0, else ``g`` (NaN included, as PyTorch)."""
     dx = buffers.empty(g.shape, g.dtype)
     parallel_for(_relu_grad, g.size, g.reshape(-1), y.reshape(-1), dx.reshape(-1),
-                 g.dtype.type(0), follows=True)
+                 g.dtype.type(0))
     return dx
 
 
@@ -197,7 +197,7 @@ def standardize_rows(x, eps):
     n, t = x.shape[-1], x.dtype.type
     out = buffers.empty(x.shape, x.dtype)
     parallel_for(_standardize_rows, x.size // n, x.reshape(-1), out.reshape(-1), n, t(1 / n),
-                 t(eps), t(1), work=x.size, follows=True)
+                 t(eps), t(1), work=x.size)
     return out
 
 
@@ -207,8 +207,7 @@ def standardize_rows_grad(g, y, x, eps):
     n, t = x.shape[-1], x.dtype.type
     out = buffers.empty(x.shape, x.dtype)
     parallel_for(_standardize_grad_rows, x.size // n, g.reshape(-1), y.reshape(-1),
-                 x.reshape(-1), out.reshape(-1), n, t(1 / n), t(eps), t(1), work=3 * x.size,
-                 follows=True)
+                 x.reshape(-1), out.reshape(-1), n, t(1 / n), t(eps), t(1), work=3 * x.size)
     return out
 
 
@@ -260,7 +259,7 @@ def layer_norm_rows(x, w, b, eps):
     n, t = x.shape[-1], x.dtype.type
     out = buffers.empty(x.shape, x.dtype)
     parallel_for(_layer_norm_rows, x.size // n, x.reshape(-1), w, b, out.reshape(-1), n,
-                 t(1 / n), t(eps), t(1), work=x.size, follows=True)
+                 t(1 / n), t(eps), t(1), work=x.size)
     return out
 
 
@@ -276,7 +275,7 @@ def layer_norm_rows_grad(g, x, w, eps):
     dw, db = np.empty((chunks, n), x.dtype), np.empty((chunks, n), x.dtype)
     parallel_for(_layer_norm_grad_rows, chunks, g.reshape(-1), x.reshape(-1), w, dx.reshape(-1),
                  dw, db, -(-total // chunks), total, n, t(1 / n), t(eps), t(1),
-                 work=3 * x.size, follows=True)
+                 work=3 * x.size)
     return dx, dw.sum(axis=0), db.sum(axis=0)
 
 

@@ -13,17 +13,21 @@ its own and changes nothing outside it:
   (``kernel(start, stop, ...)``, compiled by :func:`kernels.cpu.jit.kernel` without the
   GIL), and :func:`parallel_for` deals the range out in chunks to the threads as they come
   free, so a thread whose core is busy with another process simply takes fewer chunks;
-* while tape's kernels are in use (a CNN), tape's GEMMs run on the same threads
-  (:func:`matmul`): split into row or column blocks, each block one single-threaded
+* tape's GEMMs (:func:`matmul`) either stay with OpenBLAS's own threads, as for any numpy
+  user, or run on tape's: split into row or column blocks, each block one single-threaded
   OpenBLAS call (OpenBLAS is held at one thread for the length of the call, then set
-  back). Otherwise (an MLP) OpenBLAS's own threads do them, as for any numpy user: on
-  an idle machine they are faster (ours pay ~20 us per GEMM to hand a job and the GIL
-  over); but when other processes keep a core busy, OpenBLAS's spinning worker gets half
-  a core and its half of every GEMM waits, and ours, which sleep and are woken, ran the
-  MLP step 2x faster. So tape watches the machine (:class:`_Machine`) and takes its
-  GEMMs onto its own threads while other processes use a core. Light elementwise
-  kernels (a ReLU) only follow: they use the team while the GEMMs are on it, and run in
-  the caller otherwise, so that they never move the GEMMs (``parallel_for(follows=True)``).
+  back). When other processes keep a core busy, always on tape's: OpenBLAS's spinning
+  worker then gets half a core and its half of every GEMM waits, and ours, which sleep
+  and are woken, ran the MLP step 2x faster (tape watches the machine: :class:`_Machine`).
+
+Whether splitting a call pays depends on the machine more than on the call: handing a
+job to a sleeping helper took ~20 us on one 2-core VM and ~100 us on another (a
+virtual CPU that halts when idle is slow to wake), where a 1 MB elementwise pass takes
+~150 us on one thread; and one machine's memory bus feeds two cores, another's hardly
+more than one. So tape measures it (:class:`_Route`): the first calls of each kind of
+call (a kernel over about this much work, a GEMM of these shapes) alternate the two ways
+and are timed, and the faster way is kept for the rest of the process (the setting
+``tune_threads``; off, every call that can be split is).
 
 The helpers sleep on a lock when idle, and are started on first use. How many threads
 (the caller included) tape uses is the setting ``num_threads`` (kernels/config.py:
@@ -47,7 +51,6 @@ from . import buffers
 SMALL_WORK = 1 << 18  # elements; below this one thread is faster than waking a helper
 CHUNKS_PER_THREAD = 2  # chunks dealt out per thread: balance (a busy core) against per-call cost
 FEW_ITEMS = 32  # up to this many work items, each is dealt out on its own
-RECENT = 0.25  # seconds: tape's kernels used this recently -> its GEMMs on our threads
 BUSY_WINDOW = 0.5  # seconds between looks at how much CPU other processes use
 BUSY_CPUS = 0.5  # other processes using at least this many CPUs: the machine is busy
 
@@ -139,44 +142,36 @@ def chunks(n_items, n_chunks):
     return [(cuts[i], cuts[i + 1]) for i in range(k)]
 
 
-def parallel_for(fn, n_items, *args, work=None, follows=False):
-    """Run ``fn(start, stop, *args)`` over ``range(n_items)`` split among tape's threads.
+def parallel_for(fn, n_items, *args, work=None):
+    """Run ``fn(start, stop, *args)`` over ``range(n_items)``, split among tape's threads
+    where that pays on this machine (:class:`_Route`), else in the caller.
 
     ``fn`` must release the GIL (a ``kernels.cpu.jit.kernel``, or numpy's BLAS calls) and
     write disjoint output for disjoint ranges. ``work`` (elements touched, default
-    ``n_items``) below ``SMALL_WORK`` runs in the caller: waking a helper costs more.
-
-    ``follows``: a light, memory-bound kernel (an elementwise pass) that takes tape's
-    threads only while the GEMMs are on them too (:func:`gemms_on_team`: heavier kernels
-    ran lately, or the machine is busy), and else runs in the caller without claiming the
-    threads for the GEMMs. A ReLU between two Linear layers would otherwise move every
-    GEMM of a Transformer or MLP step off OpenBLAS's threads, onto ours, which run a GEMM
-    1.4-2x slower on an idle machine (both halves share the memory bus, each packs its own
-    copy of the other operand), for a kernel that is a fraction of a millisecond on one
-    thread.
+    ``n_items``) below ``SMALL_WORK`` always runs in the caller: waking a helper costs more.
     """
     if fn not in _called:
         _first_call(fn)
     team = _team()
-    if team.n == 1 or n_items < 2 or (n_items if work is None else work) < SMALL_WORK:
+    work = n_items if work is None else work
+    if team.n == 1 or n_items < 2 or work < SMALL_WORK:
         fn(0, n_items, *args)
         return
-    now = time.perf_counter()
-    if follows:
-        if not gemms_on_team(now):
-            fn(0, n_items, *args)
-            return
+    route = _route((fn, work.bit_length(), team.n))
+    shared, timed = route.next_way()
+    start = time.perf_counter() if timed else 0.0
+    if shared:
+        # a few big work items (chunks of images) are dealt one by one, so that the
+        # threads finish together; many small ones (planes, elements) in a few runs each
+        ranges = n_items if n_items <= FEW_ITEMS else CHUNKS_PER_THREAD * team.n
+        team.run(fn, chunks(n_items, ranges), args)
     else:
-        global _kernels_last_used
-        _kernels_last_used = now
-    # a few big work items (chunks of images) are dealt one by one, so that the threads
-    # finish together; many small ones (planes, elements) in a few runs each
-    ranges = n_items if n_items <= FEW_ITEMS else CHUNKS_PER_THREAD * team.n
-    team.run(fn, chunks(n_items, ranges), args)
+        fn(0, n_items, *args)
+    if timed:
+        route.took(shared, time.perf_counter() - start)
 
 
 _called = set()  # kernels called in this process
-_kernels_last_used = -1.0  # perf_counter() of the last parallel kernel call
 
 
 def _first_call(fn):
@@ -186,6 +181,58 @@ def _first_call(fn):
 
     precompile.wait_for(getattr(getattr(fn, "py_func", fn), "__name__", ""))
     _called.add(fn)
+
+
+# ----- which way each kind of call runs, measured -----
+
+WARMUP = 2  # first calls of a kind, not timed (first-touch page faults, cold caches)
+TRIALS = 5  # timed calls each way, alternating, before the faster way is kept
+MAX_KINDS = 4096  # kinds remembered; past that, all are forgotten and measured afresh
+
+
+class _Route:
+    """Which way one kind of call runs in this process: alone in the caller (or for a
+    GEMM, on OpenBLAS's threads) or shared among tape's threads. After WARMUP calls on
+    the team, the next calls alternate the two ways and are timed; once each way has
+    TRIALS times, the one with the lower median is kept."""
+
+    __slots__ = ("calls", "seconds", "shared")
+
+    def __init__(self, shared=None):
+        self.calls = 0
+        self.seconds = ([], [])  # the timed calls' seconds: (alone, shared)
+        self.shared = shared  # the way kept, once chosen
+
+    def next_way(self):
+        """``(shared, timed)``: which way the next call goes, and whether to time it."""
+        if self.shared is not None:
+            return self.shared, False
+        self.calls += 1
+        if self.calls <= WARMUP:
+            return True, False
+        return self.calls % 2 == 1, True
+
+    def took(self, shared, seconds):
+        self.seconds[shared].append(seconds)
+        alone, on_team = self.seconds
+        if len(alone) >= TRIALS and len(on_team) >= TRIALS:
+            self.shared = bool(np.median(on_team) < np.median(alone))
+
+
+_routes: dict[tuple, _Route] = {}
+_ALWAYS_SHARED = _Route(shared=True)  # the setting tune_threads off
+
+
+def _route(kind) -> _Route:
+    """The route of one kind of call (a hashable key), made on its first call."""
+    if not config.current().tune_threads:
+        return _ALWAYS_SHARED
+    route = _routes.get(kind)
+    if route is None:
+        if len(_routes) >= MAX_KINDS:
+            _routes.clear()
+        route = _routes.setdefault(kind, _Route())
+    return route
 
 
 # ----- GEMMs on the team -----
@@ -292,61 +339,77 @@ class _Machine:
 _machine = _Machine()
 
 
-def gemms_on_team(now):
-    """Whether tape's GEMMs run on its own threads now: its (leading) kernels ran in the
-    last RECENT seconds, or other processes keep a core busy."""
-    return now - _kernels_last_used <= RECENT or _machine.others_busy(now)
-
-
 def matmul(a, b):
-    """``a @ b`` for numpy arrays, on tape's threads while its kernels are in use or other
-    processes keep a core busy.
+    """``a @ b`` for numpy arrays: on OpenBLAS's threads or split among tape's, whichever
+    is faster here for these shapes (:class:`_Route`); on tape's while other processes
+    keep a core busy.
 
-    Then (or with one thread set) OpenBLAS is held to one thread for the call: 2-D
-    products and 3-D batches of equal length are split into blocks among tape's threads
-    (a long shared axis into stretches whose products are summed), anything else (or
-    small) runs in the caller. Otherwise numpy's own matmul, threaded by OpenBLAS as for
-    any numpy user.
+    On tape's threads (and with one thread set), OpenBLAS is held to one thread for the
+    call: 2-D products and 3-D batches of equal length are split into blocks (a long
+    shared axis into stretches whose products are summed); anything else, or small,
+    runs in the caller.
     """
     team = _team()
-    if team.n > 1 and not gemms_on_team(time.perf_counter()):
-        return a @ b
     blas = _blas()
     if blas.set is None:  # not numpy's OpenBLAS: nothing we can hold
         return a @ b
+    split = _gemm_split(a, b, team.n)
+    if team.n == 1 or split is None:
+        if team.n > 1:
+            return a @ b  # small, or not plain 2-D / 3-D: OpenBLAS decides
+        return _held(blas, np.matmul, a, b)
+    now = time.perf_counter()
+    if _machine.others_busy(now):
+        return _held(blas, _matmul_on_team, team, a, b, split)
+    route = _route((a.shape, b.shape, a.strides, b.strides, a.dtype.char, team.n))
+    shared, timed = route.next_way()
+    out = _held(blas, _matmul_on_team, team, a, b, split) if shared else a @ b
+    if timed:
+        route.took(shared, time.perf_counter() - now)
+    return out
+
+
+def _held(blas, fn, *args):
+    """``fn(*args)`` with OpenBLAS held at one thread, then set back."""
     previous = blas.get()
     blas.set(1)
     try:
-        job = _gemm_job(a, b, team.n)
-        if job is None:
-            return a @ b
-        fn, blocks, args = job
-        team.run(fn, blocks, args)
-        return args[2].sum(axis=0) if fn is _inner_block else args[2]
+        return fn(*args)
     finally:
         blas.set(previous)
 
 
-def _gemm_job(a, b, n_threads):
-    """``(block function, blocks, args)`` splitting ``a @ b`` among the threads, or None
-    where that does not pay (small, one thread) or the shapes are not plain 2-D / 3-D."""
+def _matmul_on_team(team, a, b, split):
+    how, blocks = split
+    if how == "stretches":
+        parts = np.empty((blocks[-1][1], a.shape[0], b.shape[1]), a.dtype)
+        team.run(_inner_block, blocks, (a, b, parts))
+        return parts.sum(axis=0)
+    if how == "batch":
+        out = buffers.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
+        team.run(_batched_block, blocks, (a, b, out))
+    else:
+        out = buffers.empty((a.shape[0], b.shape[1]), a.dtype)
+        team.run(_gemm_block, blocks, (a, b, out, how == "rows"))
+    return out
+
+
+def _gemm_split(a, b, n_threads):
+    """``(how, blocks)`` splitting ``a @ b`` among the threads (``how``: "batch", "rows",
+    "columns" or "stretches" of the shared axis), or None where that does not pay (small,
+    one thread) or the shapes are not plain 2-D / 3-D."""
     if (n_threads == 1 or a.ndim != b.ndim or a.dtype != b.dtype or a.dtype.kind != "f"
             or (a.size * b.shape[-1] < SMALL_WORK * 16  # little arithmetic...
                 and a.size // a.shape[-1] * b.shape[-1] < SMALL_WORK)):  # ...and a small result
         return None
     if a.ndim == 3 and a.shape[0] == b.shape[0] and a.shape[0] >= 2 * n_threads:
-        out = buffers.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
-        return _batched_block, chunks(a.shape[0], n_threads), (a, b, out)
+        return "batch", chunks(a.shape[0], n_threads)
     if a.ndim != 2:
         return None
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     if m * n <= INNER_CHUNK and k >= 4 * INNER_CHUNK:
-        stretches = -(-k // INNER_CHUNK)
-        parts = np.empty((stretches, m, n), a.dtype)
-        return _inner_block, chunks(stretches, 2 * n_threads), (a, b, parts)
-    by_rows = m >= n
-    blocks = m if by_rows else n
+        return "stretches", chunks(-(-k // INNER_CHUNK), 2 * n_threads)
+    blocks = max(m, n)
     if blocks >= 2 * n_threads:
-        out = buffers.empty((m, n), a.dtype)
-        return _gemm_block, chunks(blocks, n_threads), (a, b, out, by_rows)
+        return ("rows" if m >= n else "columns"), chunks(blocks, n_threads)
     return None

@@ -16,11 +16,13 @@ from kernels import config
 
 
 def test_every_field_has_its_environment_variable():
-    env = {"TAPE_NUM_THREADS": "3", "TAPE_BUFFERS": "0", "TAPE_PRECOMPILE": "0",
-           "TAPE_WINOGRAD_MIN_CHANNELS": "16", "TAPE_WINOGRAD_FUSED_MAX_CHANNELS": "0"}
+    env = {"TAPE_NUM_THREADS": "3", "TAPE_TUNE_THREADS": "0", "TAPE_BUFFERS": "0",
+           "TAPE_PRECOMPILE": "0", "TAPE_WINOGRAD_MIN_CHANNELS": "16",
+           "TAPE_WINOGRAD_FUSED_MAX_CHANNELS": "0"}
     got = config._from_environment(env)
-    assert got == config.Config(num_threads=3, buffers=False, precompile=False,
-                                winograd_min_channels=16, winograd_fused_max_channels=0)
+    assert got == config.Config(num_threads=3, tune_threads=False, buffers=False,
+                                precompile=False, winograd_min_channels=16,
+                                winograd_fused_max_channels=0)
     assert config._from_environment({}) == config.Config()
     with pytest.raises(ValueError, match="TAPE_NUM_THREADS must be a whole number .*'two'"):
         config._from_environment({"TAPE_NUM_THREADS": "two"})

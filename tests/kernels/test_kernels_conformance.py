@@ -65,6 +65,8 @@ TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol
 def threads(request, monkeypatch):
     """Run the numba kernels both on one thread and on the pool, whatever the size."""
     monkeypatch.setattr(_threads, "SMALL_WORK", 1 << 62 if request.param == "serial" else 0)
+    with kernels.configure(tune_threads=False):  # on the pool: every call dealt out
+        yield
 
 
 def rng_for(*key):

@@ -1,6 +1,7 @@
 """tape's own threads (kernels/cpu/threads.py) and reused buffers (kernels/cpu/buffers.py):
 every work item done once, errors raised in the caller, concurrent and nested callers,
-fork, GEMMs on the team equal to numpy's, and buffers reused only when free."""
+fork, the faster way kept for each kind of call, GEMMs on the team equal to numpy's, and
+buffers reused only when free."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -24,7 +26,17 @@ def _record(start, stop, seen, who):
 
 @pytest.fixture
 def two_threads():
-    with kernels.configure(num_threads=2):
+    """Two threads, and every call that can be split dealt out (no measuring)."""
+    with kernels.configure(num_threads=2, tune_threads=False):
+        yield
+
+
+@pytest.fixture
+def tuned(monkeypatch):
+    """Two threads, routes measured afresh, an idle machine."""
+    monkeypatch.setattr(threads, "_routes", {})
+    monkeypatch.setattr(threads._machine, "others_busy", lambda now: False)
+    with kernels.configure(num_threads=2, tune_threads=True):
         yield
 
 
@@ -38,18 +50,46 @@ def test_parallel_for_covers_every_item_once(two_threads, n_items, work):
         assert who == [threading.get_ident()]  # one call, in the caller
 
 
-def test_a_following_kernel_takes_the_threads_only_while_the_gemms_have_them(two_threads,
-                                                                            monkeypatch):
-    monkeypatch.setattr(threads._machine, "others_busy", lambda now: False)
-    monkeypatch.setattr(threads, "_kernels_last_used", -1e9)  # GEMMs on OpenBLAS's threads
-    seen, who = np.zeros(1000, int), []
-    threads.parallel_for(_record, 1000, seen, who, work=1 << 30, follows=True)
-    assert (seen == 1).all() and who == [threading.get_ident()]  # one call, in the caller
-    assert threads._kernels_last_used == -1e9  # and the GEMMs stay where they were
-    monkeypatch.setattr(threads, "_kernels_last_used", float("inf"))  # a conv just ran
-    seen, who = np.zeros(1000, int), []
-    threads.parallel_for(_record, 1000, seen, who, work=1 << 30, follows=True)
-    assert (seen == 1).all() and len(who) > 1  # dealt out among the team
+_one_at_a_time = threading.Lock()
+
+
+def _slow_per_call(start, stop, who):
+    """1 ms per call, one call at a time: splitting only adds calls."""
+    with _one_at_a_time:
+        time.sleep(1e-3)
+    who.append(threading.get_ident())
+
+
+def _slow_per_item(start, stop, who):
+    """1 ms per item, calls side by side (sleep releases the GIL): splitting halves it."""
+    time.sleep(1e-3 * (stop - start))
+    who.append(threading.get_ident())
+
+
+@pytest.mark.parametrize("fn, kept_shared", [(_slow_per_call, False), (_slow_per_item, True)])
+def test_each_kind_of_call_is_measured_both_ways_and_the_faster_kept(tuned, fn, kept_shared):
+    calls = threads.WARMUP + 2 * threads.TRIALS
+    ways = []
+    for _ in range(calls):
+        who = []
+        threads.parallel_for(fn, 4, who, work=1 << 30)
+        ways.append(len(who) > 1)
+    assert ways[: threads.WARMUP] == [True] * threads.WARMUP  # then alternating
+    assert ways[threads.WARMUP:] == [True, False] * threads.TRIALS
+    for _ in range(3):  # from now on the faster way only
+        who = []
+        threads.parallel_for(fn, 4, who, work=1 << 30)
+        assert (len(who) > 1) == kept_shared
+    route, = threads._routes.values()
+    assert route.shared is kept_shared and route.seconds[0] and route.seconds[1]
+
+
+def test_kinds_are_told_apart_by_kernel_and_work(tuned):
+    seen, who = np.zeros(100, int), []
+    for work in (1 << 20, 1 << 21, 1 << 24):
+        threads.parallel_for(_record, 100, seen, who, work=work)
+    threads.parallel_for(_slow_per_item, 2, who, work=1 << 20)
+    assert (seen == 3).all() and len(threads._routes) == 4
 
 
 def test_chunks_are_balanced_and_contiguous():
@@ -144,11 +184,10 @@ GEMMS = [((300, 200), (200, 310)), ((310, 200), (200, 300)), ((8, 9), (9, 50000)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shapes", GEMMS, ids=str)
-def test_matmul_on_the_team_equals_numpy(two_threads, monkeypatch, shapes, dtype):
+def test_matmul_on_the_team_equals_numpy(two_threads, shapes, dtype):
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal(s).astype(dtype) for s in shapes)
     expected = a @ b
-    monkeypatch.setattr(threads, "_kernels_last_used", float("inf"))  # as if kernels just ran
     blas = threads._blas()
     before = blas.get() if blas.get else None
     got = threads.matmul(a, b)
@@ -159,10 +198,37 @@ def test_matmul_on_the_team_equals_numpy(two_threads, monkeypatch, shapes, dtype
     assert threads.matmul(a.T.copy().T, b).shape == expected.shape  # any strides
 
 
-def test_matmul_leaves_numpy_to_itself_when_kernels_are_idle(monkeypatch):
-    monkeypatch.setattr(threads, "_kernels_last_used", -1e9)
+def _spy_on_team(monkeypatch, delay=0.0):
+    """Count (and slow down by ``delay`` seconds) the GEMMs split among tape's threads."""
+    calls, on_team = [], threads._matmul_on_team
+
+    def spy(*args):
+        calls.append(1)
+        time.sleep(delay)
+        return on_team(*args)
+
+    monkeypatch.setattr(threads, "_matmul_on_team", spy)
+    return calls
+
+
+def test_a_gemm_slower_on_the_team_goes_back_to_openblas(tuned, monkeypatch):
+    calls = _spy_on_team(monkeypatch, delay=5e-3)
+    a = np.random.default_rng(0).standard_normal((300, 300)).astype(np.float32)
+    for _ in range(threads.WARMUP + 2 * threads.TRIALS):
+        np.testing.assert_allclose(threads.matmul(a, a), a @ a, rtol=1e-4, atol=1e-4)
+    assert len(calls) == threads.WARMUP + threads.TRIALS  # each way measured...
+    for _ in range(3):
+        threads.matmul(a, a)
+    assert len(calls) == threads.WARMUP + threads.TRIALS  # ...then numpy's own
+
+
+def test_gemms_go_to_the_team_while_other_processes_keep_a_core_busy(tuned, monkeypatch):
+    calls = _spy_on_team(monkeypatch)
+    monkeypatch.setattr(threads._machine, "others_busy", lambda now: True)
     a = np.ones((300, 300), np.float32)
-    assert (threads.matmul(a, a) == 300).all()
+    for _ in range(3):
+        assert (threads.matmul(a, a) == 300).all()
+    assert len(calls) == 3 and not threads._routes  # whatever was measured
 
 
 def test_numpys_openblas_thread_count_is_found():
