@@ -35,10 +35,10 @@ class Config:
 
     num_threads: threads of tape's CPU kernels and GEMMs, the calling thread included
         (default: the CPUs this process may run on; 1 runs everything in the caller).
-    tune_threads: measure, for each kind of kernel call and GEMM, whether splitting it
-        among tape's threads is faster on this machine than running it alone (a
-        kernel) or on OpenBLAS's threads (a GEMM), and keep the faster
-        (kernels/cpu/threads.py); off: every call that can be split is.
+    tune_threads: measure, for each kind of kernel call, whether splitting it among
+        tape's threads is faster on this machine than running it alone, and keep the
+        faster; GEMMs stay on OpenBLAS's threads unless other processes keep a core busy
+        (kernels/cpu/threads.py). Off: every kernel call and GEMM that can be split is.
     buffers: reuse large temporaries instead of allocating them each step
         (kernels/cpu/buffers.py); off: plain ``np.empty``.
     precompile: on a fresh install, ``import kernels`` compiles the numba kernels in a

@@ -13,21 +13,24 @@ its own and changes nothing outside it:
   (``kernel(start, stop, ...)``, compiled by :func:`kernels.cpu.jit.kernel` without the
   GIL), and :func:`parallel_for` deals the range out in chunks to the threads as they come
   free, so a thread whose core is busy with another process simply takes fewer chunks;
-* tape's GEMMs (:func:`matmul`) either stay with OpenBLAS's own threads, as for any numpy
-  user, or run on tape's: split into row or column blocks, each block one single-threaded
-  OpenBLAS call (OpenBLAS is held at one thread for the length of the call, then set
-  back). When other processes keep a core busy, always on tape's: OpenBLAS's spinning
-  worker then gets half a core and its half of every GEMM waits, and ours, which sleep
-  and are woken, ran the MLP step 2x faster (tape watches the machine: :class:`_Machine`).
+* tape's GEMMs (:func:`matmul`) run on OpenBLAS's own threads, as for any numpy user,
+  while the machine is otherwise idle: there they are faster than split over ours (ours
+  pay to hand a job over, and each half packs its own copy of the other operand). When
+  other processes keep a core busy, OpenBLAS's spinning worker gets half a core and its
+  half of every GEMM waits, and ours, which sleep and are woken, ran the MLP step 2x
+  faster: so tape watches the machine (:class:`_Machine`) and then splits its GEMMs into
+  row or column blocks on its own threads, each block one single-threaded OpenBLAS call
+  (OpenBLAS is held at one thread for the length of the call, then set back).
 
-Whether splitting a call pays depends on the machine more than on the call: handing a
-job to a sleeping helper took ~20 us on one 2-core VM and ~100 us on another (a
-virtual CPU that halts when idle is slow to wake), where a 1 MB elementwise pass takes
+Whether splitting a kernel call pays depends on the machine more than on the call:
+handing a job to a sleeping helper took ~20 us on one 2-core VM and ~100 us on another
+(a virtual CPU that halts when idle is slow to wake), where a 1 MB elementwise pass takes
 ~150 us on one thread; and one machine's memory bus feeds two cores, another's hardly
-more than one. So tape measures it (:class:`_Route`): the first calls of each kind of
-call (a kernel over about this much work, a GEMM of these shapes) alternate the two ways
-and are timed, and the faster way is kept for the rest of the process (the setting
-``tune_threads``; off, every call that can be split is).
+more than one; and right after a GEMM, OpenBLAS's spinning worker may hold the other
+core. So tape measures it, in place (:class:`_Route`): the first calls of each kind of
+kernel call (a kernel over about this much work) alternate the two ways and are timed,
+and the faster way is kept for the rest of the process (the setting ``tune_threads``;
+off, every kernel call and GEMM that can be split is).
 
 The helpers sleep on a lock when idle, and are started on first use. How many threads
 (the caller included) tape uses is the setting ``num_threads`` (kernels/config.py:
@@ -191,10 +194,13 @@ MAX_KINDS = 4096  # kinds remembered; past that, all are forgotten and measured 
 
 
 class _Route:
-    """Which way one kind of call runs in this process: alone in the caller (or for a
-    GEMM, on OpenBLAS's threads) or shared among tape's threads. After WARMUP calls on
+    """Which way one kind of kernel call runs in this process: alone in the caller or
+    shared among tape's threads. After WARMUP calls on
     the team, the next calls alternate the two ways and are timed; once each way has
-    TRIALS times, the one with the lower median is kept."""
+    TRIALS times, the one with the lower best time is kept. The best, not the median:
+    while a step's kinds are all being measured, other pools' threads come and go
+    (OpenBLAS's, tape's helpers), and in a Transformer step's first calls that noise made
+    a 1.4 ms GEMM's median 4.2 ms."""
 
     __slots__ = ("calls", "seconds", "shared")
 
@@ -216,7 +222,7 @@ class _Route:
         self.seconds[shared].append(seconds)
         alone, on_team = self.seconds
         if len(alone) >= TRIALS and len(on_team) >= TRIALS:
-            self.shared = bool(np.median(on_team) < np.median(alone))
+            self.shared = min(on_team) < min(alone)
 
 
 _routes: dict[tuple, _Route] = {}
@@ -340,33 +346,34 @@ _machine = _Machine()
 
 
 def matmul(a, b):
-    """``a @ b`` for numpy arrays: on OpenBLAS's threads or split among tape's, whichever
-    is faster here for these shapes (:class:`_Route`); on tape's while other processes
-    keep a core busy.
+    """``a @ b`` for numpy arrays: on OpenBLAS's threads, as for any numpy user, or split
+    among tape's while other processes keep a core busy (and always with the setting
+    ``tune_threads`` off).
 
     On tape's threads (and with one thread set), OpenBLAS is held to one thread for the
     call: 2-D products and 3-D batches of equal length are split into blocks (a long
     shared axis into stretches whose products are summed); anything else, or small,
     runs in the caller.
+
+    GEMMs are not measured as kernels are (:class:`_Route`): on an idle 2-core VM every
+    GEMM of a LeNet and a Transformer step was faster on OpenBLAS's threads once the
+    step ran steadily (1.4-2x: tape's halves share the memory bus and each packs its own
+    copy of the other operand), but a step's first calls, timed while its other calls
+    were being measured too, sometimes said otherwise, and a Transformer step that kept
+    one GEMM on tape's threads ran 10% slower.
     """
     team = _team()
     blas = _blas()
     if blas.set is None:  # not numpy's OpenBLAS: nothing we can hold
         return a @ b
-    split = _gemm_split(a, b, team.n)
-    if team.n == 1 or split is None:
-        if team.n > 1:
-            return a @ b  # small, or not plain 2-D / 3-D: OpenBLAS decides
+    if team.n == 1:
         return _held(blas, np.matmul, a, b)
-    now = time.perf_counter()
-    if _machine.others_busy(now):
-        return _held(blas, _matmul_on_team, team, a, b, split)
-    route = _route((a.shape, b.shape, a.strides, b.strides, a.dtype.char, team.n))
-    shared, timed = route.next_way()
-    out = _held(blas, _matmul_on_team, team, a, b, split) if shared else a @ b
-    if timed:
-        route.took(shared, time.perf_counter() - now)
-    return out
+    if config.current().tune_threads and not _machine.others_busy(time.perf_counter()):
+        return a @ b
+    split = _gemm_split(a, b, team.n)
+    if split is None:  # small, or not plain 2-D / 3-D: OpenBLAS decides
+        return a @ b
+    return _held(blas, _matmul_on_team, team, a, b, split)
 
 
 def _held(blas, fn, *args):

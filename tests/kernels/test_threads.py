@@ -1,7 +1,7 @@
 """tape's own threads (kernels/cpu/threads.py) and reused buffers (kernels/cpu/buffers.py):
 every work item done once, errors raised in the caller, concurrent and nested callers,
-fork, the faster way kept for each kind of call, GEMMs on the team equal to numpy's, and
-buffers reused only when free."""
+fork, the faster way kept for each kind of kernel call, GEMMs on the team (while the
+machine is busy) equal to numpy's, and buffers reused only when free."""
 
 from __future__ import annotations
 
@@ -198,28 +198,24 @@ def test_matmul_on_the_team_equals_numpy(two_threads, shapes, dtype):
     assert threads.matmul(a.T.copy().T, b).shape == expected.shape  # any strides
 
 
-def _spy_on_team(monkeypatch, delay=0.0):
-    """Count (and slow down by ``delay`` seconds) the GEMMs split among tape's threads."""
+def _spy_on_team(monkeypatch):
+    """Count the GEMMs split among tape's threads."""
     calls, on_team = [], threads._matmul_on_team
 
     def spy(*args):
         calls.append(1)
-        time.sleep(delay)
         return on_team(*args)
 
     monkeypatch.setattr(threads, "_matmul_on_team", spy)
     return calls
 
 
-def test_a_gemm_slower_on_the_team_goes_back_to_openblas(tuned, monkeypatch):
-    calls = _spy_on_team(monkeypatch, delay=5e-3)
-    a = np.random.default_rng(0).standard_normal((300, 300)).astype(np.float32)
-    for _ in range(threads.WARMUP + 2 * threads.TRIALS):
-        np.testing.assert_allclose(threads.matmul(a, a), a @ a, rtol=1e-4, atol=1e-4)
-    assert len(calls) == threads.WARMUP + threads.TRIALS  # each way measured...
+def test_gemms_stay_on_openblas_on_an_idle_machine(tuned, monkeypatch):
+    calls = _spy_on_team(monkeypatch)
+    a = np.ones((300, 300), np.float32)
     for _ in range(3):
-        threads.matmul(a, a)
-    assert len(calls) == threads.WARMUP + threads.TRIALS  # ...then numpy's own
+        assert (threads.matmul(a, a) == 300).all()
+    assert not calls
 
 
 def test_gemms_go_to_the_team_while_other_processes_keep_a_core_busy(tuned, monkeypatch):
@@ -228,7 +224,7 @@ def test_gemms_go_to_the_team_while_other_processes_keep_a_core_busy(tuned, monk
     a = np.ones((300, 300), np.float32)
     for _ in range(3):
         assert (threads.matmul(a, a) == 300).all()
-    assert len(calls) == 3 and not threads._routes  # whatever was measured
+    assert len(calls) == 3
 
 
 def test_numpys_openblas_thread_count_is_found():
