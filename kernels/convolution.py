@@ -28,7 +28,8 @@ ROUTES = ("im2col", "winograd", "direct")  # the routes tape's conv2d has ops fo
 
 
 def im2col_route(x, w, g):
-    """im2col (the implementation in effect) and one GEMM, on tape's threads on the CPU."""
+    """im2col (the implementation in effect) and one GEMM (on the CPU through
+    kernels/cpu/threads.py's ``matmul``)."""
     matmul = threads.matmul if device_of(x) == "cpu" else None
     return conv2d_from_cols(call("im2col", x, g), w, g, matmul)
 

@@ -1,12 +1,13 @@
 """Elementwise kernels where numpy needs several passes or strides badly: ReLU and its
 gradient, a convolution's channel bias and its layout change, the SGD-momentum update,
 a layer norm's rows and their gradient, and an embedding's gradient (rows added at their
-indices). One pass each, on tape's threads (the last on the caller's).
+indices). One pass each, split among tape's threads where that measured faster (the last
+on the caller's).
 
 numpy needs several passes (and temporaries) for a ReLU's gradient, runs on one thread,
 and allocates a new output each time; on the LeNet step these took a fifth of the time.
 Each kernel here reads its inputs once, writes an output from ``buffers`` (no page
-faults), and splits the elements among tape's threads.
+faults), and splits the elements among tape's threads where that pays (kernels/cpu/threads.py).
 
 The callers (tape/ops/elementwise.py) use them for C-contiguous float32/float64 numpy
 arrays of at least ``MIN_SIZE`` elements and fall back to numpy otherwise.

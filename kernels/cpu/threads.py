@@ -95,11 +95,12 @@ class _Team:
                 return
 
     def run(self, fn, ranges, args):
-        """``fn(start, stop, *args)`` for every ``(start, stop)`` in ``ranges``."""
+        """``fn(start, stop, *args)`` for every ``(start, stop)`` in ``ranges``; returns
+        whether the helpers shared the work (not when the team was busy)."""
         if not self.busy.acquire(blocking=False):  # another thread's job, or nested: alone
             for start, stop in ranges:
                 fn(start, stop, *args)
-            return
+            return False
         try:
             self._start_helpers()
             errors = []
@@ -113,6 +114,7 @@ class _Team:
             self.job = None
             if errors:
                 raise errors[0]
+            return True
         finally:
             self.busy.release()
 
@@ -160,21 +162,30 @@ def parallel_for(fn, n_items, *args, work=None):
     if team.n == 1 or n_items < 2 or work < SMALL_WORK:
         fn(0, n_items, *args)
         return
-    route = _route((fn, work.bit_length(), team.n))
+    route = _route((fn, int(work).bit_length(), team.n))
     shared, timed = route.next_way()
     start = time.perf_counter() if timed else 0.0
     if shared:
         # a few big work items (chunks of images) are dealt one by one, so that the
         # threads finish together; many small ones (planes, elements) in a few runs each
         ranges = n_items if n_items <= FEW_ITEMS else CHUNKS_PER_THREAD * team.n
-        team.run(fn, chunks(n_items, ranges), args)
+        ran_shared = team.run(fn, chunks(n_items, ranges), args)
     else:
         fn(0, n_items, *args)
-    if timed:
+        ran_shared = False
+    if timed and ran_shared == shared and not _precompiler_running():
         route.took(shared, time.perf_counter() - start)
 
 
 _called = set()  # kernels called in this process
+
+
+def _precompiler_running():
+    """Whether a fresh install's background precompiler holds the other core now: times
+    taken meanwhile would favour running alone (kernels/cpu/precompile.py)."""
+    from . import precompile
+
+    return precompile.running()
 
 
 def _first_call(fn):
@@ -195,9 +206,10 @@ MAX_KINDS = 4096  # kinds remembered; past that, all are forgotten and measured 
 
 class _Route:
     """Which way one kind of kernel call runs in this process: alone in the caller or
-    shared among tape's threads. After WARMUP calls on
-    the team, the next calls alternate the two ways and are timed; once each way has
-    TRIALS times, the one with the lower best time is kept. The best, not the median:
+    shared among tape's threads. After WARMUP calls on the team, the next calls
+    alternate the two ways and are timed (not while the team was busy with another
+    caller's job, nor while a precompiler runs); once each way has TRIALS times, the one
+    with the lower best time is kept. The best, not the median:
     while a step's kinds are all being measured, other pools' threads come and go
     (OpenBLAS's, tape's helpers), and in a Transformer step's first calls that noise made
     a 1.4 ms GEMM's median 4.2 ms."""
@@ -206,7 +218,7 @@ class _Route:
 
     def __init__(self, shared=None):
         self.calls = 0
-        self.seconds = ([], [])  # the timed calls' seconds: (alone, shared)
+        self.seconds = ([], [])  # the timed calls' seconds: [alone, shared][shared]
         self.shared = shared  # the way kept, once chosen
 
     def next_way(self):
@@ -216,17 +228,17 @@ class _Route:
         self.calls += 1
         if self.calls <= WARMUP:
             return True, False
-        return self.calls % 2 == 1, True
+        return (self.calls - WARMUP) % 2 == 1, True  # shared first
 
     def took(self, shared, seconds):
-        self.seconds[shared].append(seconds)
+        self.seconds[int(shared)].append(seconds)
         alone, on_team = self.seconds
         if len(alone) >= TRIALS and len(on_team) >= TRIALS:
             self.shared = min(on_team) < min(alone)
 
 
 _routes: dict[tuple, _Route] = {}
-_ALWAYS_SHARED = _Route(shared=True)  # the setting tune_threads off
+_ALWAYS_SHARED = _Route(shared=True)  # the setting tune_threads off: chosen, never timed
 
 
 def _route(kind) -> _Route:
@@ -306,8 +318,9 @@ def _inner_block(start, stop, a, b, parts):
         np.matmul(a[:, lo:hi], b[lo:hi], out=parts[i])
 
 
-INNER_CHUNK = 4096  # shared-axis stretch of a long, thin product (Cin=1 convolutions'
-# weight gradient, 9 x 50176 @ 50176 x 8): OpenBLAS is up to 4x faster on such pieces
+INNER_CHUNK = 4096  # shared-axis stretch of a long, thin product (a Cin=1 convolution's
+# weight gradient by im2col at batch 128, 9 x 100352 @ 100352 x 8): OpenBLAS is up to 4x
+# faster on such pieces
 
 
 class _Machine:
@@ -350,10 +363,10 @@ def matmul(a, b):
     among tape's while other processes keep a core busy (and always with the setting
     ``tune_threads`` off).
 
-    On tape's threads (and with one thread set), OpenBLAS is held to one thread for the
-    call: 2-D products and 3-D batches of equal length are split into blocks (a long
-    shared axis into stretches whose products are summed); anything else, or small,
-    runs in the caller.
+    On tape's threads, OpenBLAS is held to one thread for the call: 2-D products and 3-D
+    batches of equal length are split into blocks (a long shared axis into stretches
+    whose products are summed); anything else, or small, runs in the caller. With one
+    thread set, every GEMM runs in the caller, OpenBLAS held to one thread.
 
     GEMMs are not measured as kernels are (:class:`_Route`): on an idle 2-core VM every
     GEMM of a LeNet and a Transformer step was faster on OpenBLAS's threads once the
@@ -371,8 +384,8 @@ def matmul(a, b):
     if config.current().tune_threads and not _machine.others_busy(time.perf_counter()):
         return a @ b
     split = _gemm_split(a, b, team.n)
-    if split is None:  # small, or not plain 2-D / 3-D: OpenBLAS decides
-        return a @ b
+    if split is None:  # small, or not plain 2-D / 3-D: in the caller
+        return _held(blas, np.matmul, a, b)
     return _held(blas, _matmul_on_team, team, a, b, split)
 
 

@@ -242,13 +242,13 @@ def transformed_grad(g):
 
 # ----- the fused convolution: transforms and GEMMs per chunk of images -----
 # The route above makes each of its nine steps one pass over the whole batch: its arrays
-# (16, T, C) are several MB, so every transform streams them from L3 and every kernel
-# wakes tape's threads. For few channels that traffic costs more than the GEMMs. Here one
-# work item takes a chunk of images through every step while its arrays stay in the
-# core's L2, calling BLAS from inside the kernel (numba's np.dot, which calls SciPy's
-# BLAS). Each GEMM is kept small enough that OpenBLAS runs it on the calling thread (it
-# splits only products with M*N*K above 2**18): tape's threads do the parallel work, and
-# SciPy's OpenBLAS starts no threads of its own to spin beside them.
+# (16, T, C) are several MB, so every transform streams them from L3 and each kernel
+# split among tape's threads wakes them. For few channels that traffic costs more than
+# the GEMMs. Here one work item takes a chunk of images through every step while its
+# arrays stay in the core's L2, calling BLAS from inside the kernel (numba's np.dot,
+# which calls SciPy's BLAS). Each GEMM is kept small enough that OpenBLAS runs it on the
+# calling thread (it splits only products with M*N*K above 2**18): tape's threads do the
+# parallel work, and SciPy's OpenBLAS starts no threads of its own to spin beside them.
 
 
 def images_per_chunk(n, tiles_per_image, cin, cout, itemsize):

@@ -20,8 +20,8 @@ def _shape(x):
 
 # ----- matmul -----
 def gemm(a, b):
-    """``a @ b`` on arrays. numpy's run on tape's threads while tape's kernels are in use
-    (kernels/cpu/threads.py: one pool for kernels and GEMMs, so they never fight)."""
+    """``a @ b`` on arrays. numpy's go through kernels/cpu/threads.py: on OpenBLAS's
+    threads, or split over tape's while other processes keep a core busy."""
     if type(a) is np.ndarray and type(b) is np.ndarray:
         if a.ndim > 2 and b.ndim == 2:  # a stack of rows times one matrix: one GEMM (numpy
             # would run one small GEMM per leading index, several times slower)

@@ -61,27 +61,58 @@ def _slow_per_call(start, stop, who):
 
 
 def _slow_per_item(start, stop, who):
-    """1 ms per item, calls side by side (sleep releases the GIL): splitting halves it."""
-    time.sleep(1e-3 * (stop - start))
+    """2 ms per item, calls side by side (sleep releases the GIL): splitting halves it."""
+    time.sleep(2e-3 * (stop - start))
     who.append(threading.get_ident())
 
 
 @pytest.mark.parametrize("fn, kept_shared", [(_slow_per_call, False), (_slow_per_item, True)])
-def test_each_kind_of_call_is_measured_both_ways_and_the_faster_kept(tuned, fn, kept_shared):
+def test_each_kind_of_call_is_measured_both_ways_and_the_faster_kept(tuned, monkeypatch, fn,
+                                                                     kept_shared):
+    monkeypatch.setattr(threads, "_precompiler_running", lambda: False)
     calls = threads.WARMUP + 2 * threads.TRIALS
     ways = []
     for _ in range(calls):
         who = []
-        threads.parallel_for(fn, 4, who, work=1 << 30)
+        threads.parallel_for(fn, 8, who, work=1 << 30)
         ways.append(len(who) > 1)
     assert ways[: threads.WARMUP] == [True] * threads.WARMUP  # then alternating
     assert ways[threads.WARMUP:] == [True, False] * threads.TRIALS
     for _ in range(3):  # from now on the faster way only
         who = []
-        threads.parallel_for(fn, 4, who, work=1 << 30)
+        threads.parallel_for(fn, 8, who, work=1 << 30)
         assert (len(who) > 1) == kept_shared
     route, = threads._routes.values()
     assert route.shared is kept_shared and route.seconds[0] and route.seconds[1]
+
+
+@pytest.mark.parametrize("alone, shared, kept_shared", [
+    ([5, 4, 6, 9, 4], [3, 8, 8, 8, 8], True),  # the best times, not the medians
+    ([3, 3, 3, 3, 3], [3, 3, 3, 3, 3], False),  # a tie: alone
+    ([1, 1, 1, 1, 1], [2, 2, 2, 2], None),  # too few shared times: not chosen yet
+])
+def test_a_route_keeps_the_way_with_the_best_time(alone, shared, kept_shared):
+    route = threads._Route()
+    for seconds in alone:
+        route.took(False, seconds)
+    for seconds in shared:
+        route.took(True, seconds)
+    assert route.shared is kept_shared
+    if kept_shared is not None:
+        assert route.next_way() == (kept_shared, False)  # chosen: no more timing
+
+
+def test_timings_are_dropped_while_the_team_is_busy_or_a_precompiler_runs(tuned, monkeypatch):
+    monkeypatch.setattr(threads, "_precompiler_running", lambda: True)
+    calls = threads.WARMUP + 2 * threads.TRIALS
+    for _ in range(calls):
+        threads.parallel_for(_record, 100, np.zeros(100, int), [], work=1 << 20)
+    route = threads._routes[(_record, (1 << 20).bit_length(), 2)]
+    assert route.calls == calls and route.seconds == ([], []) and route.shared is None
+    monkeypatch.setattr(threads, "_precompiler_running", lambda: False)
+    threads.parallel_for(_nested, 16, np.zeros(16, int), work=1 << 20)  # inner calls: team busy
+    inner = threads._routes[(_record, (1 << 30).bit_length(), 2)]
+    assert inner.seconds[0] and not inner.seconds[1]  # alone timed; "shared" ran alone: not
 
 
 def test_kinds_are_told_apart_by_kernel_and_work(tuned):
@@ -176,17 +207,23 @@ def test_a_forked_child_gets_a_team_of_its_own(two_threads):
 
 # ----- GEMMs on the team -----
 
-GEMMS = [((300, 200), (200, 310)), ((310, 200), (200, 300)), ((8, 9), (9, 50000)),
-         ((9, 50176), (50176, 8)),  # a long shared axis: stretches summed
-         ((8, 9), (9, 50176)),  # a tiny one, a large result: split all the same
-         ((16, 400, 30), (16, 30, 40)), ((3, 4), (4, 5)), ((5, 300, 300), (300, 300))]
+GEMMS = [  # the shapes, and how _gemm_split splits them on two threads
+    ((300, 200), (200, 310), "columns"), ((310, 200), (200, 300), "rows"),
+    ((8, 9), (9, 50000), "columns"),
+    ((9, 65536), (65536, 8), "stretches"),  # a long shared axis: stretches summed
+    ((8, 9), (9, 50176), "columns"),  # a tiny one, a large result: split all the same
+    ((16, 400, 30), (16, 30, 40), "batch"), ((3, 4), (4, 5), None),
+    ((5, 300, 300), (300, 300), None)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shapes", GEMMS, ids=str)
 def test_matmul_on_the_team_equals_numpy(two_threads, shapes, dtype):
     rng = np.random.default_rng(0)
+    *shapes, how = shapes
     a, b = (rng.standard_normal(s).astype(dtype) for s in shapes)
+    split = threads._gemm_split(a, b, 2)
+    assert (split and split[0]) == how
     expected = a @ b
     blas = threads._blas()
     before = blas.get() if blas.get else None
@@ -199,7 +236,9 @@ def test_matmul_on_the_team_equals_numpy(two_threads, shapes, dtype):
 
 
 def _spy_on_team(monkeypatch):
-    """Count the GEMMs split among tape's threads."""
+    """Count the GEMMs split among tape's threads (where numpy's OpenBLAS can be held)."""
+    if threads._blas().set is None:
+        pytest.skip("numpy is not built on OpenBLAS here: its GEMMs are left to it")
     calls, on_team = [], threads._matmul_on_team
 
     def spy(*args):
@@ -225,6 +264,19 @@ def test_gemms_go_to_the_team_while_other_processes_keep_a_core_busy(tuned, monk
     for _ in range(3):
         assert (threads.matmul(a, a) == 300).all()
     assert len(calls) == 3
+
+
+def test_one_thread_runs_gemms_in_the_caller_with_openblas_held(monkeypatch):
+    blas = threads._blas()
+    if blas.set is None:
+        pytest.skip("numpy is not built on OpenBLAS here")
+    before, calls = blas.get(), []
+    set_ = blas.set
+    monkeypatch.setattr(blas, "set", lambda n: calls.append(n) or set_(n))
+    a = np.random.default_rng(0).standard_normal((300, 300))
+    with kernels.configure(num_threads=1):
+        np.testing.assert_allclose(threads.matmul(a, a), a @ a, rtol=1e-12, atol=1e-10)
+    assert calls == [1, before] and blas.get() == before
 
 
 def test_numpys_openblas_thread_count_is_found():
