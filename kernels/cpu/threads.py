@@ -209,16 +209,15 @@ class _Route:
     shared among tape's threads. After WARMUP calls on the team, the next calls
     alternate the two ways and are timed (not while the team was busy with another
     caller's job, nor while a precompiler runs); once each way has TRIALS times, the one
-    with the lower best time is kept. The best, not the median:
-    while a step's kinds are all being measured, other pools' threads come and go
-    (OpenBLAS's, tape's helpers), and in a Transformer step's first calls that noise made
-    a 1.4 ms GEMM's median 4.2 ms."""
+    with the lower best time is kept. The best, not the median: while a step's kinds are
+    all being measured, other pools' threads come and go (OpenBLAS's, tape's helpers),
+    and in a Transformer step's first calls that noise made a 1.4 ms GEMM's median 4.2 ms."""
 
     __slots__ = ("calls", "seconds", "shared")
 
     def __init__(self, shared=None):
         self.calls = 0
-        self.seconds = ([], [])  # the timed calls' seconds: [alone, shared][shared]
+        self.seconds = ([], [])  # the timed calls' seconds: alone [0], shared [1]
         self.shared = shared  # the way kept, once chosen
 
     def next_way(self):
