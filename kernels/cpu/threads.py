@@ -29,8 +29,8 @@ handing a job to a sleeping helper took ~20 us on one 2-core VM and ~100 us on a
 more than one; and right after a GEMM, OpenBLAS's spinning worker may hold the other
 core. So tape measures it, in place (:class:`_Route`): the first calls of each kind of
 kernel call (a kernel over about this much work) alternate the two ways and are timed,
-and the faster way is kept for the rest of the process (the setting ``tune_threads``;
-off, every kernel call and GEMM that can be split is).
+and the faster way is kept for a while (2000 calls), then measured afresh (the setting
+``tune_threads``; off, every kernel call and GEMM that can be split is).
 
 The helpers sleep on a lock when idle, and are started on first use. How many threads
 (the caller included) tape uses is the setting ``num_threads`` (kernels/config.py:
@@ -201,6 +201,7 @@ def _first_call(fn):
 
 WARMUP = 2  # first calls of a kind, not timed (first-touch page faults, cold caches)
 TRIALS = 5  # timed calls each way, alternating, before the faster way is kept
+REMEASURE = 2000  # calls of a kind the kept way lasts; then it is measured afresh
 MAX_KINDS = 4096  # kinds remembered; past that, all are forgotten and measured afresh
 
 
@@ -209,22 +210,27 @@ class _Route:
     shared among tape's threads. After WARMUP calls on the team, the next calls
     alternate the two ways and are timed (not while the team was busy with another
     caller's job, nor while a precompiler runs); once each way has TRIALS times, the one
-    with the lower best time is kept. The best, not the median: while a step's kinds are
-    all being measured, other pools' threads come and go (OpenBLAS's, tape's helpers),
-    and in a Transformer step's first calls that noise made a 1.4 ms GEMM's median 4.2 ms."""
+    with the lower best time is kept, for REMEASURE calls, and then measured afresh
+    (other processes come and go; on a shared VM the same process measured every kernel
+    faster alone at one time and faster shared at another). The best, not the median:
+    while a step's kinds are all being measured, other pools' threads come and go
+    (OpenBLAS's, tape's helpers), and in a Transformer step's first calls that noise made
+    a 1.4 ms GEMM's median 4.2 ms."""
 
     __slots__ = ("calls", "seconds", "shared")
 
-    def __init__(self, shared=None):
-        self.calls = 0
+    def __init__(self):
+        self.calls = 0  # while measuring: calls so far; once chosen: calls since
         self.seconds = ([], [])  # the timed calls' seconds: alone [0], shared [1]
-        self.shared = shared  # the way kept, once chosen
+        self.shared = None  # the way kept, once chosen
 
     def next_way(self):
         """``(shared, timed)``: which way the next call goes, and whether to time it."""
-        if self.shared is not None:
-            return self.shared, False
         self.calls += 1
+        if self.shared is not None:
+            if self.calls <= REMEASURE:
+                return self.shared, False
+            self.calls, self.seconds, self.shared = WARMUP + 1, ([], []), None  # warm
         if self.calls <= WARMUP:
             return True, False
         return (self.calls - WARMUP) % 2 == 1, True  # shared first
@@ -233,11 +239,21 @@ class _Route:
         self.seconds[int(shared)].append(seconds)
         alone, on_team = self.seconds
         if len(alone) >= TRIALS and len(on_team) >= TRIALS:
-            self.shared = min(on_team) < min(alone)
+            self.shared, self.calls = min(on_team) < min(alone), 0
+
+
+class _Fixed:
+    """A route the settings chose (``tune_threads`` off): never measured."""
+
+    def __init__(self, shared):
+        self.shared = shared
+
+    def next_way(self):
+        return self.shared, False
 
 
 _routes: dict[tuple, _Route] = {}
-_ALWAYS_SHARED = _Route(shared=True)  # the setting tune_threads off: chosen, never timed
+_ALWAYS_SHARED = _Fixed(True)
 
 
 def _route(kind) -> _Route:

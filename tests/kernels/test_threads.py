@@ -102,6 +102,17 @@ def test_a_route_keeps_the_way_with_the_best_time(alone, shared, kept_shared):
         assert route.next_way() == (kept_shared, False)  # chosen: no more timing
 
 
+def test_a_kept_way_is_measured_afresh_after_a_while(monkeypatch):
+    monkeypatch.setattr(threads, "REMEASURE", 3)
+    route = threads._Route()
+    for shared in (False, True) * threads.TRIALS:
+        route.took(shared, 1.0 if shared else 2.0)
+    assert route.shared is True
+    assert [route.next_way() for _ in range(3)] == [(True, False)] * 3
+    assert route.next_way() == (True, True) and route.shared is None  # timed again (warm)
+    assert route.next_way() == (False, True) and route.seconds == ([], [])
+
+
 def test_timings_are_dropped_while_the_team_is_busy_or_a_precompiler_runs(tuned, monkeypatch):
     monkeypatch.setattr(threads, "_precompiler_running", lambda: True)
     calls = threads.WARMUP + 2 * threads.TRIALS
