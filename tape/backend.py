@@ -31,7 +31,8 @@ def cupy_or_none():
 
 def is_cupy(array) -> bool:
     """True for a cupy array, decided without importing cupy."""
-    return type(array).__module__.startswith("cupy")
+    t = type(array)
+    return t is not np.ndarray and t.__module__.startswith("cupy")
 
 
 def as_array(x):
@@ -51,7 +52,7 @@ def device_of(array) -> str:
 def xp(*arrays):
     """The array module (numpy or cupy) for these arrays; numpy when none is a cupy array."""
     for a in arrays:
-        if is_cupy(a):
+        if type(a) is not np.ndarray and is_cupy(a):
             return cupy_or_none()
     return np
 

@@ -333,6 +333,8 @@ def _inner_block(start, stop, a, b, parts):
         np.matmul(a[:, lo:hi], b[lo:hi], out=parts[i])
 
 
+ONE_THREAD_GEMM = 1 << 18  # multiply-adds: OpenBLAS runs smaller GEMMs on one thread
+# (interface/gemm.c: m * n * k below 65536 * GEMM_MULTITHREAD_THRESHOLD, 4 by default)
 INNER_CHUNK = 4096  # shared-axis stretch of a long, thin product (a Cin=1 convolution's
 # weight gradient by im2col at batch 128, 9 x 100352 @ 100352 x 8): OpenBLAS is up to 4x
 # faster on such pieces
@@ -390,6 +392,8 @@ def matmul(a, b):
     were being measured too, sometimes said otherwise, and a Transformer step that kept
     one GEMM on tape's threads ran 10% slower.
     """
+    if a.ndim == b.ndim == 2 and a.size * b.shape[1] < ONE_THREAD_GEMM:
+        return a @ b  # OpenBLAS runs it on the calling thread anyway: nothing to hold
     team = _team()
     blas = _blas()
     if blas.set is None:  # not numpy's OpenBLAS: nothing we can hold
