@@ -185,7 +185,10 @@ def _precompiler_running():
     taken meanwhile would favour running alone (kernels/cpu/precompile.py)."""
     from . import precompile
 
-    return precompile.running()
+    try:
+        return precompile.running()
+    except OSError:  # no temporary folder to find its lock in: none runs
+        return False
 
 
 def _first_call(fn):
