@@ -411,14 +411,28 @@ def matmul(a, b):
     return _held(blas, _matmul_on_team, team, a, b, split)
 
 
+_hold_lock = threading.Lock()
+_holds = 0  # calls holding OpenBLAS at one thread now, in any thread
+_count_before = 0  # OpenBLAS's thread count before the first of them
+
+
 def _held(blas, fn, *args):
-    """``fn(*args)`` with OpenBLAS held at one thread, then set back."""
-    previous = blas.get()
-    blas.set(1)
+    """``fn(*args)`` with OpenBLAS held at one thread, then set back to what it was
+    before the first of the calls overlapping it (each call restoring what it read
+    itself, two Python threads left it at one thread for the whole process)."""
+    global _holds, _count_before
+    with _hold_lock:
+        if _holds == 0:
+            _count_before = blas.get()
+            blas.set(1)
+        _holds += 1
     try:
         return fn(*args)
     finally:
-        blas.set(previous)
+        with _hold_lock:
+            _holds -= 1
+            if _holds == 0:
+                blas.set(_count_before)
 
 
 def _matmul_on_team(team, a, b, split):

@@ -290,6 +290,31 @@ def test_one_thread_runs_gemms_in_the_caller_with_openblas_held(monkeypatch):
     assert calls == [1, before] and blas.get() == before
 
 
+def test_overlapping_holds_give_openblas_its_thread_count_back():
+    blas = threads._blas()
+    if blas.set is None:
+        pytest.skip("numpy is not built on OpenBLAS here")
+    before = blas.get()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        first_in.set()
+        assert second_in.wait(10)
+
+    def second():
+        second_in.set()
+        assert first_out.wait(10)  # the first hold has ended: this one ends last
+
+    a = threading.Thread(target=threads._held, args=(blas, first))
+    b = threading.Thread(target=lambda: first_in.wait(10) and threads._held(blas, second))
+    a.start()
+    b.start()
+    a.join(10)
+    first_out.set()
+    b.join(10)
+    assert blas.get() == before  # not the 1 the second hold would have read
+
+
 def test_numpys_openblas_thread_count_is_found():
     if "openblas" not in str(np.show_config(mode="dicts")).lower():
         pytest.skip("numpy is not built on OpenBLAS here")
