@@ -132,8 +132,14 @@ def _team() -> _Team:
 
 
 def _after_fork():
-    """A forked child has only the thread that forked: teams of its own."""
+    """A forked child has only the thread that forked: teams of its own, and no holds
+    on OpenBLAS's thread count from threads it does not have."""
+    global _hold_lock, _holds
     _teams.clear()
+    _hold_lock = threading.Lock()
+    if _holds and _openblas is not None and _openblas.set is not None:
+        _openblas.set(_count_before)
+    _holds = 0
 
 
 if hasattr(os, "register_at_fork"):

@@ -315,6 +315,33 @@ def test_overlapping_holds_give_openblas_its_thread_count_back():
     assert blas.get() == before  # not the 1 the second hold would have read
 
 
+def _child_holds(queue, before):
+    queue.put((threads._holds, threads._blas().get() == before))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_during_a_hold_gets_openblas_back():
+    blas = threads._blas()
+    if blas.set is None:
+        pytest.skip("numpy is not built on OpenBLAS here")
+    before, holding, done = blas.get(), threading.Event(), threading.Event()
+    a = threading.Thread(target=threads._held,
+                         args=(blas, lambda: holding.set() or done.wait(60)))
+    a.start()
+    try:
+        assert holding.wait(10) and blas.get() == 1
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        p = ctx.Process(target=_child_holds, args=(queue, before))
+        p.start()
+        assert queue.get(timeout=60) == (0, True)  # the child: no hold, its count back
+        p.join(60)
+    finally:
+        done.set()
+        a.join(10)
+    assert blas.get() == before
+
+
 def test_numpys_openblas_thread_count_is_found():
     if "openblas" not in str(np.show_config(mode="dicts")).lower():
         pytest.skip("numpy is not built on OpenBLAS here")
