@@ -132,10 +132,12 @@ def _team() -> _Team:
 
 
 def _after_fork():
-    """A forked child has only the thread that forked: teams of its own, and no holds
-    on OpenBLAS's thread count from threads it does not have."""
+    """A forked child has only the thread that forked: teams of its own, no holds on
+    OpenBLAS's thread count from threads it does not have, and a fresh look at the
+    machine (its own CPU times start from zero)."""
     global _hold_lock, _holds
     _teams.clear()
+    _machine.__init__()
     _hold_lock = threading.Lock()
     if _holds and _openblas is not None and _openblas.set is not None:
         _openblas.set(_count_before)
