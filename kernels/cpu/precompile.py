@@ -145,9 +145,13 @@ def _held(name, mode, wait=True):
 
 
 def running():
-    """Whether a precompiler holds the run's lock now."""
-    with _held("run", fcntl.LOCK_SH if fcntl else 0, wait=False) as free:
-        return not free
+    """Whether a precompiler holds the run's lock now (none can without a temporary
+    folder to keep its locks in)."""
+    try:
+        with _held("run", fcntl.LOCK_SH if fcntl else 0, wait=False) as free:
+            return not free
+    except OSError:
+        return False
 
 
 _compiling_here = False  # this process is the precompiler: it never waits for itself

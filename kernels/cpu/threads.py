@@ -193,10 +193,7 @@ def _precompiler_running():
     taken meanwhile would favour running alone (kernels/cpu/precompile.py)."""
     from . import precompile
 
-    try:
-        return precompile.running()
-    except OSError:  # no temporary folder to find its lock in: none runs
-        return False
+    return precompile.running()
 
 
 def _first_call(fn):
@@ -459,10 +456,10 @@ def _matmul_on_team(team, a, b, split):
 
 
 def _gemm_split(a, b, n_threads):
-    """``(how, blocks)`` splitting ``a @ b`` among the threads (``how``: "batch", "rows",
-    "columns" or "stretches" of the shared axis), or None where that does not pay (small,
-    one thread) or the shapes are not plain 2-D / 3-D."""
-    if (n_threads == 1 or a.ndim != b.ndim or a.dtype != b.dtype or a.dtype.kind != "f"
+    """``(how, blocks)`` splitting ``a @ b`` among ``n_threads`` (2 or more; ``how``:
+    "batch", "rows", "columns" or "stretches" of the shared axis), or None where that does
+    not pay (small) or the shapes are not plain 2-D / 3-D."""
+    if (a.ndim != b.ndim or a.dtype != b.dtype or a.dtype.kind != "f"
             or (a.size * b.shape[-1] < SMALL_WORK * 16  # little arithmetic...
                 and a.size // a.shape[-1] * b.shape[-1] < SMALL_WORK)):  # ...and a small result
         return None

@@ -246,10 +246,18 @@ def test_matmul_on_the_team_equals_numpy(two_threads, shapes, dtype):
     assert threads.matmul(a.T.copy().T, b).shape == expected.shape  # any strides
 
 
-def _spy_on_team(monkeypatch):
-    """Count the GEMMs split among tape's threads (where numpy's OpenBLAS can be held)."""
-    if threads._blas().set is None:
+@pytest.fixture
+def blas():
+    """numpy's OpenBLAS, whose thread count tape holds; elsewhere tape leaves GEMMs to
+    numpy, and these tests skip."""
+    blas = threads._blas()
+    if blas.set is None:
         pytest.skip("numpy is not built on OpenBLAS here: its GEMMs are left to it")
+    return blas
+
+
+def _spy_on_team(monkeypatch):
+    """Count the GEMMs split among tape's threads."""
     calls, on_team = [], threads._matmul_on_team
 
     def spy(*args):
@@ -260,7 +268,7 @@ def _spy_on_team(monkeypatch):
     return calls
 
 
-def test_gemms_stay_on_openblas_on_an_idle_machine(tuned, monkeypatch):
+def test_gemms_stay_on_openblas_on_an_idle_machine(tuned, blas, monkeypatch):
     calls = _spy_on_team(monkeypatch)
     a = np.ones((300, 300), np.float32)
     for _ in range(3):
@@ -268,7 +276,7 @@ def test_gemms_stay_on_openblas_on_an_idle_machine(tuned, monkeypatch):
     assert not calls
 
 
-def test_gemms_go_to_the_team_while_other_processes_keep_a_core_busy(tuned, monkeypatch):
+def test_gemms_go_to_the_team_while_other_processes_keep_a_core_busy(tuned, blas, monkeypatch):
     calls = _spy_on_team(monkeypatch)
     monkeypatch.setattr(threads._machine, "others_busy", lambda now: True)
     a = np.ones((300, 300), np.float32)
@@ -277,10 +285,7 @@ def test_gemms_go_to_the_team_while_other_processes_keep_a_core_busy(tuned, monk
     assert len(calls) == 3
 
 
-def test_one_thread_runs_gemms_in_the_caller_with_openblas_held(monkeypatch):
-    blas = threads._blas()
-    if blas.set is None:
-        pytest.skip("numpy is not built on OpenBLAS here")
+def test_one_thread_runs_gemms_in_the_caller_with_openblas_held(blas, monkeypatch):
     before, calls = blas.get(), []
     set_ = blas.set
     monkeypatch.setattr(blas, "set", lambda n: calls.append(n) or set_(n))
@@ -290,10 +295,7 @@ def test_one_thread_runs_gemms_in_the_caller_with_openblas_held(monkeypatch):
     assert calls == [1, before] and blas.get() == before
 
 
-def test_overlapping_holds_give_openblas_its_thread_count_back():
-    blas = threads._blas()
-    if blas.set is None:
-        pytest.skip("numpy is not built on OpenBLAS here")
+def test_overlapping_holds_give_openblas_its_thread_count_back(blas):
     before = blas.get()
     first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
 
@@ -320,10 +322,7 @@ def _child_holds(queue, before):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_child_forked_during_a_hold_gets_openblas_back_and_looks_afresh():
-    blas = threads._blas()
-    if blas.set is None:
-        pytest.skip("numpy is not built on OpenBLAS here")
+def test_a_child_forked_during_a_hold_gets_openblas_back_and_looks_afresh(blas):
     before, holding, done = blas.get(), threading.Event(), threading.Event()
     a = threading.Thread(target=threads._held,
                          args=(blas, lambda: holding.set() or done.wait(60)))
@@ -404,3 +403,14 @@ def test_buffers_can_be_turned_off():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, TAPE_BUFFERS="0"), check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_no_temporary_folder_means_no_precompiler(monkeypatch):
+    from kernels.cpu import precompile
+
+    def unwritable(name):
+        raise PermissionError(f"cannot create the lock for {name}")
+
+    monkeypatch.setattr(precompile, "_path", unwritable)
+    assert precompile.running() is False and threads._precompiler_running() is False
+    precompile.wait_for("_relu")  # returns at once instead of raising
