@@ -56,11 +56,17 @@ def test_cross_entropy_all_ignored_mean_is_nan_like_torch():
     assert F.cross_entropy(x, t, reduction="sum").item() == 0
 
 
-def test_cross_entropy_accepts_tape_tensor_targets_and_is_two_entries(device):
+@pytest.mark.parametrize("kwargs, entries", [
+    ({}, 1),  # a classifier's loss: one fused entry
+    ({"ignore_index": 1, "reduction": "sum"}, 1),
+    ({"label_smoothing": 0.1}, 2),  # log_softmax, then one fused nll entry
+    ({"reduction": "none"}, 2),
+])
+def test_cross_entropy_accepts_tape_tensor_targets_and_its_entries(device, kwargs, entries):
     x = tape.randn(4, 3, requires_grad=True, device=device)
     with tape.Tape() as t:
-        loss = F.cross_entropy(x, tape.tensor([0, 2, 1, 1], device=device))
-    assert len(t._entries) == 2  # log_softmax, then one fused nll entry
+        loss = F.cross_entropy(x, tape.tensor([0, 2, 1, 1], device=device), **kwargs)
+    assert len(t._entries) == entries
     assert t.gradient(loss, x).shape == (4, 3)
     assert loss.device == device  # the loss stays on the device until asked
     with pytest.raises(IndexError, match="out of bounds"):

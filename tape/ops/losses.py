@@ -1,8 +1,11 @@
 """Losses with torch's signatures and ``reduction="mean" | "sum" | "none"``.
 
-cross_entropy is log_softmax followed by one fused negative log-likelihood entry, whose
-rule is a constant (the one-hot target, class weights, label smoothing and the mean's
-divisor folded together) times the cotangent. The binary losses are one entry each.
+cross_entropy of (N, C) logits and class indices, without class weights or label
+smoothing (a classifier's training loss), is one entry whose rule is the cotangent times
+(softmax - one-hot), scaled per row. Every other case is log_softmax followed by one
+fused negative log-likelihood entry, whose rule is a constant (the one-hot target, class
+weights, label smoothing and the mean's divisor folded together) times the cotangent.
+The binary losses are one entry each.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from .. import backend
 from ..tensor import Tensor
 from .core import Op, lead_axes
 from .elementwise import abs, cast, clip, exp, log, maximum, sigmoid, softplus, where
-from .nn import _shape, log_softmax
+from .nn import _shape, log_softmax, softmax
 from .reduce import mean, sum
 from .shape import reshape
 
@@ -105,6 +108,66 @@ def _class_targets(x, target, weight, ignore_index, name):
     return safe, coef, valid, wvec
 
 
+# ----- cross entropy of (N, C) logits and class indices, in one entry -----
+def _ce_forward(x, target, coef):
+    """The loss summed over rows with weights ``coef`` (the mean's divisor folded in; 0
+    for ignored targets, which point at class 0), and the softmax the rule reads."""
+    xp = backend.xp(x)
+    shifted = x - x.max(axis=1, keepdims=True)  # stable for large logits
+    probs = xp.exp(shifted)
+    total = probs.sum(axis=1, keepdims=True)
+    picked = shifted[xp.arange(len(target)), target]
+    loss = coef @ (xp.log(total[:, 0]) - picked)  # -log softmax at the targets, weighted
+    probs /= total
+    return loss, probs
+
+
+def _ce_vjp(g, ans, x, target, coef, probs):
+    """coef * (softmax - one-hot) per row, times the cotangent. First order on arrays it
+    starts from the forward's softmax; otherwise (higher order, jacobians) it is written
+    with ops on the logits, so it differentiates again."""
+    if not isinstance(g, Tensor) and g.ndim == 0:
+        xp = backend.xp(probs)
+        d = probs * coef[:, None]
+        d[xp.arange(len(target)), target] -= coef
+        d *= g
+        return d
+    xd = _data(x)
+    xp = backend.xp(xd)
+    onehot = (xp.arange(xd.shape[1]) == target[:, None]).astype(xd.dtype)
+    d = (softmax(x, axis=1) - onehot) * coef[:, None]
+    return reshape(g, shape=g.shape + (1, 1)) * d  # g: a scalar, or one per jacobian row
+
+
+_ce = Op("cross_entropy", _ce_forward, _ce_vjp, extras=("probs",))
+
+
+def _fused_cross_entropy(x, target, ignore_index, reduction):
+    """``cross_entropy`` as one entry, for (N, C) logits and (N,) integer class indices
+    on one device, outside vmap; None for anything else (the general path takes it)."""
+    xd, td = _data(x), _data(target)
+    if (getattr(x, "_mapped", False) or getattr(target, "_mapped", False)
+            or not hasattr(td, "dtype") or td.dtype.kind not in "iu"
+            or getattr(xd, "ndim", 0) != 2 or td.shape != xd.shape[:1]
+            or type(td) is not type(xd)):
+        return None
+    n, c = xd.shape
+    if n == 0:
+        return None
+    low, high = int(td.min()), int(td.max())
+    if low >= 0 and not low <= ignore_index <= high:  # no target is ignored
+        if high >= c:
+            raise IndexError(f"cross_entropy: target {high} is out of bounds for {c} classes")
+        coef = backend.xp(xd).full(n, 1 / n if reduction == "mean" else 1, xd.dtype)
+        safe = td
+    else:
+        safe, coef, _, _ = _class_targets(x, target, None, ignore_index, "cross_entropy")
+        if reduction == "mean":
+            denom = coef.sum()
+            coef = coef / denom if denom else coef * np.nan  # all ignored: nan, as torch
+    return _ce(x, target=safe, coef=coef)[0]
+
+
 def _nll_core(logp, target, weight, ignore_index, reduction, smoothing, name):
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -188,6 +251,13 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     td = _data(target)
     # np.asarray only for lists and numbers: it refuses (implicitly) a cupy array
     probabilities = (td.dtype if hasattr(td, "dtype") else np.asarray(td).dtype).kind == "f"
+    if not (probabilities or label_smoothing or weight is not None or reduction == "none"):
+        if reduction != "mean" and reduction != "sum":
+            raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got "
+                             f"{reduction!r}")
+        loss = _fused_cross_entropy(input, target, ignore_index, reduction)
+        if loss is not None:
+            return loss
     x, t, unbatched = _batched(input, target, probabilities)
     logp = log_softmax(x, axis=1)
     if not probabilities:
