@@ -135,7 +135,15 @@ def _linear_dw(g, ans, x, w, b=None):
     return _matmul(swapaxes(g2, -1, -2), reshape(x, shape=(rows, in_f)))
 
 
-_linear = Op("linear", _linear_forward, _linear_dx, _linear_dw, lambda g, ans, x, w, b: g)
+def _linear_db(g, ans, x, w, b):
+    """First order, a batch of rows and one bias: the rows' sum. Otherwise ``g``, which
+    the replay sums down to the bias's shape."""
+    if type(g) is np.ndarray and g.ndim == 2 == ans.ndim and b.ndim == 1:
+        return g.sum(axis=0)
+    return g
+
+
+_linear = Op("linear", _linear_forward, _linear_dx, _linear_dw, _linear_db)
 
 
 def linear(x, weight, bias=None):
@@ -144,8 +152,11 @@ def linear(x, weight, bias=None):
     >>> F.linear(tape.ones(2, 3), tape.ones(4, 3)).shape
     (2, 4)
     """
+    dtype = getattr(_data(x), "dtype", None)
+    if (dtype is None or dtype.kind != "f" or getattr(_data(weight), "dtype", None) != dtype
+            or bias is not None and getattr(_data(bias), "dtype", None) != dtype):
+        same_dtype("linear", ("input", x), ("weight", weight), ("bias", bias))
     xs, ws = _shape(x), _shape(weight)
-    same_dtype("linear", ("input", x), ("weight", weight), ("bias", bias))
     if len(ws) != 2 or not xs or xs[-1] != ws[1]:
         raise ValueError(
             f"linear: input of shape {xs} does not fit a weight of shape {ws} "
