@@ -111,24 +111,23 @@ def _class_targets(x, target, weight, ignore_index, name):
 # ----- cross entropy of (N, C) logits and class indices, in one entry -----
 def _ce_forward(x, target, coef):
     """The loss summed over rows with weights ``coef`` (the mean's divisor folded in; 0
-    for ignored targets, which point at class 0), and the softmax the rule reads."""
+    for ignored targets, which point at class 0)."""
     xp = backend.xp(x)
     shifted = x - x.max(axis=1, keepdims=True)  # stable for large logits
-    probs = xp.exp(shifted)
-    total = probs.sum(axis=1, keepdims=True)
+    total = xp.exp(shifted).sum(axis=1)
     picked = shifted[xp.arange(len(target)), target]
-    loss = coef @ (xp.log(total[:, 0]) - picked)  # -log softmax at the targets, weighted
-    probs /= total
-    return loss, probs
+    return coef @ (xp.log(total) - picked)  # -log softmax at the targets, weighted
 
 
-def _ce_vjp(g, ans, x, target, coef, probs):
+def _ce_vjp(g, ans, x, target, coef):
     """coef * (softmax - one-hot) per row, times the cotangent. First order on arrays it
-    starts from the forward's softmax; otherwise (higher order, jacobians) it is written
-    with ops on the logits, so it differentiates again."""
+    is computed in place on one new array; otherwise (higher order, jacobians) it is
+    written with ops on the logits, so it differentiates again."""
     if not isinstance(g, Tensor) and g.ndim == 0:
-        xp = backend.xp(probs)
-        d = probs * coef[:, None]
+        xp = backend.xp(x)
+        d = x - x.max(axis=1, keepdims=True)
+        xp.exp(d, out=d)
+        d *= (coef / d.sum(axis=1))[:, None]
         d[xp.arange(len(target)), target] -= coef
         d *= g
         return d
@@ -139,21 +138,20 @@ def _ce_vjp(g, ans, x, target, coef, probs):
     return reshape(g, shape=g.shape + (1, 1)) * d  # g: a scalar, or one per jacobian row
 
 
-_ce = Op("cross_entropy", _ce_forward, _ce_vjp, extras=("probs",))
+_ce = Op("cross_entropy", _ce_forward, _ce_vjp)
 
 
 def _fused_cross_entropy(x, target, ignore_index, reduction):
-    """``cross_entropy`` as one entry, for (N, C) logits and (N,) integer class indices
-    on one device, outside vmap; None for anything else (the general path takes it)."""
-    xd, td = _data(x), _data(target)
-    if (getattr(x, "_mapped", False) or getattr(target, "_mapped", False)
-            or not hasattr(td, "dtype") or td.dtype.kind not in "iu"
-            or getattr(xd, "ndim", 0) != 2 or td.shape != xd.shape[:1]
-            or type(td) is not type(xd)):
+    """``cross_entropy`` as one entry, for (N, C) float logits and (N,) integer class
+    indices on one device, outside vmap; None for anything else (the general path takes
+    it, and raises for what is wrong)."""
+    xd = x.data if isinstance(x, Tensor) else x
+    td = target.data if isinstance(target, Tensor) else target
+    if (type(xd) is not type(td) or not hasattr(xd, "ndim") or xd.ndim != 2
+            or xd.dtype.kind != "f" or td.dtype.kind not in "iu" or td.shape != xd.shape[:1]
+            or not xd.size or getattr(x, "_mapped", False) or getattr(target, "_mapped", False)):
         return None
     n, c = xd.shape
-    if n == 0:
-        return None
     low, high = int(td.min()), int(td.max())
     if low >= 0 and not low <= ignore_index <= high:  # no target is ignored
         if high >= c:
@@ -165,7 +163,7 @@ def _fused_cross_entropy(x, target, ignore_index, reduction):
         if reduction == "mean":
             denom = coef.sum()
             coef = coef / denom if denom else coef * np.nan  # all ignored: nan, as torch
-    return _ce(x, target=safe, coef=coef)[0]
+    return _ce(x, target=safe, coef=coef)
 
 
 def _nll_core(logp, target, weight, ignore_index, reduction, smoothing, name):
@@ -241,6 +239,10 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     >>> F.cross_entropy(tape.zeros(2, 4), tape.tensor([0, 3])).item()  # log(4)
     1.3862943...
     """
+    if weight is None and not label_smoothing and (reduction == "mean" or reduction == "sum"):
+        loss = _fused_cross_entropy(input, target, ignore_index, reduction)
+        if loss is not None:  # a classifier's loss, one entry
+            return loss
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
                          f"{label_smoothing}")
@@ -251,13 +253,6 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     td = _data(target)
     # np.asarray only for lists and numbers: it refuses (implicitly) a cupy array
     probabilities = (td.dtype if hasattr(td, "dtype") else np.asarray(td).dtype).kind == "f"
-    if not (probabilities or label_smoothing or weight is not None or reduction == "none"):
-        if reduction != "mean" and reduction != "sum":
-            raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got "
-                             f"{reduction!r}")
-        loss = _fused_cross_entropy(input, target, ignore_index, reduction)
-        if loss is not None:
-            return loss
     x, t, unbatched = _batched(input, target, probabilities)
     logp = log_softmax(x, axis=1)
     if not probabilities:
