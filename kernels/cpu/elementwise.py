@@ -30,7 +30,7 @@ FLOATS = (np.float32, np.float64)
 def applies(*arrays):
     """Whether the kernels here take these arrays (same shape, dtype and layout)."""
     a = arrays[0]
-    return (type(a) is np.ndarray and a.dtype in FLOATS and a.size >= MIN_SIZE
+    return (type(a) is np.ndarray and a.size >= MIN_SIZE and a.dtype in FLOATS
             and a.flags.c_contiguous
             and all(type(b) is np.ndarray and b.shape == a.shape and b.dtype == a.dtype
                     and b.flags.c_contiguous for b in arrays[1:]))

@@ -205,6 +205,9 @@ def _gradient_array(g, p: Tensor, i: int):
     if g is None:
         return None
     g = g.data if isinstance(g, Tensor) else g
+    pd = p.data
+    if type(g) is type(pd) and g.shape == pd.shape and g.dtype == pd.dtype:
+        return g  # the common case: nothing to check or convert
     if not (isinstance(g, np.ndarray) or backend.is_cupy(g)):
         raise TypeError(
             f"step(): gradient {i} is a {type(g).__name__}, not a tensor or array: pass the "
