@@ -52,7 +52,7 @@ def node_of(tensor):
     of another shape or dtype, as ``load_state_dict(assign=True)`` does)."""
     n = tensor._node
     data = tensor if tensor._mapped else tensor.data  # Batched: one example's shape
-    if n is None or n.shape != data.shape or n.dtype != data.dtype:
+    if n is None or n.shape != data.shape or n.dtype is not data.dtype and n.dtype != data.dtype:
         n = tensor._node = node(data)
     return n
 

@@ -195,8 +195,8 @@ def _any_inputs(name, forward, extras):
     def op(*args, **params):
         if vmapping and _has_batched(args, params):
             return batched_call(op, args, params)
-        arrays = tuple(a.data if isinstance(a, Tensor) else a for a in args)
-        if all(x is a for x, a in zip(arrays, args)):  # no Tensor among the inputs
+        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        if not any(isinstance(a, Tensor) for a in args):  # only arrays: nothing to record
             return forward(*arrays, **params)
         try:
             out = forward(*arrays, **params)
