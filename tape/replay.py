@@ -66,7 +66,8 @@ def gradients(tape, targets, seeds, sources, on_final=None):
     None for a source no entry uses), while the replay goes on with the other entries:
     ``tape.distributed`` starts averaging gradients there."""
     for s in sources:
-        _check_float(s, "sources")
+        if not (isinstance(s, Tensor) and s.data.dtype.kind == "f"):
+            _check_float(s, "sources")  # raises
     for t in targets:
         _check_float(t, "targets")
     grads = {}

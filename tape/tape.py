@@ -254,12 +254,13 @@ class Tape:
                 raise ValueError(
                     f"output_gradients has {len(seeds)} entries for {len(targets)} targets"
                 )
-        flat_sources = _flatten(sources, [])
+        flat = type(sources) is list and all(isinstance(s, Tensor) for s in sources)
+        flat_sources = sources if flat else _flatten(sources, [])  # a list of parameters
         with self._replaying():
             grads = replay.gradients(self, targets, seeds, flat_sources)
             out = [self._finish(g, s, unconnected_gradients, targets) for g, s in
                    zip(grads, flat_sources)]
-        return _unflatten(sources, iter(out))
+        return out if flat else _unflatten(sources, iter(out))
 
     def jacobian(self, target, sources, unconnected_gradients="none"):
         """The full Jacobian, of shape ``target.shape + source.shape``, for each source.
