@@ -48,7 +48,7 @@ class Config:
         stride-1 convolutions with at least this many input channels (per group); fewer:
         im2col and one GEMM are faster. Above any channel count: Winograd off.
     winograd_fused_max_channels: Winograd convolutions whose harmonic mean of Cin and
-        Cout is at most this run the fused kernels, a chunk of images at a time in L2;
+        Cout is at most this run the fused kernels, a chunk of images at a time;
         larger ones the batched GEMMs. 0: the fused kernels off.
     """
 

@@ -22,8 +22,8 @@ def winograd_applies(x, w, g):
 
 
 def winograd_fused(out_hw, cin, cout):
-    """Whether a Winograd convolution runs the fused kernels (one pass per chunk of images,
-    in L2) rather than the batched GEMMs: few channels, where the transforms' memory traffic
+    """Whether a Winograd convolution runs the fused kernels (one pass per chunk of images)
+    rather than the batched GEMMs: few channels, where the transforms' memory traffic
     costs more than the GEMMs (harmonic mean of Cin and Cout at most the setting
     ``winograd_fused_max_channels``); each of one image's GEMMs small enough for one thread;
     and SciPy installed (numba's np.dot calls its BLAS)."""

@@ -104,10 +104,12 @@ def test_fused_kernels_equal_the_maps_one_by_one(shape, dtype, tol, chunk):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
 
 
-def test_images_per_chunk_keeps_a_chunk_in_l2_and_each_gemm_on_one_thread():
-    assert winograd.images_per_chunk(64, 49, 16, 32, 4) == 2  # (64,16->32,14): 200 KB each
-    assert winograd.images_per_chunk(3, 1, 1, 1, 4) == 3  # never more than the batch
+def test_images_per_chunk_bounds_a_chunk_and_keeps_each_gemm_on_one_thread():
+    assert winograd.images_per_chunk(64, 49, 16, 32, 4) == 8  # (64,16->32,14): 8 work items
+    assert winograd.images_per_chunk(3, 1, 1, 1, 4) == 1  # a small batch: one image each
     assert winograd.images_per_chunk(8, 3136, 64, 64, 4) == 1  # never fewer than one
-    for n, p, cin, cout in [(64, 49, 16, 32), (32, 16, 64, 128), (16, 49, 32, 32)]:
+    for n, p, cin, cout in [(64, 49, 16, 32), (32, 16, 64, 128), (16, 49, 32, 32),
+                            (256, 49, 8, 16)]:
         b = winograd.images_per_chunk(n, p, cin, cout, 4)
-        assert b * p * cin * cout <= 1 << 18 and 16 * b * p * (2 * cin + cout) * 4 <= 1 << 19
+        assert b * p * cin * cout <= 1 << 18 and 16 * b * p * (2 * cin + cout) * 4 <= 1 << 21
+        assert n // b >= 8
