@@ -83,7 +83,7 @@ SMALL_LM = ["--d-model", "32", "--heads", "2", "--layers", "1", "--context", "32
             "--warmup", "5", "--lr", "1e-2", "--clip-grad", "1.0"]
 
 
-def test_charlm_learns_samples_and_resumes_bit_identical(tmp_path, capsys):
+def test_charlm_learns_samples_and_resumes_bit_identical(tmp_path, capsys, steady_gemms):
     """A small charlm: the validation loss falls below the uniform guess's log(103) = 4.6
     and keeps falling; a run stopped at step 20 and resumed ends as the uninterrupted one."""
     charlm = load("charlm")

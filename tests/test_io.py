@@ -215,7 +215,7 @@ def _train(steps, resume_at=None, folder=None):
     return [p.numpy().copy() for p in model.parameters()]
 
 
-def test_a_resumed_run_is_bit_identical(tmp_path):
+def test_a_resumed_run_is_bit_identical(tmp_path, steady_gemms):
     straight = _train(5)
     resumed = _train(5, resume_at=2, folder=tmp_path)
     for a, b in zip(straight, resumed):

@@ -99,7 +99,7 @@ def test_missing_mnist_files_end_in_one_line_naming_download(tmp_path, capsys):
     ("mlp", 1, ["--warmup", "2", "--scheduler", "step", "--optimizer", "adamw"]),
 ])
 def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, model, stop,
-                                                                  options):
+                                                                  options, steady_gemms):
     common = ["--model", model, "--epochs", "3", "--no-progress", *options]
     whole = train.main(common + ["--out", str(tmp_path / "whole")])
     train.main(common + ["--out", str(tmp_path / "cut"), "--stop-after", str(stop)])

@@ -98,9 +98,9 @@ def _relu(x):
 def _relu_vjp(g, ans, x):
     """0 where the output is <= 0 (the input was), else g: a NaN input passes g through,
     as in PyTorch. Reading only the output, the tape keeps it and not the input."""
-    if type(g) is np.ndarray and type(ans) is np.ndarray:  # first order
-        if g.size < _cpu.MIN_SIZE:
-            return np.where(ans <= 0, g.dtype.type(0), g)  # small: one select
+    if type(g) is np.ndarray and type(ans) is np.ndarray:  # on arrays (no outer tape)
+        if g.size < _cpu.MIN_SIZE:  # small: one select (jacobian axes in g broadcast)
+            return np.where(ans <= 0, g.dtype.type(0), g)
         if _cpu.applies(g, ans):  # no jacobian axes: one pass on tape's threads
             return _cpu.relu_grad(g, ans)
     return where(ans <= 0, 0, g)

@@ -116,7 +116,9 @@ def _ce_forward(x, target, coef):
     shifted = x - x.max(axis=1, keepdims=True)  # stable for large logits
     total = xp.exp(shifted).sum(axis=1)
     picked = shifted[xp.arange(len(target)), target]
-    return coef @ (xp.log(total) - picked)  # -log softmax at the targets, weighted
+    # -log softmax at the targets, weighted; summed by numpy, whose sum does not depend on
+    # where the arrays lie in memory (a BLAS dot's does: a resumed run's losses differed)
+    return (coef * (xp.log(total) - picked)).sum()
 
 
 def _ce_vjp(g, ans, x, target, coef):
@@ -144,7 +146,7 @@ _ce = Op("cross_entropy", _ce_forward, _ce_vjp)
 def _fused_cross_entropy(x, target, ignore_index, reduction):
     """``cross_entropy`` as one entry, for (N, C) float logits and (N,) integer class
     indices on one device, outside vmap; None for anything else (the general path takes
-    it, and raises for what is wrong)."""
+    it, and says what is wrong). Raises for a target out of bounds, as that path does."""
     xd = x.data if isinstance(x, Tensor) else x
     td = target.data if isinstance(target, Tensor) else target
     if (type(xd) is not type(td) or not hasattr(xd, "ndim") or xd.ndim != 2
@@ -157,7 +159,7 @@ def _fused_cross_entropy(x, target, ignore_index, reduction):
         if high >= c:
             raise IndexError(f"cross_entropy: target {high} is out of bounds for {c} classes")
         coef = backend.xp(xd).full(n, 1 / n if reduction == "mean" else 1, xd.dtype)
-        safe = td
+        safe = td.copy()  # the entry's own: the caller may refill its label buffer
     else:
         safe, coef, _, _ = _class_targets(x, target, None, ignore_index, "cross_entropy")
         if reduction == "mean":
