@@ -198,3 +198,17 @@ def test_rms_norm_default_eps_is_the_dtype_epsilon(dtype):
     got = F.rms_norm(tape.tensor(x), (3,)).numpy()
     np.testing.assert_allclose(got, TF.rms_norm(torch.tensor(x), (3,)).numpy(), rtol=1e-6)
     assert got.dtype == np.dtype(dtype)
+
+
+def test_cross_entropy_keeps_its_own_targets_when_the_label_buffer_is_refilled():
+    x = tape.randn(4, 3, requires_grad=True)
+    labels = np.array([0, 1, 2, 1])
+    want = TF.cross_entropy(torch.tensor(x.numpy(), requires_grad=True), torch.tensor(labels))
+    with tape.Tape() as t:
+        loss = F.cross_entropy(x, labels)
+    labels[:] = 2  # the next micro-batch's labels, before the gradient is asked
+    got = t.gradient(loss, x).numpy()
+    tx = torch.tensor(x.numpy(), requires_grad=True)
+    TF.cross_entropy(tx, torch.tensor([0, 1, 2, 1])).backward()
+    np.testing.assert_allclose(got, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
