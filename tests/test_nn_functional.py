@@ -49,10 +49,16 @@ def test_bce_with_logits_extreme_logits_are_finite():
 
 
 def test_cross_entropy_all_ignored_mean_is_nan_like_torch():
-    x = tape.randn(3, 4)
+    x = tape.randn(3, 4, requires_grad=True)
     t = np.full(3, -100)
-    assert np.isnan(F.cross_entropy(x, t).item())
-    assert np.isnan(TF.cross_entropy(torch.tensor(x.numpy()), torch.from_numpy(t)).item())
+    with tape.Tape() as tp:
+        loss = F.cross_entropy(x, t)
+    assert np.isnan(loss.item())
+    tx = torch.tensor(x.numpy(), requires_grad=True)
+    want = TF.cross_entropy(tx, torch.from_numpy(t))
+    want.backward()
+    assert np.isnan(want.item())
+    np.testing.assert_array_equal(tp.gradient(loss, x).numpy(), tx.grad.numpy())  # zeros
     assert F.cross_entropy(x, t, reduction="sum").item() == 0
 
 

@@ -109,19 +109,21 @@ def _class_targets(x, target, weight, ignore_index, name):
 
 
 # ----- cross entropy of (N, C) logits and class indices, in one entry -----
-def _ce_forward(x, target, coef):
+def _ce_forward(x, target, coef, none_counted=False):
     """The loss summed over rows with weights ``coef`` (the mean's divisor folded in; 0
-    for ignored targets, which point at class 0)."""
+    for ignored targets, which point at class 0); NaN for the mean of no targets, as torch
+    (whose gradient is then zero: ``coef`` is)."""
     xp = backend.xp(x)
     shifted = x - x.max(axis=1, keepdims=True)  # stable for large logits
     total = xp.exp(shifted).sum(axis=1)
     picked = shifted[xp.arange(len(target)), target]
     # -log softmax at the targets, weighted; summed by numpy, whose sum does not depend on
     # where the arrays lie in memory (a BLAS dot's does: a resumed run's losses differed)
-    return (coef * (xp.log(total) - picked)).sum()
+    loss = (coef * (xp.log(total) - picked)).sum()
+    return loss * xp.nan if none_counted else loss
 
 
-def _ce_vjp(g, ans, x, target, coef):
+def _ce_vjp(g, ans, x, target, coef, none_counted=False):
     """coef * (softmax - one-hot) per row, times the cotangent. First order on arrays it
     is computed in place on one new array; otherwise (higher order, jacobians) it is
     written with ops on the logits, so it differentiates again."""
@@ -164,7 +166,9 @@ def _fused_cross_entropy(x, target, ignore_index, reduction):
         safe, coef, _, _ = _class_targets(x, target, None, ignore_index, "cross_entropy")
         if reduction == "mean":
             denom = coef.sum()
-            coef = coef / denom if denom else coef * np.nan  # all ignored: nan, as torch
+            if not denom:  # every target ignored
+                return _ce(x, target=safe, coef=coef, none_counted=True)
+            coef = coef / denom
     return _ce(x, target=safe, coef=coef)
 
 
