@@ -21,6 +21,14 @@ from .tape import _local, format_line
 from .tensor import Tensor, wrap
 
 
+def _check_floats(xs, role):
+    """Each of ``xs`` a floating-point Tensor (one call for a model's parameters: the
+    check runs on every ``gradient``), else a TypeError saying what to do."""
+    for x in xs:
+        if not (isinstance(x, Tensor) and x.data.dtype.kind == "f"):
+            _check_float(x, role)
+
+
 def _check_float(x, role):
     if not isinstance(x, Tensor):
         raise TypeError(
@@ -65,11 +73,8 @@ def gradients(tape, targets, seeds, sources, on_final=None):
     gradient is final (after the entry that used it first in the forward pass; ``grad`` is
     None for a source no entry uses), while the replay goes on with the other entries:
     ``tape.distributed`` starts averaging gradients there."""
-    for s in sources:
-        if not (isinstance(s, Tensor) and s.data.dtype.kind == "f"):
-            _check_float(s, "sources")  # raises
-    for t in targets:
-        _check_float(t, "targets")
+    _check_floats(sources, "sources")
+    _check_floats(targets, "targets")
     grads = {}
     for t, s in zip(targets, seeds):
         g = _seed(t, s)
@@ -81,8 +86,7 @@ def gradients(tape, targets, seeds, sources, on_final=None):
 
 def jacobians(tape, target, sources, batch):
     """Jacobians of ``target`` for each source in one vectorized replay."""
-    for s in sources:
-        _check_float(s, "sources")
+    _check_floats(sources, "sources")
     _check_float(target, "target")
     xp = backend.xp(target.data)
     shape = target.shape[1:] if batch else target.shape

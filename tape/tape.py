@@ -60,6 +60,9 @@ def format_line(where, with_code=False) -> str:
 
 def _flatten(structure, out):
     """The leaves of a nested list/tuple/dict structure, in order."""
+    if _tensor_list(structure):  # a model's parameters: the common case, without recursion
+        out.extend(structure)
+        return out
     if isinstance(structure, dict):
         for v in structure.values():
             _flatten(v, out)
@@ -73,11 +76,18 @@ def _flatten(structure, out):
 
 def _unflatten(structure, leaves):
     """``structure`` with its leaves replaced, in order, by those of the iterator."""
+    if _tensor_list(structure):
+        return [next(leaves) for _ in structure]
     if isinstance(structure, dict):
         return {k: _unflatten(v, leaves) for k, v in structure.items()}
     if isinstance(structure, (list, tuple)):
         return type(structure)(_unflatten(v, leaves) for v in structure)
     return next(leaves)
+
+
+def _tensor_list(structure):
+    """Whether ``structure`` is a plain list of tensors (its own leaves)."""
+    return type(structure) is list and all(isinstance(x, Tensor) for x in structure)
 
 
 class Tape:
@@ -254,13 +264,12 @@ class Tape:
                 raise ValueError(
                     f"output_gradients has {len(seeds)} entries for {len(targets)} targets"
                 )
-        flat = type(sources) is list and all(isinstance(s, Tensor) for s in sources)
-        flat_sources = sources if flat else _flatten(sources, [])  # a list of parameters
+        flat_sources = _flatten(sources, [])
         with self._replaying():
             grads = replay.gradients(self, targets, seeds, flat_sources)
             out = [self._finish(g, s, unconnected_gradients, targets) for g, s in
                    zip(grads, flat_sources)]
-        return out if flat else _unflatten(sources, iter(out))
+        return _unflatten(sources, iter(out))
 
     def jacobian(self, target, sources, unconnected_gradients="none"):
         """The full Jacobian, of shape ``target.shape + source.shape``, for each source.

@@ -38,13 +38,8 @@ class SGD(Optimizer):
         plain_momentum = momentum and not (dampening or decay or nesterov or maximize)
         for p, g, state in pairs:
             buf = state.get("momentum_buffer")
-            if plain_momentum and buf is not None:  # the common case
-                if _cpu.applies(p, g, buf):
-                    _cpu.sgd_momentum_(p, g, buf, lr, momentum)  # in one pass
-                else:  # what the general case below does, without its branches
-                    buf *= momentum
-                    buf += g
-                    p += buf * -lr
+            if plain_momentum and buf is not None and _cpu.applies(p, g, buf):
+                _cpu.sgd_momentum_(p, g, buf, lr, momentum)  # the common case, in one pass
                 continue
             xp = backend.xp(p)
             g, owned = weight_decayed(xp, p, g, decay, maximize)
