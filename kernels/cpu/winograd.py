@@ -105,6 +105,18 @@ def _input_image(x, n, v, t0, ph, pw, th, tw):
                     v[12 + j, t, c] = q[3]
 
 
+@inline
+def _tile_adjoint(dv, t, c):
+    """B dV B^T of tile ``t``'s 4x4 block of channel ``c`` in ``dv`` (16, T, C): its four
+    columns, each as four values from the top."""
+    r0 = _b(dv[0, t, c], dv[1, t, c], dv[2, t, c], dv[3, t, c])
+    r1 = _b(dv[4, t, c], dv[5, t, c], dv[6, t, c], dv[7, t, c])
+    r2 = _b(dv[8, t, c], dv[9, t, c], dv[10, t, c], dv[11, t, c])
+    r3 = _b(dv[12, t, c], dv[13, t, c], dv[14, t, c], dv[15, t, c])
+    return (_b(r0[0], r1[0], r2[0], r3[0]), _b(r0[1], r1[1], r2[1], r3[1]),
+            _b(r0[2], r1[2], r2[2], r3[2]), _b(r0[3], r1[3], r2[3], r3[3]))
+
+
 @kernel
 def _input_adjoint_image(dv, t0, dx, n, ph, pw, th, tw):
     """The fused backward's: each tile's 4x4 block added straight into the plane. The
@@ -119,12 +131,9 @@ def _input_adjoint_image(dv, t0, dx, n, ph, pw, th, tw):
             t = t0 + ty * tw + tx
             x0 = 2 * tx
             for c in range(c_):
-                r0 = _b(dv[0, t, c], dv[1, t, c], dv[2, t, c], dv[3, t, c])
-                r1 = _b(dv[4, t, c], dv[5, t, c], dv[6, t, c], dv[7, t, c])
-                r2 = _b(dv[8, t, c], dv[9, t, c], dv[10, t, c], dv[11, t, c])
-                r3 = _b(dv[12, t, c], dv[13, t, c], dv[14, t, c], dv[15, t, c])
+                columns = _tile_adjoint(dv, t, c)
                 for j in range(4):
-                    q = _b(r0[j], r1[j], r2[j], r3[j])
+                    q = columns[j]
                     d[y0, x0 + j, c] += q[0]
                     d[y0 + 1, x0 + j, c] += q[1]
                     d[y0 + 2, x0 + j, c] += q[2]
@@ -150,12 +159,9 @@ def _input_adjoint_image_batched(dv, t0, dx, n, ph, pw, th, tw):
             t = t0 + ty * tw + tx
             x0 = 2 * tx
             for c in range(c_):
-                r0 = _b(dv[0, t, c], dv[1, t, c], dv[2, t, c], dv[3, t, c])
-                r1 = _b(dv[4, t, c], dv[5, t, c], dv[6, t, c], dv[7, t, c])
-                r2 = _b(dv[8, t, c], dv[9, t, c], dv[10, t, c], dv[11, t, c])
-                r3 = _b(dv[12, t, c], dv[13, t, c], dv[14, t, c], dv[15, t, c])
+                columns = _tile_adjoint(dv, t, c)
                 for j in range(4):
-                    s = _b(r0[j], r1[j], r2[j], r3[j])
+                    s = columns[j]
                     q[j, c] = s[0]
                     q[4 + j, c] = s[1]
                     q[8 + j, c] = s[2]
