@@ -48,8 +48,9 @@ class Config:
         stride-1 convolutions with at least this many input channels (per group); fewer:
         im2col and one GEMM are faster. Above any channel count: Winograd off.
     winograd_fused_max_channels: Winograd convolutions whose harmonic mean of Cin and
-        Cout is at most this run the fused kernels, a chunk of images at a time;
-        larger ones the batched GEMMs. 0: the fused kernels off.
+        Cout is at most this run the fused kernels, a chunk of images at a time; larger
+        ones too where a chunk gives each GEMM enough rows, else the batched GEMMs
+        (kernels/cpu/conv2d.py, ``winograd_fused``). 0: the fused kernels off.
     """
 
     num_threads: int = dataclasses.field(default_factory=_cpus)

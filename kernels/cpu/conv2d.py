@@ -21,23 +21,31 @@ def winograd_applies(x, w, g):
     return (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1) and _same_dtype(x, w)
 
 
-def winograd_fused(out_hw, cin, cout):
-    """Whether a Winograd convolution runs the fused kernels (one pass per chunk of images)
-    rather than the batched GEMMs: few channels, where the transforms' memory traffic
-    costs more than the GEMMs (harmonic mean of Cin and Cout at most the setting
-    ``winograd_fused_max_channels``); each of one image's GEMMs small enough for one thread;
-    and SciPy installed (numba's np.dot calls its BLAS)."""
-    tiles = winograd.tiles(out_hw[0]) * winograd.tiles(out_hw[1])
+def winograd_fused(n, out_hw, cin, cout, itemsize):
+    """Whether a Winograd convolution of ``n`` images runs the fused kernels (one pass per
+    chunk of images) rather than the batched GEMMs. Where each of one image's GEMMs is
+    small enough for one thread and SciPy is installed (numba's np.dot calls its BLAS):
+    for few channels (harmonic mean of Cin and Cout at most the setting
+    ``winograd_fused_max_channels``; 0 turns the fused kernels off), where the transforms'
+    memory traffic costs more than the GEMMs; and for more channels where a chunk's GEMMs
+    have at least ``FUSED_MIN_ROWS`` rows (tiles), below which each call's packing and
+    setup cost more than the batched route's passes over memory."""
     fused_max = config.current().winograd_fused_max_channels
-    return (2 * cin * cout <= fused_max * (cin + cout)
-            and tiles * cin * cout <= 1 << 18 and winograd.HAS_SCIPY)
+    tiles = winograd.tiles(out_hw[0]) * winograd.tiles(out_hw[1])
+    if not fused_max or tiles * cin * cout > 1 << 18 or not winograd.HAS_SCIPY:
+        return False
+    rows = tiles * winograd.images_per_chunk(n, tiles, cin, cout, itemsize)
+    return 2 * cin * cout <= fused_max * (cin + cout) or rows >= FUSED_MIN_ROWS
+
+
+FUSED_MIN_ROWS = 24  # from 27 rows the fused kernels won, at 16 lost (kernels/README.md)
 
 
 @register("conv2d", "cpu", impl="winograd", applies=winograd_applies)
 def winograd_conv2d(x, w, g):
     """Winograd F(2x2, 3x3): the fused kernels or the transforms around 16 batched GEMMs."""
     u = winograd.weight_transform(w)
-    if winograd_fused((g.ho, g.wo), g.c, w.shape[0]):
+    if winograd_fused(g.n, (g.ho, g.wo), g.c, w.shape[0], x.dtype.itemsize):
         return winograd.fused_forward(x, u, g.padding)
     v = winograd.transformed_input(x, g.padding)
     return winograd.output(matmul(v, u), g.n, (g.ho, g.wo))

@@ -34,7 +34,7 @@ DEPENDS = {
     "_fused_forward": ("_input_image", "_output_image"),
     "_fused_backward": ("_output_adjoint_image", "_input_adjoint_image", "_input_image"),
     "_input": ("_input_image",), "_output": ("_output_image",),
-    "_input_adjoint": ("_input_adjoint_image_batched",),
+    "_input_adjoint": ("_input_adjoint_image",),
     "_output_adjoint": ("_output_adjoint_image",),
     "_attention_mix": ("_attention_scores",),  # compiled by the same item
 }
@@ -91,8 +91,6 @@ def _items(dtype=np.float32):
         ("_max_fwd_2x2", lambda: pool.max_pool2d_forward(x, two)),
         ("_im2col", lambda: im2col.im2col(x, conv)),
         ("_output_adjoint", lambda: winograd.transformed_grad(g)),
-        ("_input_adjoint_image_batched", lambda: winograd._input_adjoint_image_batched(
-            m, 0, x, 0, 1, 1, 6, 6)),
         ("_input_adjoint", lambda: winograd.input_adjoint(v, x.shape, (1, 1))),
         ("_input", lambda: winograd.transformed_input(x, (1, 1))),
         ("_output", lambda: winograd.output(v, 4, (12, 12))),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
+from numba import types
 
 from . import buffers
 from .jit import inline, kernel
@@ -119,40 +120,17 @@ def _tile_adjoint(dv, t, c):
 
 @kernel
 def _input_adjoint_image(dv, t0, dx, n, ph, pw, th, tw):
-    """The fused backward's: each tile's 4x4 block added straight into the plane. The
-    batched route's version below runs 2-5x faster on its large arrays, but on a fused
-    chunk (in cache) it gained 5% and took twice as long to compile (~0.7 s more), which
-    the first training step of a fresh install waits for."""
-    _, c_, h_, w_ = dx.shape
-    d = np.zeros((2 * th + 2, 2 * tw + 2, c_), dx.dtype)
-    for ty in range(th):
-        y0 = 2 * ty
-        for tx in range(tw):
-            t = t0 + ty * tw + tx
-            x0 = 2 * tx
-            for c in range(c_):
-                columns = _tile_adjoint(dv, t, c)
-                for j in range(4):
-                    q = columns[j]
-                    d[y0, x0 + j, c] += q[0]
-                    d[y0 + 1, x0 + j, c] += q[1]
-                    d[y0 + 2, x0 + j, c] += q[2]
-                    d[y0 + 3, x0 + j, c] += q[3]
-    for c in range(c_):
-        for i in range(h_):
-            for j in range(w_):
-                dx[n, c, i, j] = d[i + ph, j + pw, c]
-
-
-@kernel
-def _input_adjoint_image_batched(dv, t0, dx, n, ph, pw, th, tw):
-    """The batched route's: each tile's 4x4 block goes to a scratch ``q`` first, then is
-    added into the plane one row of channels at a time. Added straight into the plane,
-    whose rows the compiler cannot prove apart, the loop did not vectorise: a (16, 512, 64)
-    product's adjoint took 1447 us on one thread, 284 us so."""
+    """Each tile's 4x4 block goes to a scratch ``q`` first, then is added into the plane
+    one row of it (4 pixels' channels, contiguous) at a time. Added straight into the
+    plane, whose rows the compiler cannot prove apart, the loop did not vectorise: one
+    image of (64,16->32,14) took 17.8 us in cache, 5.0 so; a (16, 512, 64) product's
+    adjoint 1447 us on one thread, 284 us so. (Added one pixel at a time, the 16 loops
+    took 0.3 s longer to compile.)"""
     _, c_, h_, w_ = dx.shape
     d = np.zeros((2 * th + 2, 2 * tw + 2, c_), dx.dtype)
     q = np.empty((16, c_), dx.dtype)
+    rows = d.reshape((2 * th + 2, (2 * tw + 2) * c_))  # a row of the plane, (x, c) flat
+    blocks = q.reshape((4, 4 * c_))  # a row of the tile's block, (j, c) flat
     for ty in range(th):
         y0 = 2 * ty
         for tx in range(tw):
@@ -167,10 +145,9 @@ def _input_adjoint_image_batched(dv, t0, dx, n, ph, pw, th, tw):
                     q[8 + j, c] = s[2]
                     q[12 + j, c] = s[3]
             for a in range(4):
-                for j in range(4):
-                    row, block = d[y0 + a, x0 + j], q[4 * a + j]
-                    for c in range(c_):
-                        row[c] += block[c]
+                row, block = rows[y0 + a, x0 * c_:(x0 + 4) * c_], blocks[a]
+                for k in range(4 * c_):
+                    row[k] += block[k]
     for c in range(c_):
         for i in range(h_):
             for j in range(w_):
@@ -234,7 +211,7 @@ def _input(start, stop, x, v, ph, pw, th, tw):
 @kernel
 def _input_adjoint(start, stop, dv, dx, ph, pw, th, tw):
     for n in range(start, stop):
-        _input_adjoint_image_batched(dv, n * th * tw, dx, n, ph, pw, th, tw)
+        _input_adjoint_image(dv, n * th * tw, dx, n, ph, pw, th, tw)
 
 
 @kernel
@@ -292,9 +269,11 @@ def transformed_grad(g):
 # split among tape's threads wakes them. For few channels that traffic costs more than
 # the GEMMs. Here one work item takes a chunk of images through every step while its
 # arrays stay in the core's caches, calling BLAS from inside the kernel (numba's np.dot,
-# which calls SciPy's BLAS). Each GEMM is kept small enough that OpenBLAS runs it on the
-# calling thread (it splits only products with M*N*K above 2**18): tape's threads do the
-# parallel work, and SciPy's OpenBLAS starts no threads of its own to spin beside them.
+# which calls SciPy's BLAS, and for dU that BLAS's GEMM directly). Each GEMM is kept
+# small enough that OpenBLAS runs it on the calling thread (it splits only products with
+# M*N*K above 2**18): tape's threads do the parallel work, and SciPy's OpenBLAS starts no
+# threads of its own to spin beside them. "For few channels": kernels/cpu/conv2d.py's
+# ``winograd_fused`` says which convolutions take this route.
 
 
 def images_per_chunk(n, tiles_per_image, cin, cout, itemsize):
@@ -326,25 +305,57 @@ def _fused_forward(start, stop, x, u, y, ph, pw, th, tw, b):
             _output_image(m, i * p, y, n0 + i, th, tw)
 
 
+# numba's entry to SciPy's BLAS GEMM (numba/np/linalg.py calls it for np.dot): xxgemm(kind,
+# transa, transb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc), column-major, kind "s"
+# or "d". np.dot always overwrites its output; dU is a sum over chunks, so it is called
+# directly with beta = 1.
+_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp, types.voidptr,
+    types.voidptr, types.intp, types.voidptr, types.intp, types.voidptr, types.voidptr,
+    types.intp))
+
+
+@inline
+def _add_at_b(a, b, c, scale):
+    """``c = scale[1] * c + scale[0] * a^T b`` for C-contiguous a (K, M), b (K, N),
+    c (M, N); ``scale`` an array of their dtype. (Column-major: c^T = b^T a, b as it lies,
+    a transposed.)"""
+    k, m = a.shape
+    n = b.shape[1]
+    kind = 115 if a.itemsize == 4 else 100  # "s", "d"
+    if _xxgemm(kind, 110, 116, n, m, k, scale[:1].ctypes, b.ctypes, n, a.ctypes, m,
+               scale[1:].ctypes, c.ctypes, n):
+        raise RuntimeError("winograd: SciPy's BLAS GEMM could not be called")
+
+
 @kernel
-def _fused_backward(start, stop, g, x, ut, dx, du, ph, pw, th, tw, b):
-    """``ut`` is U transposed, (16, Cout, Cin); ``du`` gets one partial sum per chunk."""
+def _fused_backward(start, stop, g, x, ut, dx, du, ph, pw, th, tw, b, per_slot):
+    """``ut`` is U transposed, (16, Cout, Cin). Work item ``slot`` takes ``per_slot``
+    chunks in turn and sums their shares of dU into ``du[slot]``; the caller sums the
+    slots (a fixed split, so the sums do not depend on which thread took what)."""
     n_, c_, o_ = x.shape[0], x.shape[1], ut.shape[1]
     p = th * tw
-    for chunk in range(start, stop):
-        n0 = chunk * b
-        nb = min(b, n_ - n0)
-        v = np.empty((16, nb * p, c_), x.dtype)
-        dm = np.empty((16, nb * p, o_), x.dtype)
-        dv = np.empty((16, nb * p, c_), x.dtype)
-        for i in range(nb):
-            _output_adjoint_image(g, n0 + i, dm, i * p, th, tw)
-            _input_image(x, n0 + i, v, i * p, ph, pw, th, tw)  # V again, not kept in L3
-        for k in range(16):
-            np.dot(dm[k], ut[k], dv[k])  # dV = dM U^T
-            np.dot(v[k].T, dm[k], du[chunk, k])  # dU = V^T dM, this chunk's share
-        for i in range(nb):
-            _input_adjoint_image(dv, i * p, dx, n0 + i, ph, pw, th, tw)
+    chunks = (n_ + b - 1) // b
+    first, then = np.array([1.0, 0.0], x.dtype), np.array([1.0, 1.0], x.dtype)  # c = / c +=
+    for slot in range(start, stop):
+        for chunk in range(slot * per_slot, min((slot + 1) * per_slot, chunks)):
+            n0 = chunk * b
+            nb = min(b, n_ - n0)
+            v = np.empty((16, nb * p, c_), x.dtype)
+            dm = np.empty((16, nb * p, o_), x.dtype)
+            dv = np.empty((16, nb * p, c_), x.dtype)
+            for i in range(nb):
+                _output_adjoint_image(g, n0 + i, dm, i * p, th, tw)
+                _input_image(x, n0 + i, v, i * p, ph, pw, th, tw)  # V again, not kept
+            scale = first if chunk == slot * per_slot else then
+            for k in range(16):
+                np.dot(dm[k], ut[k], dv[k])  # dV = dM U^T
+                _add_at_b(v[k], dm[k], du[slot, k], scale)  # dU += V^T dM
+            for i in range(nb):
+                _input_adjoint_image(dv, i * p, dx, n0 + i, ph, pw, th, tw)
+
+
+FUSED_SLOTS = 8  # dU's partial sums in the fused backward (and its work items): at most
 
 
 def _geometry(x_shape, u_shape, padding, dtype, chunk):
@@ -371,11 +382,14 @@ def fused_backward(g, x, u, padding, chunk=None):
     """Both gradients of ``fused_forward`` for the output gradient ``g``: ``dx`` (the
     shape of ``x``) and ``dU`` (the shape of ``u``)."""
     th, tw, b = _geometry(x.shape, u.shape, padding, x.dtype, chunk)
+    chunks = -(-x.shape[0] // b)
+    per_slot = -(-chunks // FUSED_SLOTS)
     dx = buffers.empty(x.shape, x.dtype)
-    du = np.empty((-(-x.shape[0] // b),) + u.shape, x.dtype)
+    du = np.empty((-(-chunks // per_slot),) + u.shape, x.dtype)
     ut = np.ascontiguousarray(u.swapaxes(1, 2))
     parallel_for(_fused_backward, du.shape[0], np.ascontiguousarray(g), np.ascontiguousarray(x),
-                 ut, dx, du, padding[0], padding[1], th, tw, b, work=g.size + 2 * x.size)
+                 ut, dx, du, padding[0], padding[1], th, tw, b, per_slot,
+                 work=g.size + 2 * x.size)
     return dx, du.sum(axis=0)
 
 

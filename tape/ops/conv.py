@@ -216,7 +216,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             outs.append(direct_conv(xg, wg, stride=stride, padding=padding))
             continue
         if route == "winograd":
-            if _fused_applies((ho, wo), cin, cout):
+            if _fused_applies(xs[0], (ho, wo), cin, cout, _array(xg).dtype.itemsize):
                 outs.append(winograd_conv(xg, winograd_weight(wg), padding=padding))
                 continue
             m = _winograd_gemm(winograd_input(xg, padding=padding), winograd_weight(wg))

@@ -89,3 +89,22 @@ def test_an_implementation_may_take_only_some_calls():
     finally:
         kernels.unregister("conv2d", "cpu", "stride1")
     assert kernels.default_impl("conv2d", "cpu") == "auto"
+
+
+@pytest.mark.parametrize("n, cin, hw, cout, dtype, fused", [
+    (64, 16, 14, 32, np.float32, True),  # few channels: the transforms' traffic dominates
+    (32, 64, 8, 128, np.float32, True),  # more channels, 2 images = 32 rows per GEMM
+    (32, 64, 8, 128, np.float64, True),  # the 2 MiB budget still allows 2 images
+    (16, 128, 8, 128, np.float32, False),  # one image per chunk: 16 rows
+    (8, 64, 4, 128, np.float32, False),  # 4 rows
+    (16, 128, 8, 256, np.float32, False),  # one image's GEMMs above 2**18
+    (2, 16, 8, 32, np.float32, True),  # few channels, small batch: fused all the same
+], ids=lambda v: getattr(v, "__name__", str(v)))
+def test_winograd_takes_the_fused_kernels_for_few_channels_or_enough_rows(
+        n, cin, hw, cout, dtype, fused):
+    from kernels.cpu.conv2d import winograd_fused
+
+    itemsize = np.dtype(dtype).itemsize
+    assert winograd_fused(n, (hw, hw), cin, cout, itemsize) == fused
+    with kernels.configure(winograd_fused_max_channels=0):  # 0: the fused kernels off
+        assert not winograd_fused(n, (hw, hw), cin, cout, itemsize)

@@ -82,11 +82,13 @@ def test_convolution_and_gradients_match_torch(shape, dtype, tol):
 
 @pytest.mark.parametrize("chunk", [None, 1, 2, 5])
 @pytest.mark.parametrize("dtype, tol", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES + [(5, 8, 16, 14, 13, (1, 1))],
-                         ids=IDS + ["5x8x16x14x13-p11"])
+@pytest.mark.parametrize("shape", SHAPES + [(5, 8, 16, 14, 13, (1, 1)), (19, 3, 4, 6, 5, (1, 1))],
+                         ids=IDS + ["5x8x16x14x13-p11", "19x3x4x6x5-p11"])
 def test_fused_kernels_equal_the_maps_one_by_one(shape, dtype, tol, chunk):
     """fused_forward and fused_backward: the same products as the batched route, whether
-    a work item takes one image, several, or all (the last chunk short or not)."""
+    a chunk holds one image, several, or all (the last chunk short or not), and whether
+    each of dU's partial sums takes one chunk or several (19 images in chunks of 1 or 2:
+    more chunks than FUSED_SLOTS)."""
     n, cin, cout, h, w, padding = shape
     rng = np.random.default_rng(2)
     x = rng.standard_normal((n, cin, h, w)).astype(dtype)
@@ -102,6 +104,24 @@ def test_fused_kernels_equal_the_maps_one_by_one(shape, dtype, tol, chunk):
     for a, b in zip(got, want):
         assert a.dtype == dtype and a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+
+
+def test_fused_backward_sums_the_same_way_on_any_number_of_threads():
+    """dU's partial sums are a fixed split of the chunks, not one per thread: the result
+    is bit-identical whichever thread took which chunk, and with one thread."""
+    import kernels
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 6, 9, 9)).astype(np.float32)
+    u = rng.standard_normal((16, 6, 5)).astype(np.float32)
+    g = rng.standard_normal((40, 5, 9, 9)).astype(np.float32)
+    got = []
+    for threads in (1, 2, 3):
+        with kernels.configure(num_threads=threads, tune_threads=False):
+            got.append(winograd.fused_backward(g, x, u, (1, 1), chunk=1))
+    for dx, du in got[1:]:
+        np.testing.assert_array_equal(dx, got[0][0])
+        np.testing.assert_array_equal(du, got[0][1])
 
 
 def test_images_per_chunk_bounds_a_chunk_and_keeps_each_gemm_on_one_thread():
