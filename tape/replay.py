@@ -224,10 +224,18 @@ def _simple_rules(grads, dep, op, vjp, g, ans, inputs):
             _accumulate(grads, x._node, vjp[0](g, ans, x.data), 0, op, 0)
         return
     a, b = inputs
-    ka = a if type(a) is Node else getattr(a, "_node", None)
-    kb = b if type(b) is Node else getattr(b, "_node", None)
-    va = a.data if isinstance(a, Tensor) else a
-    vb = b.data if isinstance(b, Tensor) else b
+    if type(a) is Node:  # not kept: its node stands for it
+        ka = va = a
+    elif isinstance(a, Tensor):
+        ka, va = a._node, a.data
+    else:  # a constant
+        ka, va = None, a
+    if type(b) is Node:
+        kb = vb = b
+    elif isinstance(b, Tensor):
+        kb, vb = b._node, b.data
+    else:
+        kb, vb = None, b
     ra, rb = vjp
     if ra is not None and ka in dep:
         _accumulate(grads, ka, ra(g, ans, va, vb), 0, op, 0)
@@ -252,10 +260,19 @@ def _check(tape, op, x, gi, nb, where):
 
 
 def _accumulate(grads, x, gi, nb, op, index):
-    """Add ``gi`` to the gradient of the input whose node is ``x``, fitted to it first:
-    broadcasting undone (the one place that does it; ``nb`` leading jacobian axes kept)
-    and the input's dtype. A gradient that does not sum back to the input's shape (a
-    rule's mistake) raises, naming ``op`` and the input's ``index``."""
+    """Add ``gi`` to the gradient of the input whose node is ``x``, fitted to it first
+    (:func:`_fitted`) unless it fits already, as it mostly does."""
+    if nb or gi.shape != x.shape or gi.dtype is not x.dtype:
+        gi = _fitted(x, gi, nb, op, index)
+    prev = grads.get(x)
+    grads[x] = gi if prev is None else prev + gi
+
+
+def _fitted(x, gi, nb, op, index):
+    """``gi`` fitted to the input whose node is ``x``: broadcasting undone (the one place
+    that does it; ``nb`` leading jacobian axes kept) and the input's dtype. A gradient
+    that does not sum back to the input's shape (a rule's mistake) raises, naming ``op``
+    and the input's ``index``."""
     core = gi.shape[nb:] if nb else gi.shape
     if core != x.shape:
         if not _sums_to(core, x.shape):
@@ -267,8 +284,7 @@ def _accumulate(grads, x, gi, nb, op, index):
         gi = sum_to(gi, shape=x.shape, nb=nb)
     if gi.dtype is not x.dtype and gi.dtype != x.dtype:
         gi = cast(gi, dtype=x.dtype)
-    prev = grads.get(x)
-    grads[x] = gi if prev is None else prev + gi
+    return gi
 
 
 def _sums_to(shape, target):
