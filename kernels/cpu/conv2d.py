@@ -24,7 +24,7 @@ def winograd_applies(x, w, g):
 def winograd_fused(n, out_hw, cin, cout, itemsize):
     """Whether a Winograd convolution of ``n`` images runs the fused kernels (one pass per
     chunk of images) rather than the batched GEMMs. Where each of one image's GEMMs is
-    small enough for one thread and SciPy is installed (numba's np.dot calls its BLAS):
+    small enough for one thread and the kernels can call BLAS (``winograd.HAS_BLAS``):
     for few channels (harmonic mean of Cin and Cout at most the setting
     ``winograd_fused_max_channels``; 0 turns the fused kernels off), where the transforms'
     memory traffic costs more than the GEMMs; and for more channels where a chunk's GEMMs
@@ -32,7 +32,7 @@ def winograd_fused(n, out_hw, cin, cout, itemsize):
     setup cost more than the batched route's passes over memory."""
     fused_max = config.current().winograd_fused_max_channels
     tiles = winograd.tiles(out_hw[0]) * winograd.tiles(out_hw[1])
-    if not fused_max or tiles * cin * cout > 1 << 18 or not winograd.HAS_SCIPY:
+    if not fused_max or tiles * cin * cout > 1 << 18 or not winograd.HAS_BLAS:
         return False
     rows = tiles * winograd.images_per_chunk(n, tiles, cin, cout, itemsize)
     return 2 * cin * cout <= fused_max * (cin + cout) or rows >= FUSED_MIN_ROWS

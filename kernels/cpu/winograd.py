@@ -30,7 +30,19 @@ from . import buffers
 from .jit import inline, kernel
 from .threads import parallel_for
 
-HAS_SCIPY = importlib.util.find_spec("scipy") is not None  # numba's np.dot needs its BLAS
+
+def _blas_in_kernels():
+    """Whether the fused kernels can call BLAS: SciPy installed (numba's np.dot calls its
+    BLAS), and numba's GEMM entry, which the fused backward calls directly, still there
+    (``_xxgemm`` below; a numba without it: the batched route)."""
+    if importlib.util.find_spec("scipy") is None:
+        return False
+    from numba import _helperlib
+
+    return "xxgemm" in getattr(_helperlib, "c_helpers", {})
+
+
+HAS_BLAS = _blas_in_kernels()
 
 
 @inline
