@@ -97,7 +97,8 @@ def test_without_numba_conv2d_takes_the_im2col_route(monkeypatch):
     assert y.numpy()[0, 0, 1, 1] == 72.0 and t.gradient(loss, w).numpy().sum() == 2 * 8 * 100
 
 
-def test_without_scipy_few_channels_take_the_batched_winograd_route(monkeypatch):
+def test_without_blas_in_kernels_few_channels_take_the_batched_winograd_route(monkeypatch):
+    """No SciPy (or a numba without its GEMM entry): the fused kernels cannot call BLAS."""
     from tape.ops import winograd as conv
 
     if conv._wino is None:
@@ -105,11 +106,11 @@ def test_without_scipy_few_channels_take_the_batched_winograd_route(monkeypatch)
     x = tape.tensor(np.random.default_rng(0).standard_normal((2, 8, 5, 5)), requires_grad=True)
     w = tape.tensor(np.random.default_rng(1).standard_normal((4, 8, 3, 3)), requires_grad=True)
     routes = {}
-    for has_scipy in [True, False]:
-        monkeypatch.setattr(conv._wino, "HAS_BLAS", has_scipy)
+    for has_blas in [True, False]:
+        monkeypatch.setattr(conv._wino, "HAS_BLAS", has_blas)
         with tape.Tape() as t:
             y = F.conv2d(x, w, padding=1)
-        routes[has_scipy] = {entry[0].name for entry in t._entries}, y.numpy()
+        routes[has_blas] = {entry[0].name for entry in t._entries}, y.numpy()
     assert "winograd_conv" in routes[True][0] and "winograd_gemm" in routes[False][0]
     np.testing.assert_allclose(routes[True][1], routes[False][1], rtol=1e-12, atol=1e-12)
 

@@ -335,7 +335,7 @@ def _add_at_b(a, b, c, scale):
     a transposed.)"""
     k, m = a.shape
     n = b.shape[1]
-    kind = 115 if a.itemsize == 4 else 100  # "s", "d"
+    kind = 115 if a.itemsize == 4 else 100  # "s", "d"; below, 110 and 116: "n", "t"
     if _xxgemm(kind, 110, 116, n, m, k, scale[:1].ctypes, b.ctypes, n, a.ctypes, m,
                scale[1:].ctypes, c.ctypes, n):
         raise RuntimeError("winograd: SciPy's BLAS GEMM could not be called")
