@@ -290,9 +290,10 @@ def transformed_grad(g):
 
 
 def images_per_chunk(n, tiles_per_image, cin, cout, itemsize):
-    """Images per work item: as many as keep V, dV and dM (the backward's three arrays)
-    within 2 MiB and each GEMM single-threaded, in at least eight work items where the
-    batch has eight images (dealt one by one, so that the threads finish together).
+    """Images per chunk: as many as keep V, dV and dM (the backward's three arrays)
+    within 2 MiB and each GEMM single-threaded, in at least eight chunks where the batch
+    has eight images (the forward's work items, dealt one by one so that the threads
+    finish together; the backward's take ``FUSED_SLOTS`` runs of chunks).
     Chunks that fit a 512 KiB L2 were slower on a 2-core AMD EPYC VM: (64,16->32,14) 2
     images per chunk, forward 1009 us and backward 2277 us; 8 images, 925 and 2108 (the
     GEMMs' fewer, longer calls gain more than L2 loses)."""
