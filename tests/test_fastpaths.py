@@ -158,6 +158,39 @@ def _count_calls(monkeypatch, *names):
     return counts
 
 
+@pytest.mark.parametrize("shape", [(6, 700), (128, 10)])  # numpy's passes; the row loops
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+@pytest.mark.parametrize("ignored", [False, True], ids=["all_counted", "ignore_index"])
+@pytest.mark.parametrize("special", [False, True], ids=["finite", "nan_inf"])
+def test_cross_entropy_rows_match_pytorch(shape, dtype, tol, ignored, special, monkeypatch):
+    """The loss and the logits' gradient; ignored targets (their rows count 0); a row
+    holding NaN and one holding inf, whose loss and gradient rows both libraries make NaN."""
+    torch = pytest.importorskip("torch")
+    kernels = _count_calls(monkeypatch, "cross_entropy", "cross_entropy_grad")
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    if special:
+        x[1, 2], x[3, 0] = np.nan, np.inf
+    target = rng.integers(0, shape[1], shape[0])
+    target[0] = shape[1] - 1
+    if ignored:
+        target[2::3] = -100
+    ours = tape.tensor(x, requires_grad=True)
+    with tape.Tape() as t, np.errstate(invalid="ignore"):
+        loss = tape.functional.cross_entropy(ours, tape.tensor(target))
+    with np.errstate(invalid="ignore"):  # numpy's passes meet inf - inf
+        got = t.gradient(loss, ours).numpy()
+    theirs = torch.tensor(x, requires_grad=True)
+    want = torch.nn.functional.cross_entropy(theirs, torch.tensor(target))
+    want.backward()
+    assert loss.dtype == dtype and got.dtype == dtype
+    assert np.isnan(loss.item()) == special
+    np.testing.assert_allclose(loss.item(), want.item(), rtol=tol)
+    np.testing.assert_allclose(got, theirs.grad.numpy(), rtol=tol, atol=tol)
+    small = shape == (128, 10)
+    assert kernels == ({"cross_entropy": 1, "cross_entropy_grad": 1} if small else {})
+
+
 @pytest.mark.parametrize("rows", [5, 400])  # numpy's bincount, and the one-pass kernel
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_embedding_gradient_matches_add_at(rows, dtype, monkeypatch):

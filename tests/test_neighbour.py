@@ -143,6 +143,29 @@ def test_the_background_precompiler_is_started_only_when_needed(monkeypatch):
     assert len(started) == 1 and started[0][0][-1] == "kernels.cpu.precompile"
 
 
+def test_the_precompiler_compiles_every_kernel():
+    """Each numba kernel of kernels/cpu has an item in the precompiler's list, or is
+    compiled into one that has (inlined helpers, DEPENDS): a kernel left off compiles
+    in the training process on a fresh install."""
+    import importlib
+    import pkgutil
+
+    import kernels.cpu
+    from kernels.cpu import precompile
+    from numba.core.registry import CPUDispatcher
+
+    listed = {name for name, _ in precompile._items()}
+    listed |= {d for deps in precompile.DEPENDS.values() for d in deps} | set(precompile.DEPENDS)
+    missing = []
+    for info in pkgutil.iter_modules(kernels.cpu.__path__):
+        module = importlib.import_module(f"kernels.cpu.{info.name}")
+        for name, value in vars(module).items():
+            if (isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__
+                    and value.targetoptions.get("inline") != "always" and name not in listed):
+                missing.append(f"{info.name}.{name}")
+    assert not missing
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file locks")
 def test_a_first_call_waits_while_the_precompiler_compiles_that_kernel():
     """Another process holding the run's lock and a kernel's lock (as the precompiler does

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import buffers
 from .jit import inline, kernel
-from .threads import parallel_for
+from .threads import parallel_for, serial
 
 MIN_SIZE = 1 << 14  # smaller arrays: numpy's call is as fast as reaching the kernel
 FLOATS = (np.float32, np.float64)
@@ -278,6 +278,78 @@ def layer_norm_rows_grad(g, x, w, eps):
                  dw, db, -(-total // chunks), total, n, t(1 / n), t(eps), t(1),
                  work=3 * x.size)
     return dx, dw.sum(axis=0), db.sum(axis=0)
+
+
+# ----- cross entropy of small (N, C) logits and class indices, row by row -----
+# numpy needs ten calls for the loss (max, subtract, exp, sum, log, pick, ...) and eight
+# for its gradient, each paying a call's overhead: 17 + 19 us on the MLP's (128, 10)
+# logits, where these loops take 6 + 4. numpy's exp is vectorised and theirs is not, so
+# from CE_MAX_SIZE elements on numpy is faster (and the callers keep it there).
+CE_MAX_SIZE = 1 << 12
+
+
+@inline
+def _row_max(x, at, c):
+    """The max of the row ``x[at:at + c]`` (NaN if it holds one, as numpy's)."""
+    m = x[at]
+    for j in range(U(c)):
+        v = x[at + j]
+        if v > m or v != v:
+            m = v
+    return m
+
+
+@kernel
+def _cross_entropy_rows(x, target, coef, n, c):
+    total = 0.0
+    for r in range(U(n)):
+        at = r * U(c)
+        m = _row_max(x, at, c)
+        s = 0.0  # exp(x - max) summed in float64
+        for j in range(U(c)):
+            s += math.exp(x[at + j] - m)
+        total += coef[r] * (math.log(s) - (x[at + U(target[r])] - m))
+    return total
+
+
+@kernel
+def _cross_entropy_rows_grad(x, target, coef, g, d, n, c):
+    for r in range(U(n)):
+        at = r * U(c)
+        m = _row_max(x, at, c)
+        s = 0.0
+        for j in range(U(c)):
+            e = math.exp(x[at + j] - m)
+            d[at + j] = e
+            s += e
+        k = coef[r] * g
+        scale = k / s
+        for j in range(U(c)):
+            d[at + j] *= scale
+        d[at + U(target[r])] -= k
+
+
+def cross_entropy_applies(x, target, coef):
+    """Whether the row loops take these: C-contiguous float (N, C) logits of at most
+    CE_MAX_SIZE elements, (N,) integer targets and coefficients of the logits' dtype."""
+    return (type(x) is np.ndarray and x.ndim == 2 and x.size <= CE_MAX_SIZE
+            and x.dtype in FLOATS and x.flags.c_contiguous and type(target) is np.ndarray
+            and target.dtype == np.intp and type(coef) is np.ndarray and coef.dtype == x.dtype)
+
+
+def cross_entropy(x, target, coef):
+    """``sum(coef * (logsumexp(x, axis=1) - x[rows, target]))``, as an array of x's dtype.
+    Targets must be in range (the caller checks)."""
+    n, c = x.shape
+    return x.dtype.type(serial(_cross_entropy_rows, x.reshape(-1), target, coef, n, c))
+
+
+def cross_entropy_grad(x, target, coef, g):
+    """Its gradient for the scalar cotangent ``g``: ``coef * (softmax(x) - onehot) * g``."""
+    n, c = x.shape
+    d = np.empty_like(x)
+    serial(_cross_entropy_rows_grad, x.reshape(-1), target, coef, float(g), d.reshape(-1), n, c)
+    return d
 
 
 # ----- an embedding's gradient: rows of g added at their indices -----

@@ -59,7 +59,8 @@ def _items(dtype=np.float32):
     scatter = check_max_pool_grad(pooled.shape, arg.shape, x.shape)  # pooling kernels
     grey, wg, gg = a(4, 1, 12, 12), a(8, 1, 3, 3), a(4, 8, 12, 12)  # a first layer's conv
     heads = a(2, 6, 2, 4).transpose(0, 2, 1, 3)  # (N, heads, L, E) of an (N, L, heads, E)
-    rows = a(4, 8)  # a layer norm's
+    rows = a(4, 8)  # a layer norm's; a classifier's logits
+    labels = np.arange(4, dtype=np.intp)  # their targets
     return [
         ("_output_adjoint_image", lambda: winograd._output_adjoint_image(g, 0, m, 0, 6, 6)),
         ("_input_adjoint_image", lambda: winograd._input_adjoint_image(m, 0, x, 0, 1, 1, 6, 6)),
@@ -69,6 +70,10 @@ def _items(dtype=np.float32):
         ("_fused_backward", lambda: winograd.fused_backward(g, x, u, (1, 1))),
         ("_max_bwd", lambda: pool.max_pool2d_backward(pooled, arg, scatter)),
         ("_relu_grad", lambda: elementwise.relu_grad(big, big)),
+        ("_cross_entropy_rows_grad", lambda: elementwise.cross_entropy_grad(
+            rows, labels, rows[:, 0].copy(), 1.0)),
+        ("_swap_leading", lambda: elementwise.swap_leading(x)),  # an im2col conv's both ways
+        ("_outer", lambda: elementwise.outer(rows, rows)),  # per-example weight gradients
         ("_layer_norm_grad_rows", lambda: elementwise.layer_norm_rows_grad(
             rows, rows, rows[0], 1e-5)),
         ("_standardize_grad_rows", lambda: elementwise.standardize_rows_grad(
@@ -82,6 +87,9 @@ def _items(dtype=np.float32):
         ("_fused_forward", lambda: winograd.fused_forward(x, u, (1, 1))),
         ("_forward_s1", lambda: direct.forward(grey, wg, (1, 1), (1, 1))),
         ("_relu", lambda: elementwise.relu(big)),
+        ("_add_channel_bias", lambda: elementwise.add_channel_bias(x, x[0, :, 0, 0].copy())),
+        ("_cross_entropy_rows", lambda: elementwise.cross_entropy(rows, labels,
+                                                                  rows[:, 0].copy())),
         ("_add_rows", lambda: elementwise.add_rows(rows, np.arange(4) % 2, 2)),
         ("_layer_norm_rows", lambda: elementwise.layer_norm_rows(rows, rows[0], rows[1], 1e-5)),
         ("_standardize_rows", lambda: elementwise.standardize_rows(rows, 1e-5)),

@@ -185,6 +185,14 @@ def parallel_for(fn, n_items, *args, work=None):
         route.took(shared, time.perf_counter() - start)
 
 
+def serial(fn, *args):
+    """``fn(*args)`` in the caller, for kernels that never pay to split (small work): as
+    :func:`parallel_for`, a kernel's first call waits for a precompiler compiling it."""
+    if fn not in _called:
+        _first_call(fn)
+    return fn(*args)
+
+
 _called = set()  # kernels called in this process
 
 

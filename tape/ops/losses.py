@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from kernels.cpu import elementwise as _cpu
 
 from .. import backend
 from ..tensor import Tensor
@@ -113,6 +114,9 @@ def _ce_forward(x, target, coef, none_counted=False):
     """The loss summed over rows with weights ``coef`` (the mean's divisor folded in; 0
     for ignored targets, which point at class 0); NaN for the mean of no targets, as torch
     (whose gradient is then zero: ``coef`` is)."""
+    if _cpu.cross_entropy_applies(x, target, coef):  # small, on the CPU: one loop
+        loss = _cpu.cross_entropy(x, target, coef)
+        return loss * np.nan if none_counted else loss
     xp = backend.xp(x)
     shifted = x - x.max(axis=1, keepdims=True)  # stable for large logits
     total = xp.exp(shifted).sum(axis=1)
@@ -128,6 +132,8 @@ def _ce_vjp(g, ans, x, target, coef, none_counted=False):
     is computed in place on one new array; otherwise (higher order, jacobians) it is
     written with ops on the logits, so it differentiates again."""
     if not isinstance(g, Tensor) and g.ndim == 0:
+        if _cpu.cross_entropy_applies(x, target, coef):
+            return _cpu.cross_entropy_grad(x, target, coef, g)
         xp = backend.xp(x)
         d = x - x.max(axis=1, keepdims=True)
         xp.exp(d, out=d)
@@ -161,7 +167,8 @@ def _fused_cross_entropy(x, target, ignore_index, reduction):
         if high >= c:
             raise IndexError(f"cross_entropy: target {high} is out of bounds for {c} classes")
         coef = backend.xp(xd).full(n, 1 / n if reduction == "mean" else 1, xd.dtype)
-        safe = td.copy()  # the entry's own: the caller may refill its label buffer
+        safe = td.astype(np.intp)  # the entry's own copy: the caller may refill its
+        # label buffer
     else:
         safe, coef, _, _ = _class_targets(x, target, None, ignore_index, "cross_entropy")
         if reduction == "mean":
