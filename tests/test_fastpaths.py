@@ -158,6 +158,32 @@ def _count_calls(monkeypatch, *names):
     return counts
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 3), (6, 5), (128, 256), (700, 7)])
+def test_linear_bias_rows_are_bit_exact(shape, dtype, monkeypatch):
+    """A linear layer's bias added to its rows, and its gradient summed over them, give
+    numpy's bits (-0.0, inf and NaN included), and a linear layer uses them."""
+    from kernels.cpu import elementwise
+
+    y = _specials(shape, dtype, 0)
+    b = _specials(shape[1:], dtype, 1)
+    assert elementwise.rows_apply(y, b) and elementwise.rows_apply(y, None)
+    got = elementwise.add_to_rows_(y.copy(), b)
+    assert np.array_equal(got.view(np.uint8), (y + b).view(np.uint8))
+    with np.errstate(invalid="ignore"):  # inf + -inf
+        want = y.sum(axis=0)
+    assert np.array_equal(elementwise.sum_rows(y).view(np.uint8), want.view(np.uint8))
+    assert not elementwise.rows_apply(y[:, ::2], None)  # strided: numpy's
+    assert not elementwise.rows_apply(y, b.astype(np.float16))
+    kernels = _count_calls(monkeypatch, "add_to_rows_", "sum_rows")
+    w = tape.tensor(np.ones((4, shape[1]), dtype), requires_grad=True)
+    bias = tape.tensor(np.ones(4, dtype), requires_grad=True)
+    with tape.Tape() as t:
+        out = tape.functional.linear(tape.tensor(np.ones(shape, dtype)), w, bias)
+    t.gradient(out, [w, bias])
+    assert kernels == {"add_to_rows_": 1, "sum_rows": 1}
+
+
 @pytest.mark.parametrize("shape", [(6, 700), (128, 10)])  # numpy's passes; the row loops
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-6), (np.float64, 1e-13)])
 @pytest.mark.parametrize("ignored", [False, True], ids=["all_counted", "ignore_index"])

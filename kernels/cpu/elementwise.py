@@ -147,6 +147,51 @@ def outer(a, b):
     return out
 
 
+# ----- a linear layer's bias: added to every row; its gradient, the rows summed -----
+# numpy's broadcast add and its sum over axis 0 go a row at a time, paying a loop's
+# start-up per row: 5 us each on the MLP's (128, 256), here 1-2.
+@kernel
+def _add_to_rows(start, stop, y, b, cols):
+    for r in range(U(start), U(stop)):
+        at = r * U(cols)
+        for j in range(U(cols)):
+            y[at + j] += b[j]
+
+
+@kernel
+def _sum_rows(g, out, rows, cols):
+    for j in range(U(cols)):  # from zero, as numpy's sum: -0.0 rows sum to 0.0
+        out[j] = 0
+    for r in range(U(rows)):  # row after row, as numpy's sum over axis 0: the same roundings
+        at = r * U(cols)
+        for j in range(U(cols)):
+            out[j] += g[at + j]
+
+
+def rows_apply(y, b):
+    """Whether the row kernels take ``y`` (a C-contiguous float (N, C) array) and ``b``
+    (C values of its dtype, contiguous); ``b=None``: ``y`` alone."""
+    return (type(y) is np.ndarray and y.ndim == 2 and y.dtype in FLOATS
+            and y.flags.c_contiguous and (b is None or type(b) is np.ndarray and b.ndim == 1
+                                          and b.shape[0] == y.shape[1] and b.dtype == y.dtype
+                                          and b.flags.c_contiguous))
+
+
+def add_to_rows_(y, b):
+    """In place: ``y += b`` for (N, C) ``y`` and C values ``b``."""
+    rows, cols = y.shape
+    parallel_for(_add_to_rows, rows, y.reshape(-1), b, cols, work=y.size)
+    return y
+
+
+def sum_rows(g):
+    """``g.sum(axis=0)`` of (N, C) ``g``, bit for bit (numpy's order: row after row)."""
+    rows, cols = g.shape
+    out = np.empty(cols, g.dtype)
+    serial(_sum_rows, g.reshape(-1), out, rows, cols)
+    return out
+
+
 # ----- a layer norm's rows: (x - mean) / sqrt(var + eps) (* weight + bias), gradients -----
 # numpy takes a row's mean, variance and gradient sums in separate passes over the whole
 # array, with a per-row overhead in each reduction over short rows: on charlm's step

@@ -72,6 +72,7 @@ def _items(dtype=np.float32):
         ("_relu_grad", lambda: elementwise.relu_grad(big, big)),
         ("_cross_entropy_rows_grad", lambda: elementwise.cross_entropy_grad(
             rows, labels, rows[:, 0].copy(), 1.0)),
+        ("_sum_rows", lambda: elementwise.sum_rows(rows)),  # a linear layer's bias gradient
         ("_swap_leading", lambda: elementwise.swap_leading(x)),  # an im2col conv's both ways
         ("_outer", lambda: elementwise.outer(rows, rows)),  # per-example weight gradients
         ("_layer_norm_grad_rows", lambda: elementwise.layer_norm_rows_grad(
@@ -88,6 +89,7 @@ def _items(dtype=np.float32):
         ("_forward_s1", lambda: direct.forward(grey, wg, (1, 1), (1, 1))),
         ("_relu", lambda: elementwise.relu(big)),
         ("_add_channel_bias", lambda: elementwise.add_channel_bias(x, x[0, :, 0, 0].copy())),
+        ("_add_to_rows", lambda: elementwise.add_to_rows_(rows.copy(), rows[0].copy())),
         ("_cross_entropy_rows", lambda: elementwise.cross_entropy(rows, labels,
                                                                   rows[:, 0].copy())),
         ("_add_rows", lambda: elementwise.add_rows(rows, np.arange(4) % 2, 2)),

@@ -114,6 +114,8 @@ def _linear_forward(x, w, b=None):
     if b is None:
         return y
     if b.dtype == y.dtype:  # y is the GEMM's new array: add in place, no second one
+        if _cpu.rows_apply(y, b):  # a batch of rows: one loop
+            return _cpu.add_to_rows_(y, b)
         y += b
         return y
     return y + b
@@ -139,7 +141,7 @@ def _linear_db(g, ans, x, w, b):
     """First order, a batch of rows and one bias: the rows' sum. Otherwise ``g``, which
     the replay sums down to the bias's shape."""
     if type(g) is np.ndarray and g.ndim == 2 == ans.ndim and b.ndim == 1:
-        return g.sum(axis=0)
+        return _cpu.sum_rows(g) if _cpu.rows_apply(g, None) else g.sum(axis=0)
     return g
 
 
