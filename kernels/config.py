@@ -38,7 +38,9 @@ class Config:
     tune_threads: measure, for each kind of kernel call, whether splitting it among
         tape's threads is faster on this machine than running it alone, and keep the
         faster; GEMMs stay on OpenBLAS's threads unless other processes keep a core busy
-        (kernels/cpu/threads.py). Off: every kernel call and GEMM that can be split is.
+        (then on tape's threads; with about one CPU left to tape, everything runs in the
+        caller: kernels/cpu/threads.py). Off: every kernel call and GEMM that can be
+        split is.
     buffers: reuse large temporaries instead of allocating them each step
         (kernels/cpu/buffers.py); off: plain ``np.empty``.
     precompile: on a fresh install, ``import kernels`` compiles the numba kernels in a

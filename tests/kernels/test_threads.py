@@ -35,7 +35,7 @@ def two_threads():
 def tuned(monkeypatch):
     """Two threads, routes measured afresh, an idle machine."""
     monkeypatch.setattr(threads, "_routes", {})
-    monkeypatch.setattr(threads._machine, "others_busy", lambda now: False)
+    monkeypatch.setattr(threads._machine, "others_load", lambda now: 0.0)
     with kernels.configure(num_threads=2, tune_threads=True):
         yield
 
@@ -276,13 +276,50 @@ def test_gemms_stay_on_openblas_on_an_idle_machine(tuned, blas, monkeypatch):
     assert not calls
 
 
-def test_gemms_go_to_the_team_while_other_processes_keep_a_core_busy(tuned, blas, monkeypatch):
+@pytest.mark.parametrize("threads_set, load, on_team", [
+    (4, 1.0, True),  # three CPUs left to tape: split over its threads
+    (2, 1.0, False),  # one CPU left: in the caller, OpenBLAS held to one thread
+    (2, 0.6, False),
+    (4, 2.6, False),
+])
+def test_gemms_leave_openblas_while_other_processes_keep_a_core_busy(
+        tuned, blas, monkeypatch, threads_set, load, on_team):
     calls = _spy_on_team(monkeypatch)
-    monkeypatch.setattr(threads._machine, "others_busy", lambda now: True)
+    counts = []
+    set_ = blas.set
+    monkeypatch.setattr(blas, "set", lambda n: counts.append(n) or set_(n))
+    monkeypatch.setattr(threads._machine, "others_load", lambda now: load)
     a = np.ones((300, 300), np.float32)
-    for _ in range(3):
-        assert (threads.matmul(a, a) == 300).all()
-    assert len(calls) == 3
+    with kernels.configure(num_threads=threads_set):
+        for _ in range(3):
+            assert (threads.matmul(a, a) == 300).all()
+    assert len(calls) == (3 if on_team else 0)
+    assert counts[::2] == [1, 1, 1]  # each call held OpenBLAS to one thread
+
+
+def test_the_machine_reads_how_many_cpus_other_processes_use(monkeypatch):
+    machine = threads._Machine()
+    now = {"busy": 10.0, "ours": 1.0}  # CPU-seconds: all processes' busy time, and ours
+    monkeypatch.setattr(machine, "_cpu_seconds", lambda: now["busy"])
+    monkeypatch.setattr(threads.os, "times",
+                        lambda: os.times_result((now["ours"], 0.0, 0.0, 0.0, 0.0)))
+    assert machine.others_load(100.0) == 0.0  # the first look: nothing to compare with
+    now.update(busy=12.0, ours=1.5)  # 2 CPU-seconds busy in 1 s, 0.5 of them ours
+    assert machine.others_load(100.2) == 0.0  # within BUSY_WINDOW: the last answer
+    assert machine.others_load(101.0) == pytest.approx(1.5)
+
+
+def test_kernel_calls_run_in_the_caller_with_one_cpu_left(tuned, monkeypatch):
+    monkeypatch.setattr(threads._machine, "others_load", lambda now: 1.0)
+    for _ in range(threads.WARMUP + 2 * threads.TRIALS):  # idle, these would be dealt out
+        who = []
+        threads.parallel_for(_slow_per_item, 8, who, work=1 << 30)
+        assert who == [threading.get_ident()]  # one call, in the caller
+    assert not threads._routes  # and not measured
+    monkeypatch.setattr(threads._machine, "others_load", lambda now: 0.0)
+    who = []
+    threads.parallel_for(_slow_per_item, 8, who, work=1 << 30)
+    assert len(who) > 1  # idle again: dealt out
 
 
 def test_one_thread_runs_gemms_in_the_caller_with_openblas_held(blas, monkeypatch):
@@ -329,7 +366,7 @@ def test_a_child_forked_during_a_hold_gets_openblas_back_and_looks_afresh(blas):
     a.start()
     try:
         assert holding.wait(10) and blas.get() == 1
-        threads._machine.others_busy(time.perf_counter())  # the parent has looked
+        threads._machine.others_load(time.perf_counter())  # the parent has looked
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()
         p = ctx.Process(target=_child_holds, args=(queue, before))
