@@ -188,8 +188,9 @@ def parallel_for(fn, n_items, *args, work=None):
 
 
 def serial(fn, *args):
-    """``fn(*args)`` in the caller, for kernels that never pay to split (small work): as
-    :func:`parallel_for`, a kernel's first call waits for a precompiler compiling it."""
+    """``fn(*args)`` in the caller, for kernels run whole there (small work, or sums whose
+    order must not depend on the threads): as :func:`parallel_for`, a kernel's first
+    call waits for a precompiler compiling it."""
     if fn not in _called:
         _first_call(fn)
     return fn(*args)

@@ -167,8 +167,7 @@ def _fused_cross_entropy(x, target, ignore_index, reduction):
         if high >= c:
             raise IndexError(f"cross_entropy: target {high} is out of bounds for {c} classes")
         coef = backend.xp(xd).full(n, 1 / n if reduction == "mean" else 1, xd.dtype)
-        safe = td.astype(np.intp)  # the entry's own copy: the caller may refill its
-        # label buffer
+        safe = td.astype(np.intp)  # a copy: the caller may refill its label buffer
     else:
         safe, coef, _, _ = _class_targets(x, target, None, ignore_index, "cross_entropy")
         if reduction == "mean":
