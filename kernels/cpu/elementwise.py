@@ -328,50 +328,38 @@ def layer_norm_rows_grad(g, x, w, eps):
 # ----- cross entropy of small (N, C) logits and class indices, row by row -----
 # numpy needs ten calls for the loss (max, subtract, exp, sum, log, pick, ...) and eight
 # for its gradient, each paying a call's overhead: 17 + 19 us on the MLP's (128, 10)
-# logits, these loops 8 + 8 (their calls included). numpy's exp is vectorised and theirs is not, so
-# from CE_MAX_SIZE elements on numpy is faster (and the callers keep it there).
+# logits, this loop 8 + 8 (its calls included). numpy's exp is vectorised and the loop's
+# is not, so from CE_MAX_SIZE elements on numpy is faster (and the callers keep it there).
 CE_MAX_SIZE = 1 << 12
 
 
-@inline
-def _row_max(x, at, c):
-    """The max of the row ``x[at:at + c]`` (NaN if it holds one, as numpy's)."""
-    m = x[at]
-    for j in range(U(c)):
-        v = x[at + j]
-        if v > m or v != v:
-            m = v
-    return m
-
-
 @kernel
-def _cross_entropy_rows(x, target, coef, n, c):
+def _cross_entropy_rows(x, target, coef, g, d, n, c):
+    """The loss; and where ``d`` is not empty, its gradient for the cotangent ``g`` into
+    ``d`` (one kernel for both: one compile on a fresh install, not two)."""
     total = 0.0
+    grad = d.size != 0
     for r in range(U(n)):
         at = r * U(c)
-        m = _row_max(x, at, c)
+        m = x[at]
+        for j in range(U(c)):  # the row's max; NaN if it holds one, as numpy's
+            v = x[at + j]
+            if v > m or v != v:
+                m = v
         s = 0.0  # exp(x - max) summed in float64
         for j in range(U(c)):
-            s += math.exp(x[at + j] - m)
-        total += coef[r] * (math.log(s) - (x[at + U(target[r])] - m))
-    return total
-
-
-@kernel
-def _cross_entropy_rows_grad(x, target, coef, g, d, n, c):
-    for r in range(U(n)):
-        at = r * U(c)
-        m = _row_max(x, at, c)
-        s = 0.0
-        for j in range(U(c)):
             e = math.exp(x[at + j] - m)
-            d[at + j] = e
             s += e
-        k = coef[r] * g
-        scale = k / s
-        for j in range(U(c)):
-            d[at + j] *= scale
-        d[at + U(target[r])] -= k
+            if grad:
+                d[at + j] = e
+        total += coef[r] * (math.log(s) - (x[at + U(target[r])] - m))
+        if grad:
+            k = coef[r] * g
+            scale = k / s
+            for j in range(U(c)):
+                d[at + j] *= scale
+            d[at + U(target[r])] -= k
+    return total
 
 
 def cross_entropy_applies(x, target, coef):
@@ -386,14 +374,16 @@ def cross_entropy(x, target, coef):
     """``sum(coef * (logsumexp(x, axis=1) - x[rows, target]))``, as an array of x's dtype.
     Targets must be in range (the caller checks)."""
     n, c = x.shape
-    return x.dtype.type(serial(_cross_entropy_rows, x.reshape(-1), target, coef, n, c))
+    no_grad = np.empty(0, x.dtype)
+    return x.dtype.type(serial(_cross_entropy_rows, x.reshape(-1), target, coef, 0.0, no_grad,
+                               n, c))
 
 
 def cross_entropy_grad(x, target, coef, g):
     """Its gradient for the scalar cotangent ``g``: ``coef * (softmax(x) - onehot) * g``."""
     n, c = x.shape
     d = np.empty_like(x)
-    serial(_cross_entropy_rows_grad, x.reshape(-1), target, coef, float(g), d.reshape(-1), n, c)
+    serial(_cross_entropy_rows, x.reshape(-1), target, coef, float(g), d.reshape(-1), n, c)
     return d
 
 

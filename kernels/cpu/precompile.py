@@ -70,7 +70,7 @@ def _items(dtype=np.float32):
         ("_fused_backward", lambda: winograd.fused_backward(g, x, u, (1, 1))),
         ("_max_bwd", lambda: pool.max_pool2d_backward(pooled, arg, scatter)),
         ("_relu_grad", lambda: elementwise.relu_grad(big, big)),
-        ("_cross_entropy_rows_grad", lambda: elementwise.cross_entropy_grad(
+        ("_cross_entropy_rows", lambda: elementwise.cross_entropy_grad(  # loss and gradient
             rows, labels, rows[:, 0].copy(), 1.0)),
         ("_sum_rows", lambda: elementwise.sum_rows(rows)),  # a linear layer's bias gradient
         ("_swap_leading", lambda: elementwise.swap_leading(x)),  # an im2col conv's both ways
@@ -90,8 +90,6 @@ def _items(dtype=np.float32):
         ("_relu", lambda: elementwise.relu(big)),
         ("_add_channel_bias", lambda: elementwise.add_channel_bias(x, x[0, :, 0, 0].copy())),
         ("_add_to_rows", lambda: elementwise.add_to_rows_(rows.copy(), rows[0].copy())),
-        ("_cross_entropy_rows", lambda: elementwise.cross_entropy(rows, labels,
-                                                                  rows[:, 0].copy())),
         ("_add_rows", lambda: elementwise.add_rows(rows, np.arange(4) % 2, 2)),
         ("_layer_norm_rows", lambda: elementwise.layer_norm_rows(rows, rows[0], rows[1], 1e-5)),
         ("_standardize_rows", lambda: elementwise.standardize_rows(rows, 1e-5)),
