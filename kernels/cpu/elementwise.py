@@ -2,15 +2,17 @@
 gradient, a convolution's channel bias and its layout change, the SGD-momentum update,
 a layer norm's rows and their gradient, and an embedding's gradient (rows added at their
 indices). One pass each, split among tape's threads where that measured faster (the last
-on the caller's).
+on the caller's). And where numpy's cost on small arrays is its calls: a linear layer's
+bias and its gradient, and cross entropy with its gradient (run whole in the caller).
 
 numpy needs several passes (and temporaries) for a ReLU's gradient, runs on one thread,
 and allocates a new output each time; on the LeNet step these took a fifth of the time.
 Each kernel here reads its inputs once, writes an output from ``buffers`` (no page
 faults), and splits the elements among tape's threads where that pays (kernels/cpu/threads.py).
 
-The callers (tape/ops/elementwise.py) use them for C-contiguous float32/float64 numpy
-arrays of at least ``MIN_SIZE`` elements and fall back to numpy otherwise.
+The callers (tape/ops/elementwise.py, nn.py, losses.py) use them for C-contiguous
+float32/float64 numpy arrays (the elementwise ones from ``MIN_SIZE`` elements, cross
+entropy up to ``CE_MAX_SIZE``) and fall back to numpy otherwise.
 """
 
 from __future__ import annotations
